@@ -1,0 +1,229 @@
+"""Command line: options -> scan -> render -> exit code.
+
+The only module that prints to the terminal or decides the process exit status. Exit codes:
+  0  no finding at or above --fail-on, and the whole image was read
+  1  findings at or above --fail-on, and the whole image was read
+  2  error, or coverage incomplete (a volume or file could not be read): fail closed
+130  interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from imgscan import __version__
+from imgscan.errors import ImgscanError
+from imgscan.image import ReaderKind
+from imgscan.model import ScanResult, Severity
+from imgscan.options import DEFAULT_MAX_FILE_SIZE, ScanOptions, parse_severity
+from imgscan.report.json import render_json
+from imgscan.report.table import render_table
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_EPILOG = """\
+exit codes:
+  0    nothing at or above --fail-on, and every volume and file was read
+  1    findings at or above --fail-on
+  2    error, or coverage incomplete (something could not be read): the gate fails closed
+  130  interrupted
+
+examples:
+  imgscan scan disk.qcow2                      table of findings, secrets redacted
+  imgscan scan disk.vmdk --format json -o report.json
+  imgscan scan disk.raw --reader guestfs       libguestfs appliance (real kernel; slower)
+  imgscan scan disk.qcow2 --fail-on high       gate: exit 1 only for high and critical
+"""
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    suffix = value[-1:] if value[-1:].isalpha() else ""
+    number = value[: len(value) - len(suffix)]
+    try:
+        result = int(float(number) * units[suffix])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 100M or 2G)") from None
+    if result <= 0:
+        raise argparse.ArgumentTypeError("size must be positive")
+    return result
+
+
+def _severity(text: str) -> Severity:
+    try:
+        return parse_severity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("jobs must be 0 (one per core) or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgscan",
+        description="Scan offline VM disk images (qcow2, vmdk, raw) for secrets and report "
+        "what a copy of the image would leak. Images are only ever read.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"imgscan {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    scan = commands.add_parser(
+        "scan",
+        help="scan one disk image",
+        description="Scan one disk image read-only and report the secrets on it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    scan.add_argument("image", type=Path, metavar="IMAGE", help="disk image file")
+    scan.add_argument("--reader", type=ReaderKind, choices=list(ReaderKind),
+                      default=ReaderKind.NATIVE, metavar="{native,guestfs}",
+                      help="native: in-process, fast (default); guestfs: libguestfs appliance, "
+                      "retries under TCG when KVM fails")
+    scan.add_argument("-j", "--jobs", type=_jobs, default=0,
+                      help="worker processes (default: one per core)")
+    scan.add_argument("-f", "--format", choices=["table", "json"], default="table",
+                      help="report format (default: table)")
+    scan.add_argument("-o", "--output", type=Path, metavar="FILE",
+                      help="write the report to FILE instead of stdout")
+    scan.add_argument("--fail-on", type=_severity, default=Severity.LOW, metavar="SEVERITY",
+                      help="lowest severity that makes the exit code 1: critical, high, "
+                      "medium, low (default) or info")
+    scan.add_argument("--show-secrets", action="store_true",
+                      help="include raw secret values in the report (off by default)")
+    scan.add_argument("--max-file-size", type=_size, default=DEFAULT_MAX_FILE_SIZE,
+                      metavar="SIZE", help="skip (and report) files larger than SIZE "
+                      "(default: 1G)")
+    scan.add_argument("--allow-external-files", action="store_true",
+                      help="allow a qcow2 backing file or vmdk extents in other files "
+                      "(refused by default: a hostile image could name host files)")
+    scan.add_argument("--allow-incomplete", action="store_true",
+                      help="do not turn incomplete coverage into exit code 2")
+    scan.add_argument("--signatures", type=Path, metavar="DIR",
+                      help="rule pack directory (default: the bundled signatures/)")
+    scan.add_argument("--no-progress", action="store_true",
+                      help="no progress bar (it is shown only when stderr is a terminal)")
+    scan.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def exit_code(result: ScanResult, fail_on: Severity, allow_incomplete: bool) -> int:
+    """The gate's verdict. Incomplete coverage wins over findings: fail closed."""
+    if not result.complete and not allow_incomplete:
+        return EXIT_ERROR
+    if any(f.severity.rank >= fail_on.rank for f in result.findings):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def _summary(result: ScanResult) -> str:
+    counts: dict[str, int] = {}
+    for f in result.findings:
+        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    detail = ", ".join(f"{counts[s.value]} {s.value}" for s in Severity if s.value in counts)
+    scanned = sum(1 for v in result.volumes if v.status.value == "scanned")
+    coverage = "coverage complete" if result.complete else (
+        f"COVERAGE INCOMPLETE ({len(result.volumes) - scanned} volume(s) not read, "
+        f"{len(result.skipped)} file(s) skipped)")
+    return (f"imgscan: {len(result.findings)} finding(s)" + (f" ({detail})" if detail else "")
+            + f" in {result.stats.files} files, {result.stats.bytes / 1e6:.1f} MB, "
+            f"{scanned}/{len(result.volumes)} volume(s), {result.stats.seconds:.1f} s; {coverage}")
+
+
+def _renderer(name: str) -> Callable[[ScanResult], str]:
+    if name == "json":
+        return render_json
+    return render_table
+
+
+def _progress(enabled: bool) -> tuple[Any, Any]:
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="scanning",
+               file=sys.stderr, dynamic_ncols=True, leave=False)
+    counter = {"files": 0}
+
+    def update(outcome: Any) -> None:
+        counter["files"] += 1
+        bar.update(outcome.bytes)
+        bar.set_postfix(files=counter["files"], refresh=False)
+
+    return bar, update
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from imgscan.scan.scanner import scan_image
+
+    options = ScanOptions(
+        image=args.image,
+        reader=args.reader,
+        jobs=args.jobs,
+        max_file_size=args.max_file_size,
+        show_secrets=args.show_secrets,
+        allow_external_files=args.allow_external_files,
+        signatures=args.signatures,
+        progress=not args.no_progress,
+    )
+    bar, update = _progress(options.progress)
+    try:
+        result = scan_image(options, update)
+    finally:
+        if bar is not None:
+            bar.close()
+    for warning in result.warnings:
+        print(f"imgscan: warning: {warning}", file=sys.stderr)
+    report = _renderer(args.format)(result)
+    if args.output is not None:
+        try:
+            args.output.write_text(report, encoding="utf-8")
+        except OSError as exc:
+            raise ImgscanError(f"{args.output}: cannot write report: {exc.strerror}") from None
+    else:
+        sys.stdout.write(report)
+        sys.stdout.flush()
+    print(_summary(result), file=sys.stderr)
+    return exit_code(result, args.fail_on, args.allow_incomplete)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        match args.command:
+            case "scan":
+                return _run_scan(args)
+            case _:
+                parser.error(f"unknown command {args.command}")
+    except KeyboardInterrupt:
+        print("imgscan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImgscanError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"imgscan: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: still one line and exit 2 unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"imgscan: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for details)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_ERROR
+
+

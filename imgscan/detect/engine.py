@@ -1,0 +1,133 @@
+"""The signature engine: every rule of the pack over one file, read in overlapping chunks.
+
+No file is loaded whole. Each chunk is scanned together with the tail of the previous one (the
+carry), and every match is accepted in exactly one chunk, by where it starts:
+
+    buffer = carry + chunk
+    accept a match starting in [lead, len(buffer) - reach)   (reach = 0 on the last chunk)
+
+where `reach` is the largest rule window and `lead` is the part of the carry that the previous
+buffer already accepted. A match that could still run past the end of the buffer is therefore
+left to the next buffer, which sees it whole: secrets straddling a chunk boundary are found once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
+from imgscan.detect.rules import PatternRule, RuleMeta, RulePack, path_glob_regex
+from imgscan.detect.validate import VALIDATORS
+from imgscan.detect.yara import YaraMatcher
+
+_LEAD = 256  # context kept before the accept zone, for word boundaries and prefixes
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One confirmed secret in one file: rule, secret bytes, byte offset and 1-based line."""
+
+    rule: RuleMeta
+    secret: bytes
+    offset: int
+    line: int
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Plain data a worker needs to rebuild the engine: the pack and its compiled locator."""
+
+    pack: RulePack
+    compiled: CompiledPatterns
+
+
+def build_spec(pack: RulePack) -> EngineSpec:
+    return EngineSpec(pack, compile_patterns(pack.patterns))
+
+
+class Engine:
+    """Runs every pattern and YARA rule of a pack. Build one per process."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.pack = spec.pack
+        self.warnings = spec.compiled.warnings
+        rules: tuple[PatternRule, ...] = spec.pack.patterns
+        self._rules = rules
+        self._patterns = PatternMatcher(rules, spec.compiled)
+        self._yara = YaraMatcher(spec.pack.yara)
+        self._reach = max((r.window for r in rules), default=512) + 64
+        self._free = frozenset(i for i, r in enumerate(rules) if not r.paths)
+        self._path_rules = [
+            (i, re.compile("|".join(path_glob_regex(g) for g in r.paths)))
+            for i, r in enumerate(rules) if r.paths
+        ]
+        self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
+
+    def allowed_rules(self, path: str) -> frozenset[int]:
+        """Indices of the pattern rules that apply to a file at guest `path`."""
+        extra = [i for i, rx in self._path_rules if rx.match(path)]
+        return self._free.union(extra) if extra else self._free
+
+    def scan_bytes(self, data: bytes, path: str) -> list[Hit]:
+        """Scan an in-memory file (examples, small members)."""
+        import io
+
+        return self.scan(io.BytesIO(data), path, max(len(data), 1))
+
+    def scan(self, stream: BinaryIO, path: str, chunk_size: int) -> list[Hit]:
+        """Every confirmed, validated secret in `stream`, in file order."""
+        allowed = self.allowed_rules(path)
+        chunk_size = max(chunk_size, 4 * (self._reach + _LEAD))
+        hits: list[Hit] = []
+        for buf, base, lead, stop, lines_before, first in _buffers(
+                stream, chunk_size, self._reach + _LEAD):
+            if first:
+                for yhit in self._yara.find(buf):
+                    hits.append(Hit(yhit.meta, yhit.secret, yhit.start,
+                                    buf.count(b"\n", 0, yhit.start) + 1))
+            for phit in self._patterns.find(buf, allowed):
+                if not lead <= phit.start < stop:
+                    continue
+                secret = buf[phit.secret_start:phit.secret_end]
+                if any(check(secret) for check in self._validators[phit.rule]):
+                    continue
+                line = lines_before + buf.count(b"\n", 0, phit.secret_start) + 1
+                hits.append(Hit(self._rules[phit.rule].meta, secret,
+                                base + phit.secret_start, line))
+        hits.sort(key=lambda h: (h.offset, h.rule.id))
+        return hits
+
+
+def _buffers(stream: BinaryIO, chunk_size: int,
+             carry_size: int) -> Iterator[tuple[bytes, int, int, int, int, bool]]:
+    """Yield (buffer, file offset of buffer, accept start, accept stop, newlines before, first).
+
+    The carry is the last `carry_size` bytes of the previous buffer; the accept zones of
+    consecutive buffers tile the file exactly.
+    """
+    carry = b""
+    base = 0  # file offset of buffer[0]
+    lines_before = 0
+    lead = 0
+    first = True
+    chunk = stream.read(chunk_size)
+    while True:
+        following = stream.read(chunk_size) if chunk else b""
+        buf = carry + chunk
+        last = not following
+        reach = 0 if last else carry_size - _LEAD
+        stop = len(buf) - reach
+        yield buf, base, lead, stop, lines_before, first
+        if last:
+            return
+        first = False
+        keep = min(carry_size, len(buf))
+        consumed = len(buf) - keep
+        lines_before += buf.count(b"\n", 0, consumed)
+        base += consumed
+        carry = buf[consumed:]
+        lead = stop - consumed
+        chunk = following

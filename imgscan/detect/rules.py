@@ -1,0 +1,297 @@
+"""The rule pack: loading and checking `signatures/patterns/*.toml` and `signatures/yara/*.yar`.
+
+Loading is strict: a malformed entry raises RulePackError naming the file and the rule id, so a
+broken pack never scans silently with fewer rules. The schema is in signatures/README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from imgscan.detect.validate import VALIDATORS
+from imgscan.errors import RulePackError
+from imgscan.model import Severity
+
+CATEGORIES = frozenset({
+    "private-key", "cloud", "vcs", "saas", "database", "password", "password-hash", "token",
+    "container", "kubernetes",
+})
+DEFAULT_WINDOW = 512
+MAX_WINDOW = 65536
+_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{1,80}$")
+_YARA_META = re.compile(r"^\s*(id|name|category|severity|preview_prefix)\s*=\s*(\"[^\"]*\"|\d+)",
+                        re.M)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A rule example: text to scan, the guest path it sits at, the secret it must yield."""
+
+    text: str
+    path: str | None = None
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    """What a finding needs to know about the rule that produced it."""
+
+    id: str
+    name: str
+    category: str
+    severity: Severity
+    preview_prefix: int
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    meta: RuleMeta
+    keywords: tuple[str, ...]
+    pattern: str
+    locate: str
+    window: int
+    validators: tuple[str, ...]
+    paths: tuple[str, ...]
+    comment: str
+    examples: tuple[Example, ...]
+    negative_examples: tuple[Example, ...]
+    source: str
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(frozen=True)
+class YaraExample:
+    rule: str
+    data: bytes | None
+    text: str | None
+    expect: bool
+
+
+@dataclass(frozen=True)
+class YaraSource:
+    """One .yar file: its text (compiled by each worker), rule metadata and examples."""
+
+    path: str
+    text: str
+    rules: tuple[RuleMeta, ...]
+    examples: tuple[YaraExample, ...]
+
+
+@dataclass(frozen=True)
+class RulePack:
+    patterns: tuple[PatternRule, ...]
+    yara: tuple[YaraSource, ...]
+    version: str  # digest of every rule file: identifies the pack in reports and caches
+
+    def meta(self, rule_id: str) -> RuleMeta:
+        for rule in self.patterns:
+            if rule.id == rule_id:
+                return rule.meta
+        for source in self.yara:
+            for meta in source.rules:
+                if meta.id == rule_id:
+                    return meta
+        raise KeyError(rule_id)
+
+
+def load_pack(directory: Path) -> RulePack:
+    """Load and check every rule under `directory` (patterns/*.toml, yara/*.yar)."""
+    if not directory.is_dir():
+        raise RulePackError(f"{directory}: rule pack directory not found")
+    digest = hashlib.sha256()
+    patterns: list[PatternRule] = []
+    seen: dict[str, str] = {}
+    for file in sorted((directory / "patterns").glob("*.toml")):
+        raw = file.read_bytes()
+        digest.update(file.name.encode() + b"\0" + raw)
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RulePackError(f"{file}: not valid TOML: {exc}") from None
+        entries = data.get("rules")
+        if not isinstance(entries, list):
+            raise RulePackError(f"{file}: expected an array of [[rules]] tables")
+        for entry in entries:
+            rule = _pattern_rule(file, entry)
+            if rule.id in seen:
+                raise RulePackError(f"{file}: rule {rule.id}: id already used in {seen[rule.id]}")
+            seen[rule.id] = str(file)
+            patterns.append(rule)
+    yara_sources = []
+    for file in sorted((directory / "yara").glob("*.yar")):
+        raw = file.read_bytes()
+        digest.update(file.name.encode() + b"\0" + raw)
+        examples_file = file.with_suffix(".examples.toml")
+        if examples_file.exists():
+            digest.update(examples_file.read_bytes())
+        source = _yara_source(file, raw.decode("utf-8"), examples_file)
+        for meta in source.rules:
+            if meta.id in seen:
+                raise RulePackError(f"{file}: rule {meta.id}: id already used in {seen[meta.id]}")
+            seen[meta.id] = str(file)
+        yara_sources.append(source)
+    if not patterns and not yara_sources:
+        raise RulePackError(f"{directory}: no rules found")
+    return RulePack(tuple(patterns), tuple(yara_sources), digest.hexdigest()[:16])
+
+
+def _fail(file: Path, rule_id: object, message: str) -> RulePackError:
+    return RulePackError(f"{file}: rule {rule_id}: {message}")
+
+
+def _meta(file: Path, entry: dict[str, Any]) -> RuleMeta:
+    rule_id = entry.get("id")
+    if not isinstance(rule_id, str) or not _ID.match(rule_id):
+        raise _fail(file, rule_id, "missing or malformed id (lowercase letters, digits, - and .)")
+    for key in ("name", "category", "severity"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise _fail(file, rule_id, f"missing {key}")
+    if entry["category"] not in CATEGORIES:
+        raise _fail(file, rule_id, f"unknown category {entry['category']!r}")
+    try:
+        severity = Severity(entry["severity"])
+    except ValueError:
+        raise _fail(file, rule_id, f"unknown severity {entry['severity']!r}") from None
+    prefix = entry.get("preview_prefix", 0)
+    if not isinstance(prefix, int) or not 0 <= prefix <= 40:
+        raise _fail(file, rule_id, "preview_prefix must be an integer from 0 to 40")
+    return RuleMeta(rule_id, entry["name"], entry["category"], severity, prefix)
+
+
+def _examples(file: Path, rule_id: str, values: object, key: str) -> tuple[Example, ...]:
+    if not isinstance(values, list) or not values:
+        raise _fail(file, rule_id, f"needs at least one entry in {key}")
+    result = []
+    for value in values:
+        if isinstance(value, str):
+            result.append(Example(value))
+        elif isinstance(value, dict) and isinstance(value.get("text"), str):
+            path, secret = value.get("path"), value.get("secret")
+            if path is not None and not isinstance(path, str):
+                raise _fail(file, rule_id, f"{key}: path must be a string")
+            if secret is not None and not isinstance(secret, str):
+                raise _fail(file, rule_id, f"{key}: secret must be a string")
+            result.append(Example(value["text"], path, secret))
+        else:
+            raise _fail(file, rule_id, f"{key}: each entry is a string or a table with text")
+    return tuple(result)
+
+
+def _pattern_rule(file: Path, entry: object) -> PatternRule:
+    if not isinstance(entry, dict):
+        raise RulePackError(f"{file}: every [[rules]] entry must be a table")
+    meta = _meta(file, entry)
+    rule_id = meta.id
+    pattern = entry.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise _fail(file, rule_id, "missing pattern")
+    try:
+        compiled = regex.compile(pattern.encode())
+    except regex.error as exc:
+        raise _fail(file, rule_id, f"pattern does not compile: {exc}") from None
+    if "secret" not in compiled.groupindex:
+        raise _fail(file, rule_id, "pattern needs a named group (?P<secret>...)")
+    locate = entry.get("locate", pattern)
+    if not isinstance(locate, str) or not locate:
+        raise _fail(file, rule_id, "locate must be a non-empty string")
+    keywords = entry.get("keywords")
+    if (not isinstance(keywords, list) or not keywords
+            or not all(isinstance(k, str) and k and k == k.lower() for k in keywords)):
+        raise _fail(file, rule_id, "keywords must be a non-empty list of lowercase strings")
+    window = entry.get("window", DEFAULT_WINDOW)
+    if not isinstance(window, int) or not 16 <= window <= MAX_WINDOW:
+        raise _fail(file, rule_id, f"window must be an integer from 16 to {MAX_WINDOW}")
+    validators = entry.get("validators", [])
+    if not isinstance(validators, list) or not all(v in VALIDATORS for v in validators):
+        known = ", ".join(sorted(VALIDATORS))
+        raise _fail(file, rule_id, f"validators must name known validators ({known})")
+    paths = entry.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise _fail(file, rule_id, "paths must be a list of globs")
+    comment = entry.get("comment")
+    if not isinstance(comment, str) or not comment.strip():
+        raise _fail(file, rule_id, "missing comment saying why the pattern has its shape")
+    return PatternRule(
+        meta=meta,
+        keywords=tuple(keywords),
+        pattern=pattern,
+        locate=locate,
+        window=window,
+        validators=tuple(validators),
+        paths=tuple(paths),
+        comment=comment,
+        examples=_examples(file, rule_id, entry.get("examples"), "examples"),
+        negative_examples=_examples(file, rule_id, entry.get("negative_examples"),
+                                    "negative_examples"),
+        source=str(file),
+    )
+
+
+def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
+    try:
+        import yara
+    except ImportError as exc:  # pragma: no cover - yara-python is a hard dependency
+        raise RulePackError(f"{file}: yara-python is not installed") from exc
+    try:
+        compiled = yara.compile(source=text)
+    except yara.Error as exc:
+        raise RulePackError(f"{file}: does not compile: {exc}") from None
+    metas = []
+    for rule in compiled:
+        entry = dict(rule.meta)
+        entry.setdefault("id", rule.identifier)
+        meta = _meta(file, entry)
+        metas.append(meta)
+    examples: list[YaraExample] = []
+    if examples_file.exists():
+        try:
+            data = tomllib.loads(examples_file.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise RulePackError(f"{examples_file}: not valid TOML: {exc}") from None
+        for item in data.get("examples", []):
+            rule_id = item.get("rule")
+            if rule_id not in {m.id for m in metas}:
+                raise RulePackError(f"{examples_file}: example names unknown rule {rule_id!r}")
+            hex_data = item.get("hex")
+            examples.append(YaraExample(
+                rule=rule_id,
+                data=bytes.fromhex(hex_data.replace(" ", "")) if hex_data else None,
+                text=item.get("text"),
+                expect=bool(item.get("expect", True)),
+            ))
+    return YaraSource(str(file), text, tuple(metas), tuple(examples))
+
+
+def path_glob_regex(glob: str) -> str:
+    """A regex for a guest-path glob: `**` crosses directories, `*` and `?` do not."""
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    pattern = "".join(out)
+    # A relative glob matches at any depth, as in .gitignore.
+    return ("^" if glob.startswith("/") else "^(?:.*/)?") + pattern + "$"

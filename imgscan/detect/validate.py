@@ -1,0 +1,80 @@
+"""Offline validators: judge a confirmed match without any network access.
+
+A validator takes the captured secret and returns None when the match stands, or a short reason
+when the match is a decoy and must be dropped (a placeholder, a template reference, a locked
+password hash). Rules name validators in their `validators` list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+Validator = Callable[[bytes], "str | None"]
+
+# Values that configuration files and documentation use in place of a real secret.
+PLACEHOLDER_WORDS = frozenset({
+    "changeme", "change_me", "change-me", "changeit", "password", "passw0rd", "passwd", "pass",
+    "secret", "example", "your_password", "yourpassword", "your-password", "mypassword",
+    "my_password", "placeholder", "redacted", "none", "null", "nil", "true", "false", "test",
+    "testing", "dummy", "sample", "default", "todo", "tbd", "fixme", "empty", "unset",
+    "undefined", "required", "optional", "string", "value", "your_secret", "yoursecret",
+    "your_token", "xxx", "foo", "bar", "foobar", "secret123", "password123", "insert_here",
+})
+
+_TEMPLATE_REFERENCE = re.compile(
+    rb"""^(?:
+        \$\{[^}]*\}?            # ${VAR} and ${VAR:-default}
+      | \$\(?[A-Za-z_][A-Za-z0-9_]*\)?  # $VAR, $(VAR)
+      | %\([^)]*\)[sd]?         # %(password)s
+      | %[A-Za-z_][A-Za-z0-9_]*%  # %VAR% (Windows)
+      | \{\{.*\}\}              # {{ password }} (Jinja, Helm, Go templates)
+      | \{[A-Za-z_][A-Za-z0-9_.]*\}  # {password} (str.format)
+      | <[^<>]{1,64}>           # <password>, <your-token>
+      | \[[^\[\]]{1,64}\]       # [password]
+      | @[A-Za-z_][A-Za-z0-9_]*@  # @PASSWORD@ (autoconf)
+      | __[A-Z0-9_]+__          # __PASSWORD__
+    )$""",
+    re.X,
+)
+_CODE_REFERENCE = re.compile(
+    rb"(?i)^(?:os\.environ|os\.getenv|getenv|env\(|process\.env|system\.getenv|environment\.|"
+    rb"settings\.|config\.|vault:|secret:|ENC\[|!vault|lookup\()"
+)
+
+
+def placeholder(secret: bytes) -> str | None:
+    """Drop values that stand in for a secret rather than being one."""
+    value = secret.strip().strip(b"'\"")
+    if not value:
+        return "empty value"
+    lowered = value.lower()
+    if _TEMPLATE_REFERENCE.match(value):
+        return "template or environment reference"
+    if _CODE_REFERENCE.match(value):
+        return "reference to a value kept elsewhere"
+    if b"example" in lowered:
+        return "documentation example"
+    if len(set(lowered)) == 1:
+        return "placeholder made of one repeated character"
+    if lowered.decode("utf-8", "replace") in PLACEHOLDER_WORDS:
+        return "placeholder word"
+    if re.fullmatch(rb"(?:x+|\*+|\.+|-+|_+|0+|#+|\?+)", lowered):
+        return "masked value"
+    return None
+
+
+def shadow_hash(secret: bytes) -> str | None:
+    """Drop /etc/shadow fields that are not a usable hash: locked, disabled or empty."""
+    value = secret.strip()
+    if not value or value in (b"*", b"!", b"!!", b"!*", b"x", b"*LK*", b"NP"):
+        return "no password set"
+    if value.startswith((b"!", b"*")):
+        return "account locked"
+    return None
+
+
+VALIDATORS: dict[str, Validator] = {
+    "placeholder": placeholder,
+    "shadow_hash": shadow_hash,
+}

@@ -1,0 +1,188 @@
+"""Container-format detection from the image's own bytes.
+
+imgscan decides the format itself and passes it explicitly to every reader: leaving it to
+qemu's probing lets a raw image that starts with a qcow2 header be opened as qcow2, whose header
+may then name a host file as backing store (the CVE-2010-3851 class of attack). For the same
+reason the header is checked for references to other files (qcow2 backing and external data
+files, vmdk extents) and such an image is refused unless the user allows it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgscan.errors import ImageError
+
+QCOW2_MAGIC = b"QFI\xfb"
+VMDK_SPARSE_MAGIC = b"KDMV"
+VMDK_DESCRIPTOR_MARKER = b"# Disk DescriptorFile"
+VHDX_MAGIC = b"vhdxfile"
+VHD_COOKIE = b"conectix"
+VDI_MAGIC = 0xBEDA107F
+
+_QCOW2_EXT_DATA_FILE = 0x44415441  # header extension: external data file name
+_QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """What the header says. `external` lists every other file the image refers to."""
+
+    format: str  # qcow2 | vmdk | vhd | vhdx | vdi | raw
+    subformat: str | None
+    virtual_size: int
+    external: tuple[str, ...] = ()
+
+
+def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
+    """Detect the container format of `path` and refuse images that refer to other files.
+
+    Raises ImageError with a one-line reason for a missing, empty, non-regular or truncated
+    file, and for an image naming other files when `allow_external` is false.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{path}: is a directory, not a disk image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ImageError(f"{path}: empty file, not a disk image")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+            info = _classify(path, fh, head, st.st_size)
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror}") from None
+    if info.external and not allow_external:
+        names = ", ".join(info.external)
+        raise ImageError(
+            f"{path}: {info.format} image refers to other files ({names}); "
+            "pass --allow-external-files if you trust them"
+        )
+    return info
+
+
+def _classify(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
+    if head.startswith(QCOW2_MAGIC):
+        return _qcow2(path, head, size)
+    if head.startswith(VMDK_SPARSE_MAGIC):
+        return _vmdk_sparse(path, fh, head, size)
+    if head.startswith(VMDK_DESCRIPTOR_MARKER):
+        return _vmdk_descriptor(path, head)
+    if head.startswith(VHDX_MAGIC):
+        return FormatInfo("vhdx", None, 0)
+    if len(head) >= 0x44 and struct.unpack_from("<I", head, 0x40)[0] == VDI_MAGIC:
+        (disk_size,) = struct.unpack_from("<Q", head, 0x170) if len(head) >= 0x178 else (0,)
+        return FormatInfo("vdi", None, disk_size)
+    if head.startswith(VHD_COOKIE):
+        return _vhd(head, "dynamic")
+    footer = _read_at(path, size - 512, 512) if size >= 512 else b""
+    if footer.startswith(VHD_COOKIE):
+        return _vhd(footer, "fixed")
+    return FormatInfo("raw", None, size)
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
+    if len(head) < 72:
+        raise ImageError(f"{path}: truncated qcow2 header")
+    version, backing_offset, backing_size = struct.unpack_from(">IQI", head, 4)
+    (virtual_size,) = struct.unpack_from(">Q", head, 24)
+    if version not in (2, 3):
+        raise ImageError(f"{path}: unsupported qcow2 version {version}")
+    external: list[str] = []
+    if backing_offset:
+        name = _read_at(path, backing_offset, min(backing_size, 1023))
+        external.append("backing file " + _show(name))
+    header_length = 72
+    if version == 3 and len(head) >= 104:
+        (incompatible,) = struct.unpack_from(">Q", head, 72)
+        (header_length,) = struct.unpack_from(">I", head, 100)
+        if incompatible & _QCOW2_INCOMPAT_DATA_FILE:
+            external.append("external data file")
+    # Header extensions follow the header: (type u32, length u32, data padded to 8 bytes).
+    offset = header_length
+    ext_area = _read_at(path, 0, min(size, 65536))
+    while offset + 8 <= len(ext_area):
+        ext_type, ext_len = struct.unpack_from(">II", ext_area, offset)
+        if ext_type == 0:
+            break
+        if ext_type == _QCOW2_EXT_DATA_FILE:
+            name = ext_area[offset + 8 : offset + 8 + ext_len]
+            external.append("data file " + _show(name))
+        offset += 8 + ((ext_len + 7) & ~7)
+    if size < header_length:
+        raise ImageError(f"{path}: truncated qcow2 image")
+    return FormatInfo("qcow2", f"v{version}", virtual_size, tuple(dict.fromkeys(external)))
+
+
+def _vmdk_sparse(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
+    if len(head) < 80:
+        raise ImageError(f"{path}: truncated vmdk header")
+    (capacity,) = struct.unpack_from("<Q", head, 12)
+    desc_offset, desc_size = struct.unpack_from("<QQ", head, 28)
+    descriptor = b""
+    if desc_offset and desc_size:
+        descriptor = _read_at(path, desc_offset * 512, min(desc_size * 512, 1 << 20))
+    create_type, extents = _parse_descriptor(descriptor)
+    own = os.path.basename(path)
+    external = tuple(f"extent {_show(e.encode())}" for e in extents if e != own)
+    # A renamed monolithic image still names its old file; the extent is the file itself, so a
+    # single extent in a hosted sparse file is not a reference to another file.
+    if create_type in ("monolithicSparse", "streamOptimized") and len(extents) <= 1:
+        external = ()
+    if size < 512:
+        raise ImageError(f"{path}: truncated vmdk image")
+    return FormatInfo("vmdk", create_type, capacity * 512, external)
+
+
+def _vmdk_descriptor(path: Path, head: bytes) -> FormatInfo:
+    descriptor = _read_at(path, 0, 1 << 20)
+    create_type, extents = _parse_descriptor(descriptor)
+    capacity = 0
+    for line in descriptor.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("RW", "RDONLY", "NOACCESS") and parts[1].isdigit():
+            capacity += int(parts[1])
+    external = tuple(f"extent {_show(e.encode())}" for e in extents)
+    return FormatInfo("vmdk", create_type, capacity * 512, external or ("extent files",))
+
+
+def _parse_descriptor(descriptor: bytes) -> tuple[str | None, list[str]]:
+    create_type: str | None = None
+    extents: list[str] = []
+    for raw in descriptor.split(b"\n"):
+        line = raw.strip().decode("utf-8", "replace")
+        if line.startswith("createType"):
+            create_type = line.split("=", 1)[1].strip().strip('"')
+        parts = line.split('"')
+        if len(parts) >= 3 and line.split()[0] in ("RW", "RDONLY", "NOACCESS"):
+            extents.append(parts[1])
+    return create_type, extents
+
+
+def _vhd(footer: bytes, subformat: str) -> FormatInfo:
+    size = struct.unpack_from(">Q", footer, 48)[0] if len(footer) >= 56 else 0
+    return FormatInfo("vhd", subformat, size)
+
+
+def _show(name: bytes) -> str:
+    """A file name from a hostile header, made safe to print on one line."""
+    text = name.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return repr("".join(c if c.isprintable() else "?" for c in text))

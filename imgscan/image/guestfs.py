@@ -1,0 +1,742 @@
+"""The libguestfs reader: the image is attached read-only to a small appliance VM, whose Linux
+kernel mounts each filesystem; files leave the appliance as one `tar_out` stream per volume.
+
+Why this shape:
+
+- Every libguestfs call is an RPC into the appliance (~0.2 s under TCG), so nothing here is
+  per file: volumes are probed with a handful of calls each, and a volume's files arrive as a
+  single tar stream that is parsed on the host as it flows. Small files travel to the workers
+  inline in their FileRef; larger ones are spooled to a private temp dir, and the worker deletes
+  the spool file when it is done (`GuestfsOpener.release`).
+- Hardening follows libguestfs' security guidance for untrusted images: the container format is
+  always the one imgscan detected (qemu never probes), the drive is read-only, the appliance has
+  no network and bounded memory, every filesystem is mounted with `mount_ro`, and no guest
+  binary is ever run (no `sh`/`command`, no inspection, hence no icon extraction either).
+- KVM is tried first. Where it cannot start (here: qemu aborts setting an MSR), the launch is
+  retried under TCG, and `info.accel` says which one ran.
+- The handle lives on one private thread (`_HandleThread`): libguestfs keeps its error handler
+  per thread and the Python bindings silence it only in the thread that created the handle, so a
+  call from any other thread would also print "libguestfs: error: ..." on stderr. `tar_out` has
+  to run beside the thread that consumes its stream, hence one thread owns every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import queue
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, TypeVar, cast
+
+from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image.formats import FormatInfo
+from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
+from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
+
+try:
+    import guestfs
+
+    HAS_GUESTFS = True
+except ImportError:  # pragma: no cover - exercised only where python3-guestfs is missing
+    HAS_GUESTFS = False
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Spool files live in a private directory `<tempdir>/imgscan-guestfs-XXXX/spool-XXXX`; the
+# opener refuses any locator that is not of exactly this shape.
+TEMP_PREFIX = "imgscan-guestfs-"
+SPOOL_PREFIX = "spool-"
+# Files up to this size travel inline in the FileRef (pickled to the worker); larger ones are
+# spooled to disk so that neither process holds a big file in memory.
+INLINE_MAX = 1 << 20
+# Appliance RAM in MiB: enough for the kernel, page cache and btrfs/xfs metadata, and a bound on
+# what a hostile image can make the appliance allocate on the host.
+APPLIANCE_MEMSIZE = 768
+# Bytes per `pread` call: the protocol caps one message at 4 MiB.
+_PREAD_CHUNK = 2 << 20
+_SPOOL_CHUNK = 1 << 20
+# How long to wait for an interrupted `tar_out` to notice its reader is gone (it takes ~0.1 s).
+_STREAM_STOP_TIMEOUT = 60.0
+# How long close() waits for the appliance to shut down before leaving it to libguestfs' own
+# exit handler (and its recovery process, which kills qemu when this process dies).
+_CLOSE_TIMEOUT = 30.0
+
+# imgscan format name -> qemu block driver name (qemu calls VHD "vpc").
+_QEMU_FORMATS = {"qcow2": "qcow2", "vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx", "vdi": "vdi",
+                 "raw": "raw"}
+# MBR partition type ids of an extended partition: a container of logical partitions (which
+# libguestfs lists as sda5, sda6, ...), not a volume.
+_MBR_EXTENDED_IDS = {0x05, 0x0F, 0x85}
+_PARTITION = re.compile(r"^(/dev/[a-z]+)(\d+)$")
+# The appliance kernel logs this only when it runs on KVM; under TCG there is no hypervisor
+# CPUID leaf (checked: no "Hypervisor detected" line at all in a TCG appliance's dmesg).
+_KVM_MARKER = "Hypervisor detected: KVM"
+
+# Set once a default (KVM) launch has failed and TCG then worked: a later reader in the same
+# process goes straight to TCG instead of spending another failed launch on KVM.
+_kvm_unusable = False
+
+
+def _require_guestfs() -> None:
+    if not HAS_GUESTFS:
+        raise ReaderUnavailableError(
+            "the guestfs reader needs libguestfs and its Python bindings, which are not on PyPI: "
+            "run `apt-get install python3-guestfs libguestfs-tools linux-image-amd64` and use "
+            "a virtualenv made with `/usr/bin/python3 -m venv --system-site-packages`"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of a (libguestfs) error: the rest is advice or dmesg hints."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return " ".join(line.split())[:300]
+    return type(exc).__name__
+
+
+# -- the handle and its thread -----------------------------------------------------------------
+
+
+class _HandleThread:
+    """Runs callables one at a time on a private daemon thread.
+
+    A daemon thread, not a ThreadPoolExecutor: executor threads are joined before atexit
+    handlers run, so one stuck in `tar_out` would hang interpreter exit before our cleanup
+    could close the stream that unblocks it.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._serve, name="imgscan-guestfs", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the caller, never lost in this thread
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._jobs.put((future, fn))
+        return future
+
+    def run(self, fn: Callable[[], _T]) -> _T:
+        return self.submit(fn).result()
+
+    def stop(self, timeout: float) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+
+class _LaunchError(Exception):
+    """The appliance did not start. `detail` is the most telling line qemu printed, if any."""
+
+    def __init__(self, message: str, detail: str | None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def describe(self) -> str:
+        first = _first_line(self)
+        return f"{first} ({self.detail})" if self.detail else first
+
+
+class _DriveError(Exception):
+    """libguestfs refused the image itself when attaching it (before any VM started)."""
+
+
+class _Appliance:
+    """One launched libguestfs handle, confined to its own thread."""
+
+    def __init__(self, worker: _HandleThread, handle: Any) -> None:
+        self._worker = worker
+        self.handle = handle
+
+    @classmethod
+    def launch(cls, image: str, qemu_format: str, tcg: bool) -> _Appliance:
+        """Start an appliance with `image` attached read-only; raise _LaunchError/_DriveError."""
+        worker = _HandleThread()
+        try:
+            handle = worker.run(lambda: _open_handle(image, qemu_format, tcg))
+        except BaseException:
+            worker.stop(timeout=1.0)
+            raise
+        return cls(worker, handle)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the libguestfs method `name` on the handle's thread; its RuntimeError propagates."""
+        return self._worker.run(lambda: getattr(self.handle, name)(*args, **kwargs))
+
+    def submit(self, fn: Callable[[Any], _T]) -> Future[_T]:
+        """Start `fn(handle)` on the handle's thread without waiting for it."""
+        return self._worker.submit(lambda: fn(self.handle))
+
+    def close(self) -> None:
+        """Unmount, stop the appliance (qemu exits) and release the handle. Never raises."""
+        def finish(handle: Any) -> None:
+            for step in (handle.umount_all, handle.shutdown):
+                # A dead appliance cannot unmount or shut down; close() below still kills qemu.
+                with contextlib.suppress(RuntimeError):
+                    step()
+            handle.close()
+
+        # On failure or timeout, libguestfs' atexit handler and its recovery process (which
+        # kills qemu when this process dies) still reap the appliance.
+        with contextlib.suppress(FutureTimeoutError, RuntimeError):
+            self.submit(finish).result(timeout=_CLOSE_TIMEOUT)
+        self._worker.stop(timeout=1.0)
+
+
+def _open_handle(image: str, qemu_format: str, tcg: bool) -> Any:
+    """Create, harden and launch a handle. Runs on the handle's own thread."""
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        # What qemu-img and qemu say (the reason an image is refused or a launch failed) arrives
+        # only as events; capture it, unless the user asked for libguestfs' debug output, which
+        # a registered callback would swallow.
+        lines: deque[str] = deque(maxlen=40)
+        event = None
+        if not g.get_verbose():
+            mask = guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY | guestfs.EVENT_WARNING
+
+            def collect(_event: int, _handle: int, buf: str | None, _array: Any) -> None:
+                lines.extend(line for line in (buf or "").splitlines() if line.strip())
+
+            event = g.set_event_callback(collect, mask)
+        try:
+            if tcg:
+                settings = list(g.get_backend_settings())
+                if "force_tcg" not in settings:
+                    g.set_backend_settings([*settings, "force_tcg"])
+            g.set_network(False)
+            g.set_memsize(APPLIANCE_MEMSIZE)
+            try:
+                # readonly: libguestfs puts a throw-away overlay in front; nothing reaches the
+                # image. format: always explicit, so qemu never guesses (and never obeys a
+                # header that a raw image's first sector pretends to have).
+                g.add_drive_opts(image, readonly=True, format=qemu_format, protocol="file")
+            except RuntimeError as exc:
+                raise _DriveError(_drive_complaint(lines) or _first_line(exc)) from exc
+            try:
+                g.launch()
+            except RuntimeError as exc:
+                raise _LaunchError(str(exc), _qemu_complaint(lines)) from exc
+        finally:
+            if event is not None:
+                g.delete_event_callback(event)
+    except BaseException:
+        g.close()
+        raise
+    return g
+
+
+# qemu-img names the overlay libguestfs creates in front of the image, not the image itself.
+_OVERLAY_PREFIX = re.compile(r"^qemu-img: \S*overlay\d*\.qcow2: ")
+
+
+def _drive_complaint(lines: deque[str]) -> str | None:
+    """Why qemu-img refused the image (e.g. "Active L1 table offset invalid"), on one line."""
+    texts = [_OVERLAY_PREFIX.sub("", line).strip() for line in lines
+             if not line.startswith("Formatting ")]
+    return "; ".join(t for t in texts if t)[:300] or None
+
+
+def _qemu_complaint(lines: deque[str]) -> str | None:
+    """The last line qemu (or supermin) printed that reads like an error."""
+    for line in reversed(lines):
+        lowered = line.lower()
+        if ("qemu" in lowered or "supermin" in lowered) and (
+                "error" in lowered or "fail" in lowered or "could not" in lowered):
+            return " ".join(line.split())[:300]
+    return None
+
+
+def _tcg_forced_by_environment() -> bool:
+    return "force_tcg" in os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "").split(":")
+
+
+def _start_appliance(image: str, qemu_format: str) -> tuple[_Appliance, str]:
+    """Launch under KVM if possible, else TCG; return the appliance and the accelerator used.
+
+    Raises ImageError when libguestfs rejects the image or no accelerator can start it, and
+    ReaderUnavailableError when libguestfs cannot build its appliance at all (no kernel).
+    """
+    global _kvm_unusable
+    tried_kvm = False
+    try:
+        if not (_tcg_forced_by_environment() or _kvm_unusable):
+            tried_kvm = True
+            started = time.monotonic()
+            try:
+                appliance = _Appliance.launch(image, qemu_format, tcg=False)
+            except _LaunchError as exc:
+                _log.info("libguestfs launch with the default accelerator failed after %.1f s "
+                          "(%s); retrying under TCG", time.monotonic() - started, exc.describe())
+            else:
+                accel = _detect_accel(appliance)
+                _log.debug("libguestfs appliance up under %s in %.1f s", accel,
+                           time.monotonic() - started)
+                return appliance, accel
+        started = time.monotonic()
+        appliance = _Appliance.launch(image, qemu_format, tcg=True)
+        _log.debug("libguestfs appliance up under TCG in %.1f s", time.monotonic() - started)
+    except _DriveError as exc:
+        raise ImageError(f"{image}: libguestfs cannot open the {qemu_format} image: {exc}"
+                         ) from exc
+    except _LaunchError as exc:
+        text = exc.describe()
+        if "supermin" in text.lower():
+            raise ReaderUnavailableError(
+                f"libguestfs cannot build its appliance ({text}); install linux-image-amd64 "
+                "(supermin needs a kernel under /boot) and libguestfs-tools") from exc
+        tried = "KVM, then TCG" if tried_kvm else "TCG"
+        raise ImageError(f"{image}: libguestfs could not start its appliance "
+                         f"(tried {tried}): {text}") from exc
+    if tried_kvm:
+        _kvm_unusable = True
+    return appliance, "tcg"
+
+
+def _detect_accel(appliance: _Appliance) -> str:
+    """Which accelerator a default launch ended up with, asked of the appliance kernel.
+
+    A default launch asks qemu for `accel=kvm:tcg`, so it may have fallen back to TCG silently
+    (no /dev/kvm, no permission). The appliance kernel's boot log names KVM when it runs on it;
+    `dmesg` is a stable libguestfs call that runs nothing from the guest. If the log cannot be
+    read we claim only what we can back: not KVM.
+    """
+    try:
+        log = str(appliance.call("dmesg"))
+    except RuntimeError:
+        return "tcg"
+    return "kvm" if _KVM_MARKER in log else "tcg"
+
+
+# -- the reader --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stream:
+    """The tar stream of the one volume being walked: its pipe and the `tar_out` call."""
+
+    pipe: IO[bytes]
+    future: Future[None]
+
+
+class _Session:
+    """Everything that must be released, reachable without the reader (for weakref.finalize)."""
+
+    def __init__(self, tmpdir: str) -> None:
+        self.tmpdir = tmpdir
+        self.appliance: _Appliance | None = None
+        self.stream: _Stream | None = None
+        self.pid = os.getpid()
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def stop_stream(self) -> None:
+        """Cut off the active tar stream, if any, and wait until `tar_out` has returned."""
+        stream = self.stream
+        if stream is None:
+            return
+        # With no reader left, the library's write fails (EPIPE: Python ignores SIGPIPE), it
+        # cancels the transfer and tar_out returns within ~0.1 s; the handle stays usable.
+        stream.pipe.close()
+        try:
+            stream.future.result(timeout=_STREAM_STOP_TIMEOUT)
+        except FutureTimeoutError:
+            return  # still busy: leave `stream` set so later calls fail instead of hanging
+        except Exception:
+            pass  # the expected "file receive cancelled", or a tar_out failure already reported
+        if self.stream is stream:
+            self.stream = None
+
+    def close(self) -> None:
+        """Stop the stream and the appliance, delete the temp dir. Idempotent; never raises."""
+        with self.lock:
+            # A forked child inherits this object but not the appliance: it must not kill it.
+            if self.closed or os.getpid() != self.pid:
+                return
+            self.closed = True
+        with contextlib.suppress(OSError):
+            self.stop_stream()
+        if self.appliance is not None:
+            self.appliance.close()
+            self.appliance = None
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _natural_key(device: str) -> list[str | int]:
+    # "/dev/sda2" before "/dev/sda10": digit runs compare as numbers. re.split with a capture
+    # group alternates text and digits, so like always meets like.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", device)]
+
+
+def _tar_out(handle: Any, fd: int) -> None:
+    """Stream the mounted filesystem as tar into pipe `fd`; runs on the handle's thread.
+
+    The library reopens the pipe through /dev/fd (a pipe, unlike a named FIFO, has no blocking
+    open() that could wait forever if tar_out failed before opening it). Closing `fd` here once
+    the call returns is what gives the reading side its end of file.
+    """
+    try:
+        handle.tar_out("/", f"/dev/fd/{fd}", numericowner=True)
+    finally:
+        os.close(fd)
+
+
+class GuestfsReader:
+    """Reader over a libguestfs appliance. Opening launches the appliance (~15 s under TCG) and
+    identifies every volume; `close()` (or garbage collection, or interpreter exit) stops it.
+
+    Not thread-safe, and one volume at a time: while a `files()` iterator is live, other calls
+    raise RuntimeError rather than deadlock behind its stream.
+    """
+
+    def __init__(self, image: str, fmt: FormatInfo) -> None:
+        _require_guestfs()
+        self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
+        self._format = fmt.format
+        qemu_format = _QEMU_FORMATS.get(fmt.format)
+        if qemu_format is None:
+            raise ImageError(f"{image}: the guestfs reader cannot read {fmt.format} images")
+        self._session = _Session(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        # Runs close() when the reader is collected or at interpreter exit, so an exception
+        # anywhere (here included) never leaves a qemu process or spool files behind.
+        self._finalizer = weakref.finalize(self, self._session.close)
+        self._mounted: str | None = None
+        self._parttype: dict[str, str | None] = {}
+        try:
+            appliance, accel = _start_appliance(image, qemu_format)
+            self._session.appliance = appliance
+            self._appliance = appliance
+            self.info = ReaderInfo(name="guestfs", accel=accel)
+            try:
+                self._volumes = self._discover()
+            except RuntimeError as exc:
+                raise ImageError(f"{image}: libguestfs failed while listing volumes: "
+                                 f"{_first_line(exc)}") from exc
+        except BaseException:
+            self._finalizer()
+            raise
+        self._by_device = {v.device: v for v in self._volumes}
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _discover(self) -> list[VolumeInfo]:
+        # One drive is attached, so libguestfs names it /dev/sda and its partitions /dev/sdaN,
+        # exactly as the native reader does.
+        disk = str(self._appliance.call("list_devices")[0])
+        partitions = [str(p) for p in self._appliance.call("list_partitions")
+                      if str(p).startswith(disk)]
+        volumes = [v for v in (self._identify(p) for p in partitions or [disk]) if v is not None]
+        # Logical volumes: the appliance activates every volume group when it boots.
+        volumes += [v for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
+                    if v is not None]
+        if not partitions and len(volumes) == 1 and volumes[0].fstype is None:
+            if volumes[0].status is VolumeStatus.UNREADABLE:
+                raise ImageError(f"{self.image.path}: cannot read the disk: {volumes[0].reason}")
+            if self._partition_table(disk) is not None:
+                raise ImageError(f"{self.image.path}: partition table holds no partitions")
+            raise ImageError(f"{self.image.path}: no partition table or filesystem found "
+                             f"(read as {self._format})")
+        return sorted(volumes, key=lambda v: _natural_key(v.device))
+
+    def _identity(self, device: str) -> tuple[str | None, str | None, str | None]:
+        """(fstype, uuid, label) as blkid sees them; empty values become None.
+
+        One `blkid` call returns all three (vfs_type, vfs_uuid and vfs_label would be three
+        round trips to the same blkid); it fails where blkid finds no signature at all, and then
+        `vfs_type` gives the answer the same way libguestfs' own tools get it.
+        """
+        try:
+            found = dict(self._appliance.call("blkid", device))
+        except RuntimeError:
+            fstype = str(self._appliance.call("vfs_type", device))
+            return (fstype or None), None, None
+        return (found.get("TYPE") or None), (found.get("UUID") or None), (
+            found.get("LABEL") or None)
+
+    def _identify(self, device: str) -> VolumeInfo | None:
+        """What `device` holds and whether it can be scanned; None for an MBR extended
+        partition, which is only a container of the logical partitions listed after it."""
+        try:
+            fstype, uuid, label = self._identity(device)
+        except RuntimeError as exc:
+            return VolumeInfo(device, None, VolumeStatus.UNREADABLE,
+                              f"cannot read volume: {_first_line(exc)}")
+        if fstype is None:
+            if self._is_extended_partition(device):
+                return None
+            return VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised")
+        if fstype == "LVM2_member":
+            return VolumeInfo(device, fstype, VolumeStatus.SKIPPED,
+                              "LVM physical volume; its logical volumes are listed separately",
+                              uuid, label)
+        if fstype == "swap":
+            return VolumeInfo(device, fstype, VolumeStatus.SKIPPED,
+                              "swap space (not scanned yet)", uuid, label)
+        if fstype == "crypto_LUKS":
+            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
+                              "encrypted (LUKS) volume: no key given", uuid, label)
+        if fstype == "BitLocker":
+            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
+                              "encrypted (BitLocker) volume: no key given", uuid, label)
+        if fstype.endswith("_member"):  # linux_raid_member, zfs_member, ...: not a filesystem
+            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
+                              f"{fstype} volume is not assembled by imgscan yet", uuid, label)
+        # Whether the appliance kernel can read it is settled by mounting it, not by a list.
+        try:
+            self._mount(device)
+        except RuntimeError as exc:
+            return VolumeInfo(device, fstype, VolumeStatus.UNREADABLE,
+                              f"cannot mount {fstype}: {_first_line(exc)}", uuid, label)
+        return VolumeInfo(device, fstype, VolumeStatus.SCANNED, None, uuid, label)
+
+    def _partition_table(self, disk: str) -> str | None:
+        if disk not in self._parttype:
+            try:
+                self._parttype[disk] = str(self._appliance.call("part_get_parttype", disk))
+            except RuntimeError:
+                self._parttype[disk] = None
+        return self._parttype[disk]
+
+    def _is_extended_partition(self, device: str) -> bool:
+        match = _PARTITION.match(device)
+        if match is None or int(match.group(2)) > 4:
+            return False
+        disk, number = match.group(1), int(match.group(2))
+        if self._partition_table(disk) != "msdos":
+            return False
+        try:
+            return int(self._appliance.call("part_get_mbr_id", disk, number)) in _MBR_EXTENDED_IDS
+        except RuntimeError:
+            return False
+
+    def _mount(self, device: str) -> None:
+        """Make `device` the one filesystem mounted (read-only) at the appliance's root."""
+        self._check_idle()
+        if self._mounted == device:
+            return
+        if self._mounted is not None:
+            self._mounted = None
+            self._appliance.call("umount_all")
+        # The drive sits behind a writable throw-away overlay, so a dirty ext4/xfs journal is
+        # replayed there and `ro` mounts work without norecovery/noload.
+        self._appliance.call("mount_ro", device, "/")
+        self._mounted = device
+
+    def _check_idle(self) -> None:
+        if self._session.closed:
+            raise RuntimeError("GuestfsReader is closed")
+        if self._session.stream is not None:
+            raise RuntimeError("GuestfsReader is busy: a files() iterator is still live; "
+                               "exhaust or close it first")
+
+    # -- Reader protocol -----------------------------------------------------------------------
+
+    def volumes(self) -> list[VolumeInfo]:
+        """Every volume seen, readable or not, in natural device order (sda2 before sda10)."""
+        return list(self._volumes)
+
+    def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
+        """Up to `limit` bytes of regular file `path` on `device`; None if absent or unreadable.
+
+        A symlink is not followed (`is_file` without following), and intermediate components
+        resolve inside the mounted volume (the daemon chroots), so nothing outside is reached.
+        """
+        volume = self._by_device.get(device)
+        if volume is None or volume.status is not VolumeStatus.SCANNED:
+            return None
+        self._check_idle()
+        try:
+            self._mount(device)
+            if not self._appliance.call("is_file", path, followsymlinks=False):
+                return None
+            parts: list[bytes] = []
+            offset = 0
+            while offset < limit:
+                want = min(_PREAD_CHUNK, limit - offset)
+                chunk = bytes(self._appliance.call("pread", path, want, offset))
+                parts.append(chunk)
+                offset += len(chunk)
+                if len(chunk) < want:
+                    break
+            return b"".join(parts)
+        except RuntimeError:
+            return None
+
+    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        """Every regular file on `device`, from one `tar_out` stream parsed as it arrives.
+
+        Files up to INLINE_MAX come inline; larger ones are spooled to the private temp dir and
+        belong to the consumer from then on (`GuestfsOpener.release` deletes them). Directories,
+        symlinks, devices, FIFOs and sockets are not yielded; nor are hard links, whose content
+        tar sends once, under the first name met (that FileRef covers it). A failed or broken
+        stream ends with a Skipped for the volume root naming the reason.
+        Closing the iterator early stops `tar_out` and frees the handle.
+        """
+        volume = self._by_device.get(device)
+        if volume is None or volume.status is not VolumeStatus.SCANNED:
+            raise ValueError(f"{device}: not a readable volume of {self.image.path}")
+        self._check_idle()
+        return self._stream_files(device, mountpoint)
+
+    def _stream_files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        root = join_guest_path(mountpoint, "/")
+        try:
+            self._mount(device)
+        except RuntimeError as exc:
+            yield Skipped(root, f"cannot mount {device}: {_first_line(exc)}")
+            return
+        read_fd, write_fd = os.pipe()
+        pipe = os.fdopen(read_fd, "rb")
+        try:
+            future = self._appliance.submit(lambda handle: _tar_out(handle, write_fd))
+        except BaseException:
+            pipe.close()
+            os.close(write_fd)
+            raise
+        stream = _Stream(pipe, future)
+        self._session.stream = stream
+        try:
+            problem: str | None = None
+            try:
+                with tarfile.open(fileobj=pipe, mode="r|") as archive:
+                    for member in archive:
+                        item = self._member(archive, member, device, mountpoint)
+                        if item is not None:
+                            yield item
+            except (tarfile.TarError, EOFError) as exc:
+                problem = f"tar stream broken: {_first_line(exc)}"
+            # Past the end-of-archive blocks only record padding is left; read it so tar_out
+            # can finish, then take its verdict (which also explains a broken stream).
+            while pipe.read(1 << 16):
+                pass
+            try:
+                future.result()
+            except (RuntimeError, OSError) as exc:
+                problem = f"tar_out failed: {_first_line(exc)}"
+            if problem is not None:
+                yield Skipped(root, problem)
+        finally:
+            # Normal end: a no-op wait. Consumer gone early (GeneratorExit) or an error: closing
+            # the pipe makes tar_out return, so the handle is free for the next call.
+            self._session.stop_stream()
+
+    def _member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, device: str,
+                mountpoint: str) -> FileRef | Skipped | None:
+        if not member.isreg():
+            return None
+        # GNU tar in the appliance names members "./etc/fstab"; non-UTF-8 names arrive with
+        # surrogate escapes (tarfile's default), which reporting knows how to show.
+        name = member.name[2:] if member.name.startswith("./") else member.name
+        path = join_guest_path(mountpoint, name)
+        source = archive.extractfile(member)
+        if source is None:  # pragma: no cover - isreg() members always have content
+            return None
+        if member.size <= INLINE_MAX:
+            return FileRef(volume=device, path=path, size=member.size, locator="",
+                           inline=source.read())
+        fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._session.tmpdir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, _SPOOL_CHUNK)
+        except OSError as exc:
+            # The host side failed (disk full): this file is lost, the stream goes on (tarfile
+            # skips the unread rest of the member).
+            _unlink(spool)
+            return Skipped(path, f"cannot spool to {self._session.tmpdir}: "
+                                 f"{exc.strerror or _first_line(exc)}")
+        except BaseException:
+            _unlink(spool)  # broken stream or consumer gone: never yielded, so ours to delete
+            raise
+        return FileRef(volume=device, path=path, size=member.size, locator=spool, inline=None)
+
+    def opener_spec(self) -> OpenerSpec:
+        return OpenerSpec("guestfs", self.image.path, self._format, volumes=())
+
+    def close(self) -> None:
+        """Stop any stream, unmount, shut the appliance down, delete the temp dir. Idempotent."""
+        self._finalizer()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _spool_path(locator: str) -> str:
+    """`locator` resolved, if it is a spool file of some GuestfsReader; else ValueError.
+
+    Defence in depth: a worker acts on FileRefs it is handed and must never be made to open (or
+    delete) an arbitrary host path, so only `<tempdir>/imgscan-guestfs-*/spool-*` owned by us
+    is accepted.
+    """
+    path = os.path.realpath(locator)
+    directory = os.path.dirname(path)
+    ok = (os.path.isabs(locator)
+          and os.path.dirname(directory) == os.path.realpath(tempfile.gettempdir())
+          and os.path.basename(directory).startswith(TEMP_PREFIX)
+          and os.path.basename(path).startswith(SPOOL_PREFIX))
+    if ok:
+        try:
+            ok = os.stat(directory).st_uid == os.geteuid()
+        except OSError:
+            ok = False
+    if not ok:
+        raise ValueError(f"refusing {locator!r}: not a guestfs spool file")
+    return path
+
+
+class GuestfsOpener:
+    """Worker-side file access: inline bytes, or the spool file the reader wrote.
+
+    Needs no libguestfs: the content already left the appliance in the main process.
+    """
+
+    def __init__(self, spec: OpenerSpec) -> None:
+        self._spec = spec
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        if ref.inline is not None:
+            return io.BytesIO(ref.inline)
+        path = _spool_path(ref.locator)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"refusing {ref.locator!r}: not a regular file")
+        return cast(BinaryIO, os.fdopen(fd, "rb"))
+
+    def release(self, ref: FileRef) -> None:
+        """Delete the spool file of `ref`. Called in a `finally`, so it never raises: a locator
+        that is not a spool file is left alone (never delete what we would not open)."""
+        if ref.inline is not None or not ref.locator:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            _unlink(_spool_path(ref.locator))

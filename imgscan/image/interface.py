@@ -1,0 +1,90 @@
+"""The reader extension point: what every image reader provides, and the value types it returns.
+
+A reader opens one image read-only and exposes its volumes and the regular files on each.
+Walking happens in the main process (`Reader`); reading file content happens in worker processes
+(`FileOpener`), which rebuild their own handle on the image from the plain-data `OpenerSpec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A volume as the reader found it, before mountpoints are known.
+
+    `status` is SCANNED for a filesystem the reader can walk (it will be scanned), otherwise the
+    reason it cannot be. `uuid` and `label` come from the filesystem superblock; fstab refers to
+    volumes by them.
+    """
+
+    device: str
+    fstype: str | None
+    status: VolumeStatus
+    reason: str | None = None
+    uuid: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenerSpec:
+    """Plain data from which a worker process rebuilds its own access to file content."""
+
+    reader: str
+    image: str
+    format: str
+    volumes: tuple[tuple[str, str], ...] = ()  # (device, reader-private volume address)
+
+
+class Reader(Protocol):
+    """One open image. Not shared across processes; workers use `opener_spec()` instead."""
+
+    image: ImageInfo
+    info: ReaderInfo
+
+    def volumes(self) -> list[VolumeInfo]:
+        """Every volume seen on the image, readable or not, in device order."""
+        ...
+
+    def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
+        """Content of a small regular file inside a readable volume, or None if absent."""
+        ...
+
+    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        """Every regular file on a readable volume, with guest paths under `mountpoint`.
+
+        Directories that cannot be read are yielded as Skipped. Symlinks, devices, FIFOs and
+        sockets are not files to scan and are never followed.
+        """
+        ...
+
+    def opener_spec(self) -> OpenerSpec:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class FileOpener(Protocol):
+    """Worker-side access to the content of a FileRef."""
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        """A readable (and, where the reader allows, seekable) binary stream of the file."""
+        ...
+
+    def release(self, ref: FileRef) -> None:
+        """Called once the worker is done with `ref` (a reader may free spooled data)."""
+        ...
+
+
+def join_guest_path(mountpoint: str, inner: str) -> str:
+    """Guest path of `inner` (absolute inside its filesystem) on a volume mounted at `mountpoint`."""
+    inner = "/" + inner.lstrip("/")
+    if mountpoint in ("", "/"):
+        return inner
+    return mountpoint.rstrip("/") + (inner if inner != "/" else "")

@@ -1,0 +1,91 @@
+"""Where each volume is mounted in the guest, rebuilt from the guest's own /etc/fstab.
+
+Both readers use this same function, so they place every file at the same guest path. A volume
+no fstab entry mounts is reported under a synthetic prefix (`/@dev/sda2`) rather than dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from imgscan.image.interface import Reader, VolumeInfo
+from imgscan.model import VolumeStatus
+
+_DISK_DEVICE = re.compile(r"^/dev/(?:[shv]d|xvd)a(\d*)$")
+
+
+def synthetic_mountpoint(device: str) -> str:
+    """Guest-path prefix for a volume the guest does not mount: `/@dev/sda2`."""
+    return "/@dev/" + device.removeprefix("/dev/")
+
+
+def parse_fstab(text: str) -> list[tuple[str, str]]:
+    """(spec, mountpoint) pairs of fstab entries that mount a filesystem into the tree."""
+    entries = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].startswith("/"):
+            continue  # swap ("none"/"swap"), comments, junk
+        spec, mountpoint = fields[0], _unescape(fields[1])
+        entries.append((spec, mountpoint.rstrip("/") or "/"))
+    return entries
+
+
+def _unescape(field: str) -> str:
+    # fstab encodes spaces and tabs in octal (\040, \011).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _resolve(spec: str, volumes: list[VolumeInfo]) -> VolumeInfo | None:
+    key, _, value = spec.partition("=")
+    for volume in volumes:
+        if key == "UUID" and volume.uuid and volume.uuid.lower() == value.strip('"').lower():
+            return volume
+        if key == "LABEL" and volume.label is not None and volume.label == value.strip('"'):
+            return volume
+    by_path = spec
+    for prefix, attr in (("/dev/disk/by-uuid/", "uuid"), ("/dev/disk/by-label/", "label")):
+        if spec.startswith(prefix):
+            wanted = spec.removeprefix(prefix)
+            return next((v for v in volumes if getattr(v, attr) == wanted), None)
+    match = _DISK_DEVICE.match(by_path)
+    if match:
+        device = "/dev/sda" + match.group(1)
+        return next((v for v in volumes if v.device == device), None)
+    return None
+
+
+def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
+    """Map each readable volume's device to the guest mountpoint its files appear under.
+
+    The root is the readable volume whose /etc/fstab mounts it at `/` (or, failing that, the
+    first one holding an /etc/fstab, or a lone filesystem). Other volumes take the mountpoint
+    the root's fstab gives them, else a synthetic one.
+    """
+    readable = [v for v in volumes if v.status is VolumeStatus.SCANNED]
+    layout: dict[str, str] = {}
+    root: VolumeInfo | None = None
+    entries: list[tuple[str, str]] = []
+    candidates = []
+    for volume in readable:
+        fstab = reader.read_small(volume.device, "/etc/fstab")
+        if fstab is not None:
+            candidates.append((volume, parse_fstab(fstab.decode("utf-8", "replace"))))
+    for volume, fstab_entries in candidates:
+        if any(mp == "/" and _resolve(spec, volumes) == volume for spec, mp in fstab_entries):
+            root, entries = volume, fstab_entries
+            break
+    if root is None and candidates:
+        root, entries = candidates[0]
+    if root is None and len(readable) == 1:
+        root = readable[0]
+    if root is not None:
+        layout[root.device] = "/"
+        for spec, mountpoint in entries:
+            target = _resolve(spec, readable)
+            if target is not None and target.device not in layout and mountpoint != "/":
+                layout[target.device] = mountpoint
+    for volume in readable:
+        layout.setdefault(volume.device, synthetic_mountpoint(volume.device))
+    return layout

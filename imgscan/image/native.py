@@ -1,0 +1,268 @@
+"""The native reader: dfvfs over the libyal libraries, in-process, no VM, no root.
+
+The container format is the one imgscan detected (never dfvfs' own probing); partitions come
+from dfvfs' GPT and MBR back-ends; filesystems are read through dfvfs. Every path specification
+is rebuilt from plain strings, so a worker process can open its own handle from `OpenerSpec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image.formats import FormatInfo
+from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
+from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity
+from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
+
+try:
+    from dfvfs.analyzer import analyzer as dfvfs_analyzer
+    from dfvfs.lib import definitions as dfvfs_defs
+    from dfvfs.lib import errors as dfvfs_errors
+    from dfvfs.path import factory as dfvfs_factory
+    from dfvfs.resolver import context as dfvfs_context
+    from dfvfs.resolver import resolver as dfvfs_resolver
+    from dfvfs.volume import gpt_volume_system, tsk_volume_system
+
+    HAS_DFVFS = True
+except ImportError:  # pragma: no cover - exercised only on a broken install
+    HAS_DFVFS = False
+
+# imgscan format name -> dfvfs storage-media type indicator
+_CONTAINERS = {"qcow2": "QCOW", "vmdk": "VMDK", "vhd": "VHDI", "vhdx": "VHDI", "raw": "RAW"}
+# dfvfs filesystem indicators the native reader walks in this version.
+_WALKABLE = {"EXT"}
+_FS_NAMES = {"EXT": "ext", "XFS": "xfs", "NTFS": "ntfs", "FAT": "vfat", "HFS": "hfs",
+             "APFS": "apfs", "TSK": "unknown"}
+_VOLUME_SYSTEM_NAMES = {"LVM": "LVM2_member", "LUKSDE": "crypto_LUKS", "BDE": "BitLocker",
+                        "APFS_CONTAINER": "apfs", "CS": "CoreStorage", "VSHADOW": "vss"}
+
+# dfvfs raises these (plus OSError) for corrupt or unreadable structures.
+_BACKEND_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError)
+if HAS_DFVFS:
+    _BACKEND_ERRORS = (*_BACKEND_ERRORS, dfvfs_errors.Error)
+
+
+def _require_dfvfs() -> None:
+    if not HAS_DFVFS:
+        raise ReaderUnavailableError(
+            "the native reader needs dfvfs: run `make setup` or `pip install dfvfs`"
+        )
+
+
+@dataclass(frozen=True)
+class _Volume:
+    info: VolumeInfo
+    address: str  # "" for a bare filesystem, else "<GPT|TSK_PARTITION>:/pN"
+    fs_indicator: str | None
+
+
+def _container_spec(image: str, fmt: str) -> Any:
+    if fmt not in _CONTAINERS:
+        raise ImageError(f"{image}: the native reader cannot read {fmt} images; "
+                         "use --reader guestfs")
+    os_spec = dfvfs_factory.Factory.NewPathSpec(dfvfs_defs.TYPE_INDICATOR_OS, location=image)
+    return dfvfs_factory.Factory.NewPathSpec(_CONTAINERS[fmt], parent=os_spec)
+
+
+def _volume_spec(base: Any, address: str) -> Any:
+    if not address:
+        return base
+    indicator, location = address.split(":", 1)
+    return dfvfs_factory.Factory.NewPathSpec(indicator, location=location, parent=base)
+
+
+def _fs_spec(volume_spec: Any, indicator: str, location: str) -> Any:
+    return dfvfs_factory.Factory.NewPathSpec(indicator, location=location, parent=volume_spec)
+
+
+class NativeReader:
+    """Reader over dfvfs. Opening walks the partition table and identifies every filesystem."""
+
+    def __init__(self, image: str, fmt: FormatInfo) -> None:
+        _require_dfvfs()
+        self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
+        self.info = ReaderInfo(name="native", accel=None)
+        self._format = fmt.format
+        self._context = dfvfs_context.Context()
+        self._base = _container_spec(image, fmt.format)
+        try:
+            self._volumes = self._discover()
+        except ImageError:
+            raise
+        except _BACKEND_ERRORS as exc:
+            raise ImageError(f"{image}: cannot read {fmt.format} image: {_one_line(exc)}") from exc
+        self._by_device = {v.info.device: v for v in self._volumes}
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _discover(self) -> list[_Volume]:
+        # The container must open, else this is a corrupt or truncated image.
+        handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
+        if handle.get_size() == 0:
+            raise ImageError(f"{self.image.path}: image has no data")
+        indicators = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
+            self._base, resolver_context=self._context)
+        table = next((i for i in indicators if i == dfvfs_defs.TYPE_INDICATOR_GPT), None)
+        if table is None and not indicators:
+            table = self._probe_mbr()
+        if table is not None:
+            return self._partitions(table)
+        if indicators:  # LVM, LUKS, ... directly on the disk
+            name = _VOLUME_SYSTEM_NAMES.get(indicators[0], indicators[0])
+            return [_Volume(VolumeInfo("/dev/sda", name, VolumeStatus.UNSUPPORTED,
+                                       f"{name} is not read by the native reader yet; "
+                                       "use --reader guestfs"), "", None)]
+        volume = self._identify("/dev/sda", "")
+        if volume.fs_indicator is None and volume.info.status is VolumeStatus.UNSUPPORTED:
+            raise ImageError(f"{self.image.path}: no partition table or filesystem found "
+                             f"(read as {self._format})")
+        return [volume]
+
+    def _probe_mbr(self) -> str | None:
+        # dfvfs' analyzer has no MBR signature of its own; TSK decides whether a DOS partition
+        # table is there (the same fallback dfvfs' source scanner uses).
+        spec = dfvfs_factory.Factory.NewPathSpec(
+            dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION, location="/", parent=self._base)
+        system = tsk_volume_system.TSKVolumeSystem()
+        try:
+            system.Open(spec)
+        except _BACKEND_ERRORS:
+            return None
+        return dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION if system.volumes else None
+
+    def _partitions(self, indicator: str) -> list[_Volume]:
+        spec = dfvfs_factory.Factory.NewPathSpec(indicator, location="/", parent=self._base)
+        system: Any = (gpt_volume_system.GPTVolumeSystem()
+                       if indicator == dfvfs_defs.TYPE_INDICATOR_GPT
+                       else tsk_volume_system.TSKVolumeSystem())
+        system.Open(spec)
+        volumes = []
+        for volume in system.volumes:
+            identifier = volume.identifier  # "p1", "p2", ...
+            number = int(identifier.lstrip("p"))
+            device = f"/dev/sda{number}"
+            volumes.append(self._identify(device, f"{indicator}:/{identifier}"))
+        if not volumes:
+            raise ImageError(f"{self.image.path}: partition table holds no partitions")
+        return volumes
+
+    def _identify(self, device: str, address: str) -> _Volume:
+        spec = _volume_spec(self._base, address)
+        try:
+            systems = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
+                spec, resolver_context=self._context) if address else []
+            systems = [s for s in systems if s != dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION]
+            if systems:
+                name = _VOLUME_SYSTEM_NAMES.get(systems[0], systems[0])
+                return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED,
+                                          f"{name} is not read by the native reader yet; "
+                                          "use --reader guestfs"), address, None)
+            found = dfvfs_analyzer.Analyzer.GetFileSystemTypeIndicators(
+                spec, resolver_context=self._context)
+        except _BACKEND_ERRORS as exc:
+            return _Volume(VolumeInfo(device, None, VolumeStatus.UNREADABLE,
+                                      f"cannot read volume: {_one_line(exc)}"), address, None)
+        indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
+        if indicator is None:
+            return _Volume(VolumeInfo(device, None, VolumeStatus.UNSUPPORTED,
+                                      "no filesystem recognised"), address, None)
+        if indicator not in _WALKABLE:
+            name = _FS_NAMES.get(indicator, indicator.lower())
+            return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED,
+                                      f"{name} is not read by the native reader yet; "
+                                      "use --reader guestfs"), address, indicator)
+        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+        handle.seek(EXT_SUPERBLOCK_OFFSET)
+        ident = ext_identity(handle.read(1024))
+        if ident is None:
+            return _Volume(VolumeInfo(device, None, VolumeStatus.UNREADABLE,
+                                      "ext superblock is damaged"), address, None)
+        try:
+            fs_spec = _fs_spec(spec, indicator, "/")
+            dfvfs_resolver.Resolver.OpenFileSystem(fs_spec, resolver_context=self._context)
+        except _BACKEND_ERRORS as exc:
+            return _Volume(VolumeInfo(device, ident.fstype, VolumeStatus.UNREADABLE,
+                                      f"cannot open {ident.fstype}: {_one_line(exc)}"),
+                           address, indicator)
+        return _Volume(VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None,
+                                  ident.uuid, ident.label), address, indicator)
+
+    # -- Reader protocol -------------------------------------------------------------------
+
+    def volumes(self) -> list[VolumeInfo]:
+        return [v.info for v in self._volumes]
+
+    def _entry(self, device: str, location: str) -> Any:
+        volume = self._by_device[device]
+        assert volume.fs_indicator is not None
+        spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, location)
+        fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
+        return fs.GetFileEntryByPathSpec(spec)
+
+    def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
+        try:
+            entry = self._entry(device, path)
+            if entry is None or not entry.IsFile():
+                return None
+            handle = entry.GetFileObject()
+            return cast(bytes, handle.read(limit))
+        except _BACKEND_ERRORS:
+            return None
+
+    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        root = self._entry(device, "/")
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            location = directory.path_spec.location
+            try:
+                children = list(directory.sub_file_entries)
+            except _BACKEND_ERRORS as exc:
+                yield Skipped(join_guest_path(mountpoint, location),
+                              f"directory unreadable: {_one_line(exc)}")
+                continue
+            for child in sorted(children, key=lambda e: e.name):
+                child_location = child.path_spec.location
+                if child.IsDirectory():
+                    stack.append(child)
+                elif child.IsFile():
+                    yield FileRef(volume=device, path=join_guest_path(mountpoint, child_location),
+                                  size=int(child.size or 0), locator=child_location)
+
+    def opener_spec(self) -> OpenerSpec:
+        volumes = tuple((v.info.device, f"{v.address}|{v.fs_indicator}")
+                        for v in self._volumes if v.info.status is VolumeStatus.SCANNED)
+        return OpenerSpec("native", self.image.path, self._format, volumes)
+
+    def close(self) -> None:
+        self._context.Empty()
+
+
+class NativeOpener:
+    """Worker-side file access: its own dfvfs resolver context over the same image."""
+
+    def __init__(self, spec: OpenerSpec) -> None:
+        _require_dfvfs()
+        self._context = dfvfs_context.Context()
+        base = _container_spec(spec.image, spec.format)
+        self._volumes: dict[str, tuple[Any, str]] = {}
+        for device, address in spec.volumes:
+            volume_address, indicator = address.rsplit("|", 1)
+            self._volumes[device] = (_volume_spec(base, volume_address), indicator)
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        volume_spec, indicator = self._volumes[ref.volume]
+        spec = _fs_spec(volume_spec, indicator, ref.locator)
+        return cast(BinaryIO, dfvfs_resolver.Resolver.OpenFileObject(
+            spec, resolver_context=self._context))
+
+    def release(self, ref: FileRef) -> None:
+        """dfvfs caches open objects in the resolver context; nothing to free per file."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__

@@ -1,0 +1,47 @@
+"""Filesystem identity read from a superblock: type, UUID and label.
+
+/etc/fstab names volumes by UUID and LABEL, and the two readers must agree on the ext variant
+(`ext2`, `ext3`, `ext4`) that libguestfs reports, so the native reader reads these few fields
+itself. Only fixed-offset fields are read; nothing here follows a pointer from the image.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid as uuidlib
+from dataclasses import dataclass
+
+EXT_SUPERBLOCK_OFFSET = 1024
+EXT_MAGIC = 0xEF53
+
+# Feature bits that ext3 already had; anything beyond them makes the filesystem ext4 (as blkid).
+_EXT3_INCOMPAT = 0x0002 | 0x0004 | 0x0008 | 0x0010  # filetype, recover, journal_dev, meta_bg
+_EXT3_RO_COMPAT = 0x0001 | 0x0002 | 0x0004  # sparse_super, large_file, btree_dir
+_COMPAT_HAS_JOURNAL = 0x0004
+
+
+@dataclass(frozen=True)
+class FsIdentity:
+    fstype: str
+    uuid: str | None
+    label: str | None
+
+
+def ext_identity(superblock: bytes) -> FsIdentity | None:
+    """Identity of an ext2/3/4 filesystem from the 1 KiB superblock, or None if it is not one."""
+    if len(superblock) < 0x88:
+        return None
+    (magic,) = struct.unpack_from("<H", superblock, 0x38)
+    if magic != EXT_MAGIC:
+        return None
+    compat, incompat, ro_compat = struct.unpack_from("<III", superblock, 0x5C)
+    if incompat & ~_EXT3_INCOMPAT or ro_compat & ~_EXT3_RO_COMPAT:
+        fstype = "ext4"
+    elif compat & _COMPAT_HAS_JOURNAL:
+        fstype = "ext3"
+    else:
+        fstype = "ext2"
+    raw_uuid = superblock[0x68:0x78]
+    fs_uuid = str(uuidlib.UUID(bytes=raw_uuid)) if any(raw_uuid) else None
+    label = superblock[0x78:0x88].split(b"\0", 1)[0].decode("utf-8", "replace") or None
+    return FsIdentity(fstype, fs_uuid, label)

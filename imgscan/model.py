@@ -1,0 +1,181 @@
+"""Value types that cross process and layer boundaries, and the two functions that decide what
+of a secret may ever be shown: `redact()` and `fingerprint()`.
+
+Everything here is a frozen dataclass of plain data, so it pickles cheaply to and from worker
+processes and can be compared in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Severity(str, Enum):
+    """Finding severity, ordered from most to least serious."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more serious; used for `--fail-on` and sorting."""
+        return _RANK[self]
+
+
+_RANK = {
+    Severity.CRITICAL: 4,
+    Severity.HIGH: 3,
+    Severity.MEDIUM: 2,
+    Severity.LOW: 1,
+    Severity.INFO: 0,
+}
+
+
+class VolumeStatus(str, Enum):
+    """What happened to a volume: the report lists every volume the reader saw."""
+
+    SCANNED = "scanned"
+    UNREADABLE = "unreadable"  # recognised, but reading it failed (corrupt, I/O error)
+    UNSUPPORTED = "unsupported"  # a volume type or filesystem this reader cannot read
+    SKIPPED = "skipped"  # deliberately not scanned (swap, empty, ...)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One regular file to scan, as plain data a worker can act on.
+
+    `volume` is the device name the file lives on, `path` the absolute guest path, `locator` the
+    reader's own plain-data address of the file (a location inside the filesystem for the native
+    reader, a spool file for the guestfs reader). `inline` carries small file content when the
+    reader already has it in hand, so the worker need not open anything.
+    """
+
+    volume: str
+    path: str
+    size: int
+    locator: str
+    inline: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One secret found at one place. `secret` is None unless the user asked for raw values."""
+
+    rule: str
+    category: str
+    severity: Severity
+    path: str
+    line: int
+    preview: str
+    fingerprint: str
+    secret: str | None = None
+
+    def sort_key(self) -> tuple[str, int, str, str]:
+        return (self.path, self.line, self.rule, self.fingerprint)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file (or archive member) that was not scanned, with the reason. Never silently dropped."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume as the report shows it."""
+
+    device: str
+    fstype: str | None
+    mountpoint: str | None
+    status: VolumeStatus
+    reason: str | None = None
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """The image file: path as given, detected container format, virtual disk size in bytes."""
+
+    path: str
+    format: str
+    virtual_size: int
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    """Which reader ran and, for libguestfs, which accelerator its appliance used."""
+
+    name: str
+    accel: str | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    files: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Everything one scan produced. Renderers turn this into text; they never scan."""
+
+    image: ImageInfo
+    reader: ReaderInfo
+    volumes: tuple[Volume, ...]
+    skipped: tuple[Skipped, ...]
+    findings: tuple[Finding, ...]
+    stats: Stats
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        """True only when every volume was scanned and no file was skipped.
+
+        A skipped volume (swap, say) still makes coverage incomplete: a gate must not call an
+        image clean when part of it was not read.
+        """
+        return not self.skipped and all(v.status is VolumeStatus.SCANNED for v in self.volumes)
+
+
+# Bump when the fingerprint construction changes, so stored baselines can tell old from new.
+FINGERPRINT_VERSION = "fp1"
+# PBKDF2 makes a dictionary attack on a fingerprint slow; the salt binds it to rule and place, so
+# the same weak password at two places gives unrelated fingerprints.
+_FP_ITERATIONS = 20_000
+
+
+def fingerprint(rule: str, path: str, secret: bytes) -> str:
+    """A stable, versioned identifier of `secret` found by `rule` at guest `path`.
+
+    Independent of line numbers and of the scan, so baselines survive edits above the secret and
+    rescans of copies of the image. Never a plain hash of the secret.
+    """
+    salt = b"imgscan/" + FINGERPRINT_VERSION.encode() + b"\0" + rule.encode() + b"\0"
+    salt += path.encode("utf-8", "surrogateescape")
+    digest = hashlib.pbkdf2_hmac("sha256", secret, salt, _FP_ITERATIONS, dklen=16)
+    return f"{FINGERPRINT_VERSION}:{digest.hex()}"
+
+
+def redact(secret: bytes, prefix: int) -> str:
+    """Preview of a secret that reveals only its public marker and its length.
+
+    `prefix` is how many leading characters the rule declares a fixed public marker (`AKIA`,
+    `ghp_`, `-----BEGIN`); passwords use 0 and show nothing but their length.
+    """
+    text = secret.decode("utf-8", "replace")
+    shown = _printable(text[: max(0, min(prefix, len(text) - 1))])
+    return f"{shown}…({len(secret)})"
+
+
+def _printable(text: str) -> str:
+    """Escape control characters so a preview can never drive a terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

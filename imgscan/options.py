@@ -1,0 +1,58 @@
+"""ScanOptions: every knob of one scan, built once by the CLI (or an API caller) and passed down.
+
+Frozen and picklable: worker processes receive it as-is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgscan.image import ReaderKind
+from imgscan.model import Severity
+
+DEFAULT_MAX_FILE_SIZE = 1 << 30  # 1 GiB: larger files are listed as skipped
+DEFAULT_CHUNK_SIZE = 1 << 20  # files are read in 1 MiB chunks, never whole
+
+
+def default_signatures_dir() -> Path:
+    """The rule pack shipped beside the package (repository layout: ../signatures)."""
+    return Path(__file__).resolve().parent.parent / "signatures"
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What to scan and how.
+
+    `reader` chooses the image reader. `allow_external_files` lets a qcow2 backing file or a
+    vmdk extent in another file be opened; off by default because a hostile image could name a
+    file of the scanning host.
+    """
+
+    image: Path
+    reader: ReaderKind = ReaderKind.NATIVE
+    jobs: int = 0  # 0: one worker per core
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    show_secrets: bool = False
+    allow_external_files: bool = False
+    signatures: Path | None = None
+    progress: bool = False
+
+    @property
+    def worker_count(self) -> int:
+        return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
+
+    @property
+    def signatures_dir(self) -> Path:
+        return self.signatures if self.signatures is not None else default_signatures_dir()
+
+
+def parse_severity(text: str) -> Severity:
+    """`--fail-on` value to Severity; raises ValueError with the accepted names."""
+    try:
+        return Severity(text.lower())
+    except ValueError:
+        names = ", ".join(s.value for s in Severity)
+        raise ValueError(f"unknown severity {text!r}; choose one of {names}") from None

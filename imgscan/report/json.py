@@ -1,0 +1,68 @@
+"""The JSON report, schema `imgscan.report/v1`: an interface other tools rely on. Fields may be
+added; none is renamed or removed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from imgscan import __version__
+from imgscan.model import ScanResult
+
+SCHEMA = "imgscan.report/v1"
+
+
+def to_dict(result: ScanResult) -> dict[str, Any]:
+    """The report as plain JSON-ready data. `secret` appears only if the scan captured it."""
+    findings = []
+    for f in result.findings:
+        item: dict[str, Any] = {
+            "rule": f.rule,
+            "category": f.category,
+            "severity": f.severity.value,
+            "path": f.path,
+            "line": f.line,
+            "preview": f.preview,
+            "fingerprint": f.fingerprint,
+        }
+        if f.secret is not None:
+            item["secret"] = f.secret
+        findings.append(item)
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "imgscan", "version": __version__},
+        "image": {
+            "path": result.image.path,
+            "format": result.image.format,
+            "virtual_size": result.image.virtual_size,
+        },
+        "reader": {"name": result.reader.name, "accel": result.reader.accel},
+        "coverage": {
+            "complete": result.complete,
+            "volumes": [
+                {
+                    "device": v.device,
+                    "fstype": v.fstype,
+                    "mountpoint": v.mountpoint,
+                    "status": v.status.value,
+                    "reason": v.reason,
+                    "files": v.files,
+                    "bytes": v.bytes,
+                }
+                for v in result.volumes
+            ],
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        },
+        "findings": findings,
+        "stats": {
+            "files": result.stats.files,
+            "bytes": result.stats.bytes,
+            "seconds": result.stats.seconds,
+        },
+        "warnings": list(result.warnings),
+    }
+
+
+def render_json(result: ScanResult) -> str:
+    # ensure_ascii keeps hostile bytes in file names as \u escapes, never raw control codes.
+    return json.dumps(to_dict(result), indent=2, ensure_ascii=True) + "\n"

@@ -1,0 +1,89 @@
+"""One image, end to end: detect the format, open a reader, place volumes at their guest
+mountpoints, stream every file through the worker pool, and collect a ScanResult.
+
+Only a failure to open the image or load the rules is fatal (ImgscanError); trouble with one
+volume or one file is recorded in the result and makes coverage incomplete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from imgscan.detect.engine import build_spec
+from imgscan.detect.rules import load_pack
+from imgscan.image import open_reader
+from imgscan.image.formats import detect_format
+from imgscan.image.interface import Reader
+from imgscan.image.layout import mount_layout
+from imgscan.model import (
+    FileRef,
+    Finding,
+    ScanResult,
+    Skipped,
+    Stats,
+    Volume,
+    VolumeStatus,
+)
+from imgscan.options import ScanOptions
+from imgscan.scan.pool import run_pool
+from imgscan.scan.worker import FileOutcome, WorkerSpec
+
+Progress = Callable[[FileOutcome], None]
+
+
+def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanResult:
+    """Scan `options.image` and return everything found, sorted and deterministic."""
+    started = time.monotonic()
+    fmt = detect_format(options.image, options.allow_external_files)
+    pack = load_pack(options.signatures_dir)
+    engine_spec = build_spec(pack)
+    reader = open_reader(options.reader, str(options.image), fmt)
+    try:
+        infos = reader.volumes()
+        layout = mount_layout(reader, infos)
+        spec = WorkerSpec(engine_spec, reader.opener_spec(), options.chunk_size,
+                          options.max_file_size, options.show_secrets)
+        skipped: list[Skipped] = []
+        findings: list[Finding] = []
+        files: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
+        for outcome in run_pool(spec, _walk(reader, scannable, layout), options.worker_count,
+                                skipped.append):
+            findings.extend(outcome.findings)
+            skipped.extend(outcome.skipped)
+            files[outcome.volume] = files.get(outcome.volume, 0) + 1
+            sizes[outcome.volume] = sizes.get(outcome.volume, 0) + outcome.bytes
+            if progress is not None:
+                progress(outcome)
+        volumes = tuple(
+            Volume(
+                device=v.device,
+                fstype=v.fstype,
+                mountpoint=layout.get(v.device),
+                status=v.status,
+                reason=v.reason,
+                files=files.get(v.device, 0),
+                bytes=sizes.get(v.device, 0),
+            )
+            for v in infos
+        )
+        return ScanResult(
+            image=reader.image,
+            reader=reader.info,
+            volumes=volumes,
+            skipped=tuple(sorted(set(skipped), key=lambda s: (s.path, s.reason))),
+            findings=tuple(sorted(findings, key=Finding.sort_key)),
+            stats=Stats(files=sum(files.values()), bytes=sum(sizes.values()),
+                        seconds=round(time.monotonic() - started, 3)),
+            warnings=engine_spec.compiled.warnings,
+        )
+    finally:
+        reader.close()
+
+
+def _walk(reader: Reader, devices: list[str],
+          layout: dict[str, str]) -> Iterator[FileRef | Skipped]:
+    for device in devices:
+        yield from reader.files(device, layout[device])

@@ -1,0 +1,146 @@
+"""What a worker process does with one file: open it, expand archives, run the engine, and turn
+hits into findings (redacted unless raw values were asked for).
+
+`FileScanner` is built once per process from the plain-data `WorkerSpec` (pool initializer);
+the main process never sends it anything but FileRefs.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import tarfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from imgscan.detect.engine import Engine, EngineSpec, Hit
+from imgscan.image.interface import FileOpener, OpenerSpec
+from imgscan.model import FileRef, Finding, Skipped, fingerprint, redact
+from imgscan.scan.archives import MAX_DEPTH, MAX_EXPANDED, Member, archive_kind, expand
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    engine: EngineSpec
+    opener: OpenerSpec
+    chunk_size: int
+    max_file_size: int
+    show_secrets: bool
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """The result of scanning one FileRef (and every archive member inside it)."""
+
+    volume: str
+    findings: tuple[Finding, ...]
+    skipped: tuple[Skipped, ...]
+    bytes: int
+
+
+class _Budget:
+    """Expanded-bytes allowance of one outermost archive (decompression-bomb bound)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_EXPANDED
+
+
+class FileScanner:
+    def __init__(self, spec: WorkerSpec, opener: FileOpener) -> None:
+        self.spec = spec
+        self.engine = Engine(spec.engine)
+        self.opener = opener
+
+    def scan(self, ref: FileRef) -> FileOutcome:
+        findings: list[Finding] = []
+        skipped: list[Skipped] = []
+        if ref.size > self.spec.max_file_size:
+            skipped.append(Skipped(ref.path, f"larger than the size limit "
+                                             f"({ref.size} > {self.spec.max_file_size} bytes)"))
+            self.opener.release(ref)
+            return FileOutcome(ref.volume, (), tuple(skipped), 0)
+        try:
+            stream = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
+            self._scan_stream(stream, ref.path, 0, _Budget(), findings, skipped)
+        except (OSError, RuntimeError, ValueError) as exc:
+            skipped.append(Skipped(ref.path, f"read error: {_one_line(exc)}"))
+        finally:
+            self.opener.release(ref)
+        return FileOutcome(ref.volume, tuple(findings), tuple(skipped), ref.size)
+
+    def _scan_stream(self, stream: BinaryIO, path: str, depth: int, budget: _Budget,
+                     findings: list[Finding], skipped: list[Skipped]) -> None:
+        head = _peek(stream, 512)
+        kind = archive_kind(head) if stream.seekable() else None
+        if kind is not None and depth < MAX_DEPTH:
+            try:
+                for item in expand(stream, path, kind, self.spec.max_file_size):
+                    if isinstance(item, Skipped):
+                        skipped.append(item)
+                        continue
+                    self._scan_member(item, depth, budget, findings, skipped)
+                return
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+                skipped.append(Skipped(path, f"corrupt {kind} archive: {_one_line(exc)}"))
+                stream.seek(0)  # still scan the raw bytes: they may hold plain text
+        elif kind is not None:
+            skipped.append(Skipped(path, f"archive nested deeper than {MAX_DEPTH} levels"))
+        for hit in _dedupe(self.engine.scan(stream, path, self.spec.chunk_size)):
+            findings.append(self._finding(hit, path))
+
+    def _scan_member(self, member: Member, depth: int, budget: _Budget,
+                     findings: list[Finding], skipped: list[Skipped]) -> None:
+        # Members are read into memory up to the size limit: compressed streams are not
+        # seekable, and nested archives need seeking.
+        data = member.stream.read(min(budget.left, self.spec.max_file_size) + 1)
+        if len(data) > self.spec.max_file_size:
+            skipped.append(Skipped(member.path, "member larger than the size limit"))
+            return
+        if len(data) > budget.left:
+            skipped.append(Skipped(member.path, "archive expands beyond "
+                                                f"{MAX_EXPANDED} bytes"))
+            budget.left = 0
+            return
+        budget.left -= len(data)
+        self._scan_stream(io.BytesIO(data), member.path, depth + 1, budget, findings, skipped)
+
+    def _finding(self, hit: Hit, path: str) -> Finding:
+        meta = hit.rule
+        return Finding(
+            rule=meta.id,
+            category=meta.category,
+            severity=meta.severity,
+            path=path,
+            line=hit.line,
+            preview=redact(hit.secret, meta.preview_prefix),
+            fingerprint=fingerprint(meta.id, path, hit.secret),
+            secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
+        )
+
+
+def _peek(stream: BinaryIO, size: int) -> bytes:
+    if not stream.seekable():
+        return b""
+    position = stream.tell()
+    head = stream.read(size)
+    stream.seek(position)
+    return head
+
+
+def _dedupe(hits: list[Hit]) -> list[Hit]:
+    """One hit per secret per place: when several rules capture the same bytes at the same
+    offset (a postgres URL and a generic password rule), keep the most severe, then the first
+    by rule id, so one leak is reported once."""
+    best: dict[tuple[int, bytes], Hit] = {}
+    for hit in hits:
+        key = (hit.offset, hit.secret)
+        current = best.get(key)
+        if current is None or (-hit.rule.severity.rank, hit.rule.id) < (
+                -current.rule.severity.rank, current.rule.id):
+            best[key] = hit
+    return sorted(best.values(), key=lambda h: (h.offset, h.rule.id))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
