@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """Finding severity, ordered from most to least serious."""
 
     CRITICAL = "critical"
@@ -36,7 +36,7 @@ _RANK = {
 }
 
 
-class VolumeStatus(str, Enum):
+class VolumeStatus(StrEnum):
     """What happened to a volume: the report lists every volume the reader saw."""
 
     SCANNED = "scanned"

@@ -163,8 +163,8 @@ def _meta(file: Path, entry: dict[str, Any]) -> RuleMeta:
     except ValueError:
         raise _fail(file, rule_id, f"unknown severity {entry['severity']!r}") from None
     prefix = entry.get("preview_prefix", 0)
-    if not isinstance(prefix, int) or not 0 <= prefix <= 40:
-        raise _fail(file, rule_id, "preview_prefix must be an integer from 0 to 40")
+    if not isinstance(prefix, int) or not 0 <= prefix <= 64:
+        raise _fail(file, rule_id, "preview_prefix must be an integer from 0 to 64")
     return RuleMeta(rule_id, entry["name"], entry["category"], severity, prefix)
 
 

@@ -3,14 +3,14 @@ each factory below, and the type checker's `assert_never` catches a missing bran
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import assert_never
 
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import FileOpener, OpenerSpec, Reader
 
 
-class ReaderKind(str, Enum):
+class ReaderKind(StrEnum):
     NATIVE = "native"
     GUESTFS = "guestfs"
 

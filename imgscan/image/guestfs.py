@@ -628,7 +628,11 @@ class GuestfsReader:
             problem: str | None = None
             try:
                 with tarfile.open(fileobj=pipe, mode="r|") as archive:
-                    for member in archive:
+                    while (member := archive.next()) is not None:
+                        # TarFile keeps every TarInfo it has read (for hard-link extraction,
+                        # which a stream cannot do anyway): drop them, or memory grows with
+                        # the volume's file count.
+                        archive.members.clear()  # type: ignore[attr-defined]  # not in typeshed
                         item = self._member(archive, member, device, mountpoint)
                         if item is not None:
                             yield item

@@ -83,7 +83,7 @@ class FileOpener(Protocol):
 
 
 def join_guest_path(mountpoint: str, inner: str) -> str:
-    """Guest path of `inner` (absolute inside its filesystem) on a volume mounted at `mountpoint`."""
+    """Guest path of `inner` (absolute in its filesystem) on a volume mounted at `mountpoint`."""
     inner = "/" + inner.lstrip("/")
     if mountpoint in ("", "/"):
         return inner

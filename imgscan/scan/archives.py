@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from imgscan.model import Skipped
 
@@ -88,10 +88,10 @@ def expand(stream: BinaryIO, path: str, kind: str,
             yield Member(_member_path(path, inner), None, member)  # type: ignore[arg-type]
 
 
-def _tar_members(stream: BinaryIO, path: str, mode: str,
+def _tar_members(stream: BinaryIO, path: str, mode: Literal["r|", "r|gz"],
                  max_member_size: int) -> Iterator[Member | Skipped]:
     count = 0
-    with tarfile.open(fileobj=stream, mode=mode) as archive:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=stream, mode=mode) as archive:
         for info in archive:
             if not info.isfile():
                 continue

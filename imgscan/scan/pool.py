@@ -17,6 +17,7 @@ from imgscan.image import make_opener
 from imgscan.model import FileRef, Skipped
 from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
 
+
 class WorkerStartError(ImgscanError):
     """A worker process failed to build its engine or open the image."""
 

@@ -8,8 +8,8 @@ the main process never sends it anything but FileRefs.
 from __future__ import annotations
 
 import io
-import zipfile
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 

@@ -1,0 +1,41 @@
+"""Shared fixtures: the rule pack, an engine over it, and the test images built by testdata/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgscan.detect.engine import Engine, build_spec
+from imgscan.detect.rules import RulePack, load_pack
+from imgscan.options import default_signatures_dir
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "testdata"))
+
+import build as testdata_build  # noqa: E402  (testdata/build.py, the image builder)
+
+
+@pytest.fixture(scope="session")
+def pack() -> RulePack:
+    return load_pack(default_signatures_dir())
+
+
+@pytest.fixture(scope="session")
+def engine(pack: RulePack) -> Engine:
+    return Engine(build_spec(pack))
+
+
+@pytest.fixture(scope="session")
+def images() -> Path:
+    """Directory of the built test images (cached across runs by testdata/build.py)."""
+    return testdata_build.build()
+
+
+@pytest.fixture(scope="session")
+def manifest(images: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((images / "manifest.json").read_text())
+    return {image["name"]: image for image in data["images"]}

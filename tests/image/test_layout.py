@@ -1,0 +1,70 @@
+"""Mount layout from the guest's fstab, over an in-memory fake reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from imgscan.image.interface import OpenerSpec, VolumeInfo
+from imgscan.image.layout import mount_layout, parse_fstab
+from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
+
+OK = VolumeStatus.SCANNED
+
+
+class FakeReader:
+    """A reader whose volumes hold a few small files in memory."""
+
+    image = ImageInfo("fake", "raw", 0)
+    info = ReaderInfo("fake")
+
+    def __init__(self, volumes: list[VolumeInfo], files: dict[tuple[str, str], bytes]) -> None:
+        self._volumes = volumes
+        self._files = files
+
+    def volumes(self) -> list[VolumeInfo]:
+        return self._volumes
+
+    def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
+        return self._files.get((device, path))
+
+    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        return iter(())
+
+    def opener_spec(self) -> OpenerSpec:
+        return OpenerSpec("fake", "fake", "raw")
+
+    def close(self) -> None:
+        pass
+
+
+def test_parse_fstab_skips_swap_and_comments() -> None:
+    text = ("# comment\nUUID=a / ext4 defaults 0 1\nUUID=b none swap sw 0 0\n"
+            "LABEL=data /srv/my\\040data ext4 defaults 0 2\n\n")
+    assert parse_fstab(text) == [("UUID=a", "/"), ("LABEL=data", "/srv/my data")]
+
+
+def test_layout_by_uuid_label_and_device() -> None:
+    volumes = [
+        VolumeInfo("/dev/sda1", "ext4", OK, uuid="11111111-0000-0000-0000-000000000001"),
+        VolumeInfo("/dev/sda2", "ext4", OK, label="home"),
+        VolumeInfo("/dev/sda3", "ext2", OK),
+        VolumeInfo("/dev/sda4", "ext4", OK),
+        VolumeInfo("/dev/sda5", None, VolumeStatus.UNSUPPORTED, "no filesystem recognised"),
+    ]
+    fstab = (b"UUID=11111111-0000-0000-0000-000000000001 / ext4 defaults 0 1\n"
+             b"LABEL=home /home ext4 defaults 0 2\n/dev/vda3 /boot ext2 defaults 0 2\n")
+    reader = FakeReader(volumes, {("/dev/sda1", "/etc/fstab"): fstab})
+    assert mount_layout(reader, volumes) == {
+        "/dev/sda1": "/", "/dev/sda2": "/home", "/dev/sda3": "/boot",
+        "/dev/sda4": "/@dev/sda4"}
+
+
+def test_lone_filesystem_without_fstab_is_root() -> None:
+    volumes = [VolumeInfo("/dev/sda", "ext2", OK)]
+    assert mount_layout(FakeReader(volumes, {}), volumes) == {"/dev/sda": "/"}
+
+
+def test_two_filesystems_without_fstab_are_synthetic() -> None:
+    volumes = [VolumeInfo("/dev/sda1", "ext4", OK), VolumeInfo("/dev/sda2", "ext4", OK)]
+    assert mount_layout(FakeReader(volumes, {}), volumes) == {
+        "/dev/sda1": "/@dev/sda1", "/dev/sda2": "/@dev/sda2"}

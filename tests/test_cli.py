@@ -1,0 +1,173 @@
+"""The command as a user runs it: exit codes, redaction, bad input, JSON contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgscan", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def _planted_values(image: dict[str, Any]) -> list[str]:
+    return [p["secret"] for p in image["planted"]]
+
+
+def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -> None:
+    proc = run("scan", images / "server.qcow2", "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["schema"] == "imgscan.report/v1"
+    assert report["tool"]["name"] == "imgscan"
+    assert report["image"] == {"path": str(images / "server.qcow2"), "format": "qcow2",
+                               "virtual_size": 64 << 20}
+    assert report["reader"] == {"name": "native", "accel": None}
+    assert report["coverage"]["complete"] is True
+    assert {v["device"] for v in report["coverage"]["volumes"]} == {
+        "/dev/sda1", "/dev/sda2", "/dev/sda3"}
+    for volume in report["coverage"]["volumes"]:
+        assert set(volume) >= {"device", "fstype", "mountpoint", "status", "reason", "files",
+                               "bytes"}
+    assert report["coverage"]["skipped_files"] == []
+    finding = report["findings"][0]
+    assert set(finding) == {"rule", "category", "severity", "path", "line", "preview",
+                            "fingerprint"}
+    assert set(report["stats"]) == {"files", "bytes", "seconds"}
+    paths = {f["path"] for f in report["findings"]}
+    assert "/srv/app/releases/config-bundle.zip!/settings.ini" in paths
+
+
+def test_no_raw_secret_in_default_outputs(images: Path, manifest: dict[str, Any]) -> None:
+    secrets = _planted_values(manifest["server-qcow2"])
+    for fmt in ("table", "json"):
+        proc = run("scan", images / "server.qcow2", "--format", fmt)
+        assert proc.returncode == 1
+        for value in secrets:
+            # Long secrets (keys) may share a few characters with anything; test the tail.
+            probe = value if len(value) < 64 else value[-48:]
+            assert probe not in proc.stdout, (fmt, value[:6])
+            assert probe not in proc.stderr, (fmt, value[:6])
+
+
+def test_show_secrets_reveals_them(images: Path, manifest: dict[str, Any]) -> None:
+    proc = run("scan", images / "server.qcow2", "--format", "json", "--show-secrets")
+    report = json.loads(proc.stdout)
+    found = {f["secret"] for f in report["findings"]}
+    assert manifest["server-qcow2"]["planted"][0]["secret"] in found
+
+
+def test_output_file(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = run("scan", images / "bare.raw", "-f", "json", "-o", out)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert json.loads(out.read_text())["image"]["format"] == "raw"
+    assert "finding(s)" in proc.stderr
+
+
+def test_clean_image_exits_0(tmp_path: Path) -> None:
+    tree = tmp_path / "tree" / "etc"
+    tree.mkdir(parents=True)
+    (tree / "hostname").write_text("clean\n")
+    (tree / "app.conf").write_text("password = ${APP_PASSWORD}\n")
+    image = tmp_path / "clean.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tmp_path / "tree"), str(image),
+                    "4M"], check=True)
+    proc = run("scan", image)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No secrets found." in proc.stdout
+
+
+def test_fail_on_threshold(images: Path) -> None:
+    # bare.raw holds high-or-above findings only; --fail-on critical decides by severity.
+    proc = run("scan", images / "bare.raw", "--format", "json")
+    severities = {f["severity"] for f in json.loads(proc.stdout)["findings"]}
+    proc = run("scan", images / "bare.raw", "--fail-on", "critical")
+    assert proc.returncode == (1 if "critical" in severities else 0)
+    proc = run("scan", images / "bare.raw", "--fail-on", "info")
+    assert proc.returncode == 1
+
+
+def test_incomplete_coverage_exits_2(images: Path) -> None:
+    proc = run("scan", images / "mbr.qcow2", "--format", "json")
+    assert proc.returncode == 2
+    report = json.loads(proc.stdout)
+    assert report["coverage"]["complete"] is False
+    unread = [v for v in report["coverage"]["volumes"] if v["status"] != "scanned"]
+    assert unread and all(v["reason"] for v in unread)
+    assert "COVERAGE INCOMPLETE" in proc.stderr
+    assert run("scan", images / "mbr.qcow2", "--allow-incomplete").returncode == 1
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_inputs(tmp_path: Path, images: Path) -> None:
+    _assert_one_line_error(run("scan", tmp_path / "nope.qcow2"), "no such file")
+    _assert_one_line_error(run("scan", tmp_path), "is a directory")
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text, not a disk\n" * 100)
+    _assert_one_line_error(run("scan", text), "no partition table or filesystem")
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"")
+    _assert_one_line_error(run("scan", empty), "empty file")
+    truncated = tmp_path / "truncated.qcow2"
+    with (images / "server.qcow2").open("rb") as src:
+        truncated.write_bytes(src.read(300_000))
+    proc = run("scan", truncated)
+    _assert_one_line_error(proc, str(truncated))
+    garbage = tmp_path / "garbage.raw"
+    data = bytearray(os.urandom(4 << 20))
+    data[510:512] = b"\x55\xaa"  # an MBR signature over random partition entries
+    garbage.write_bytes(bytes(data))
+    proc = run("scan", garbage)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) >= 1
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = run("scan", tmp_path / "nope.raw", "--debug")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+
+
+def test_backing_file_refused(tmp_path: Path) -> None:
+    host_file = tmp_path / "host-secret.raw"
+    host_file.write_bytes(b"\0" * (1 << 20))
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                    str(host_file), str(overlay)], check=True)
+    proc = run("scan", overlay)
+    _assert_one_line_error(proc, "--allow-external-files")
+
+
+def test_vmdk_extent_elsewhere_refused(tmp_path: Path) -> None:
+    descriptor = tmp_path / "disk.vmdk"
+    descriptor.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\nRW 2048 FLAT "/etc/shadow" 0\n')
+    _assert_one_line_error(run("scan", descriptor), "--allow-external-files")
+
+
+def test_help_teaches() -> None:
+    proc = run("scan", "--help")
+    assert proc.returncode == 0
+    for needle in ("--reader", "--fail-on", "--show-secrets", "exit codes", "examples"):
+        assert needle in proc.stdout
+
+
+def test_usage_error_exit_2() -> None:
+    proc = run("scan")
+    assert proc.returncode == 2
