@@ -129,7 +129,55 @@ def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
         offset += 8 + ((ext_len + 7) & ~7)
     if size < header_length:
         raise ImageError(f"{path}: truncated qcow2 image")
+    problem = _qcow2_tables_problem(path, head, size, version)
+    if problem:
+        raise ImageError(f"{path}: truncated or corrupt qcow2 image: {problem}")
     return FormatInfo("qcow2", f"v{version}", virtual_size, tuple(dict.fromkeys(external)))
+
+
+_QCOW2_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+_QCOW2_COMPRESSED = 1 << 62
+_QCOW2_EXTENDED_L2 = 1 << 4
+
+
+def _qcow2_tables_problem(path: Path, head: bytes, size: int, version: int) -> str | None:
+    """Check that every table and data cluster the image maps lies inside the file.
+
+    qemu reads clusters past the end of a truncated file as zeros, so without this check the
+    libguestfs reader would report a truncated image as partly empty and complete.
+    """
+    (cluster_bits,) = struct.unpack_from(">I", head, 20)
+    if not 9 <= cluster_bits <= 21:
+        return f"cluster size 2^{cluster_bits} out of range"
+    cluster = 1 << cluster_bits
+    l1_size, l1_offset = struct.unpack_from(">IQ", head, 36)
+    incompatible = struct.unpack_from(">Q", head, 72)[0] if version == 3 else 0
+    entry_size = 16 if incompatible & _QCOW2_EXTENDED_L2 else 8
+    if l1_offset % cluster or l1_offset + l1_size * 8 > size:
+        return "L1 table offset is invalid"
+    with path.open("rb") as fh:
+        fh.seek(l1_offset)
+        l1 = fh.read(l1_size * 8)
+        for (entry,) in struct.iter_unpack(">Q", l1):
+            l2_offset = entry & _QCOW2_OFFSET_MASK
+            if not l2_offset:
+                continue
+            if l2_offset % cluster or l2_offset + cluster > size:
+                return f"L2 table at {l2_offset} lies beyond the end of the file ({size})"
+            fh.seek(l2_offset)
+            table = fh.read(cluster)
+            for index in range(0, len(table), entry_size):
+                (l2,) = struct.unpack_from(">Q", table, index)
+                if l2 & _QCOW2_COMPRESSED:
+                    bits = 62 - (cluster_bits - 8)
+                    offset = l2 & ((1 << bits) - 1)
+                    if offset >= size:
+                        return f"compressed cluster at {offset} lies beyond the end of the file"
+                    continue
+                offset = l2 & _QCOW2_OFFSET_MASK
+                if offset and offset + cluster > size:
+                    return f"data cluster at {offset} lies beyond the end of the file ({size})"
+    return None
 
 
 def _vmdk_sparse(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:

@@ -7,6 +7,7 @@ is rebuilt from plain strings, so a worker process can open its own handle from 
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -14,7 +15,7 @@ from typing import Any, BinaryIO, cast
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
-from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity
+from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity, is_swap
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -166,6 +167,9 @@ class NativeReader:
             return _Volume(VolumeInfo(device, None, VolumeStatus.UNREADABLE,
                                       f"cannot read volume: {_one_line(exc)}"), address, None)
         indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
+        if indicator is None and self._swap(spec):
+            return _Volume(VolumeInfo(device, "swap", VolumeStatus.SKIPPED,
+                                      "swap space (not scanned yet)"), address, None)
         if indicator is None:
             return _Volume(VolumeInfo(device, None, VolumeStatus.UNSUPPORTED,
                                       "no filesystem recognised"), address, None)
@@ -190,6 +194,14 @@ class NativeReader:
         return _Volume(VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None,
                                   ident.uuid, ident.label), address, indicator)
 
+    def _swap(self, spec: Any) -> bool:
+        try:
+            handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+            handle.seek(0)
+            return is_swap(handle.read(4096))
+        except _BACKEND_ERRORS:
+            return False
+
     # -- Reader protocol -------------------------------------------------------------------
 
     def volumes(self) -> list[VolumeInfo]:
@@ -213,24 +225,41 @@ class NativeReader:
             return None
 
     def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
-        root = self._entry(device, "/")
-        stack = [root]
+        """Walk the ext filesystem through libfsext itself, entry by entry.
+
+        dfvfs' directory generator stops at the first entry libfsext cannot decode (a name
+        that is not UTF-8), losing the rest of the directory; index access isolates such an
+        entry, which is reported as skipped. Files are addressed by inode number.
+        """
+        volume = self._by_device[device]
+        assert volume.fs_indicator is not None
+        spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, "/")
+        fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
+        stack: list[tuple[Any, str]] = [(fs.GetEXTFileEntryByPathSpec(spec), "/")]
         while stack:
-            directory = stack.pop()
-            location = directory.path_spec.location
+            directory, location = stack.pop()
             try:
-                children = list(directory.sub_file_entries)
+                count = directory.number_of_sub_file_entries
             except _BACKEND_ERRORS as exc:
                 yield Skipped(join_guest_path(mountpoint, location),
                               f"directory unreadable: {_one_line(exc)}")
                 continue
-            for child in sorted(children, key=lambda e: e.name):
-                child_location = child.path_spec.location
-                if child.IsDirectory():
-                    stack.append(child)
-                elif child.IsFile():
-                    yield FileRef(volume=device, path=join_guest_path(mountpoint, child_location),
-                                  size=int(child.size or 0), locator=child_location)
+            children: list[tuple[str, Any]] = []
+            for index in range(count):
+                try:
+                    entry = directory.get_sub_file_entry(index)
+                    children.append((entry.name, entry))
+                except _BACKEND_ERRORS as exc:
+                    where = join_guest_path(mountpoint, location.rstrip("/") + f"/#{index}")
+                    yield Skipped(where, f"directory entry unreadable: {_one_line(exc)}")
+            for name, entry in sorted(children, key=lambda c: c[0], reverse=True):
+                child = location.rstrip("/") + "/" + name
+                mode = entry.file_mode or 0
+                if stat.S_ISDIR(mode):
+                    stack.append((entry, child))
+                elif stat.S_ISREG(mode):
+                    yield FileRef(volume=device, path=join_guest_path(mountpoint, child),
+                                  size=int(entry.size or 0), locator=str(entry.inode_number))
 
     def opener_spec(self) -> OpenerSpec:
         volumes = tuple((v.info.device, f"{v.address}|{v.fs_indicator}")
@@ -255,7 +284,9 @@ class NativeOpener:
 
     def open(self, ref: FileRef) -> BinaryIO:
         volume_spec, indicator = self._volumes[ref.volume]
-        spec = _fs_spec(volume_spec, indicator, ref.locator)
+        # Files are addressed by inode: no path lookup, and names need not decode.
+        spec = dfvfs_factory.Factory.NewPathSpec(indicator, inode=int(ref.locator),
+                                                 parent=volume_spec)
         return cast(BinaryIO, dfvfs_resolver.Resolver.OpenFileObject(
             spec, resolver_context=self._context))
 

@@ -45,3 +45,11 @@ def ext_identity(superblock: bytes) -> FsIdentity | None:
     fs_uuid = str(uuidlib.UUID(bytes=raw_uuid)) if any(raw_uuid) else None
     label = superblock[0x78:0x88].split(b"\0", 1)[0].decode("utf-8", "replace") or None
     return FsIdentity(fstype, fs_uuid, label)
+
+
+SWAP_SIGNATURES = (b"SWAPSPACE2", b"SWAP-SPACE")
+
+
+def is_swap(first_page: bytes) -> bool:
+    """True if a Linux swap signature ends the first page (4 KiB pages: offset 4086)."""
+    return first_page[4086:4096] in SWAP_SIGNATURES
