@@ -90,33 +90,74 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     scan.add_argument("image", type=Path, metavar="IMAGE", help="disk image file")
-    scan.add_argument("--reader", type=ReaderKind, choices=list(ReaderKind),
-                      default=ReaderKind.NATIVE, metavar="{native,guestfs}",
-                      help="native: in-process, fast (default); guestfs: libguestfs appliance, "
-                      "retries under TCG when KVM fails")
-    scan.add_argument("-j", "--jobs", type=_jobs, default=0,
-                      help="worker processes (default: one per core)")
-    scan.add_argument("-f", "--format", choices=["table", "json"], default="table",
-                      help="report format (default: table)")
-    scan.add_argument("-o", "--output", type=Path, metavar="FILE",
-                      help="write the report to FILE instead of stdout")
-    scan.add_argument("--fail-on", type=_severity, default=Severity.LOW, metavar="SEVERITY",
-                      help="lowest severity that makes the exit code 1: critical, high, "
-                      "medium, low (default) or info")
-    scan.add_argument("--show-secrets", action="store_true",
-                      help="include raw secret values in the report (off by default)")
-    scan.add_argument("--max-file-size", type=_size, default=DEFAULT_MAX_FILE_SIZE,
-                      metavar="SIZE", help="skip (and report) files larger than SIZE "
-                      "(default: 1G)")
-    scan.add_argument("--allow-external-files", action="store_true",
-                      help="allow a qcow2 backing file or vmdk extents in other files "
-                      "(refused by default: a hostile image could name host files)")
-    scan.add_argument("--allow-incomplete", action="store_true",
-                      help="do not turn incomplete coverage into exit code 2")
-    scan.add_argument("--signatures", type=Path, metavar="DIR",
-                      help="rule pack directory (default: the bundled signatures/)")
-    scan.add_argument("--no-progress", action="store_true",
-                      help="no progress bar (it is shown only when stderr is a terminal)")
+    scan.add_argument(
+        "--reader",
+        type=ReaderKind,
+        choices=list(ReaderKind),
+        default=ReaderKind.NATIVE,
+        metavar="{native,guestfs}",
+        help="native: in-process, fast (default); guestfs: libguestfs appliance, "
+        "retries under TCG when KVM fails",
+    )
+    scan.add_argument(
+        "-j", "--jobs", type=_jobs, default=0, help="worker processes (default: one per core)"
+    )
+    scan.add_argument(
+        "-f",
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="report format (default: table)",
+    )
+    scan.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the report to FILE instead of stdout",
+    )
+    scan.add_argument(
+        "--fail-on",
+        type=_severity,
+        default=Severity.LOW,
+        metavar="SEVERITY",
+        help="lowest severity that makes the exit code 1: critical, high, "
+        "medium, low (default) or info",
+    )
+    scan.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="include raw secret values in the report (off by default)",
+    )
+    scan.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=DEFAULT_MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="skip (and report) files larger than SIZE (default: 1G)",
+    )
+    scan.add_argument(
+        "--allow-external-files",
+        action="store_true",
+        help="allow a qcow2 backing file or vmdk extents in other files "
+        "(refused by default: a hostile image could name host files)",
+    )
+    scan.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="do not turn incomplete coverage into exit code 2",
+    )
+    scan.add_argument(
+        "--signatures",
+        type=Path,
+        metavar="DIR",
+        help="rule pack directory (default: the bundled signatures/)",
+    )
+    scan.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal)",
+    )
     scan.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -136,12 +177,20 @@ def _summary(result: ScanResult) -> str:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     detail = ", ".join(f"{counts[s.value]} {s.value}" for s in Severity if s.value in counts)
     scanned = sum(1 for v in result.volumes if v.status.value == "scanned")
-    coverage = "coverage complete" if result.complete else (
-        f"COVERAGE INCOMPLETE ({len(result.volumes) - scanned} volume(s) not read, "
-        f"{len(result.skipped)} file(s) skipped)")
-    return (f"imgscan: {len(result.findings)} finding(s)" + (f" ({detail})" if detail else "")
-            + f" in {result.stats.files} files, {result.stats.bytes / 1e6:.1f} MB, "
-            f"{scanned}/{len(result.volumes)} volume(s), {result.stats.seconds:.1f} s; {coverage}")
+    coverage = (
+        "coverage complete"
+        if result.complete
+        else (
+            f"COVERAGE INCOMPLETE ({len(result.volumes) - scanned} volume(s) not read, "
+            f"{len(result.skipped)} file(s) skipped)"
+        )
+    )
+    return (
+        f"imgscan: {len(result.findings)} finding(s)"
+        + (f" ({detail})" if detail else "")
+        + f" in {result.stats.files} files, {result.stats.bytes / 1e6:.1f} MB, "
+        f"{scanned}/{len(result.volumes)} volume(s), {result.stats.seconds:.1f} s; {coverage}"
+    )
 
 
 def _renderer(name: str) -> Callable[[ScanResult], str]:
@@ -155,8 +204,16 @@ def _progress(enabled: bool) -> tuple[Any, Any]:
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="scanning",
-               file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=None,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="scanning",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
     counter = {"files": 0}
 
     def update(outcome: Any) -> None:
@@ -221,9 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line and exit 2 unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"imgscan: internal error: {type(exc).__name__}: {exc} "
-              "(run with --debug for details)", file=sys.stderr)
+        print(
+            f"imgscan: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     return EXIT_ERROR
-
-

@@ -24,8 +24,9 @@ def missing_planted(result: ScanResult, image: dict[str, Any]) -> list[str]:
     missing = []
     for item in image["planted"]:
         hits = [f for f in result.findings if f.path == item["path"]]
-        if not any(f.secret is not None and _same(item["kind"], item["secret"], f.secret)
-                   for f in hits):
+        if not any(
+            f.secret is not None and _same(item["kind"], item["secret"], f.secret) for f in hits
+        ):
             missing.append(f"{item['path']} ({item['kind']})")
     return missing
 

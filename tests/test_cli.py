@@ -11,8 +11,13 @@ from typing import Any
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "imgscan", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "imgscan", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
 
 
 def _planted_values(image: dict[str, Any]) -> list[str]:
@@ -25,19 +30,39 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
     report = json.loads(proc.stdout)
     assert report["schema"] == "imgscan.report/v1"
     assert report["tool"]["name"] == "imgscan"
-    assert report["image"] == {"path": str(images / "server.qcow2"), "format": "qcow2",
-                               "virtual_size": 64 << 20}
+    assert report["image"] == {
+        "path": str(images / "server.qcow2"),
+        "format": "qcow2",
+        "virtual_size": 64 << 20,
+    }
     assert report["reader"] == {"name": "native", "accel": None}
     assert report["coverage"]["complete"] is True
     assert {v["device"] for v in report["coverage"]["volumes"]} == {
-        "/dev/sda1", "/dev/sda2", "/dev/sda3"}
+        "/dev/sda1",
+        "/dev/sda2",
+        "/dev/sda3",
+    }
     for volume in report["coverage"]["volumes"]:
-        assert set(volume) >= {"device", "fstype", "mountpoint", "status", "reason", "files",
-                               "bytes"}
+        assert set(volume) >= {
+            "device",
+            "fstype",
+            "mountpoint",
+            "status",
+            "reason",
+            "files",
+            "bytes",
+        }
     assert report["coverage"]["skipped_files"] == []
     finding = report["findings"][0]
-    assert set(finding) == {"rule", "category", "severity", "path", "line", "preview",
-                            "fingerprint"}
+    assert set(finding) == {
+        "rule",
+        "category",
+        "severity",
+        "path",
+        "line",
+        "preview",
+        "fingerprint",
+    }
     assert set(report["stats"]) == {"files", "bytes", "seconds"}
     paths = {f["path"] for f in report["findings"]}
     assert "/srv/app/releases/config-bundle.zip!/settings.ini" in paths
@@ -77,8 +102,9 @@ def test_clean_image_exits_0(tmp_path: Path) -> None:
     (tree / "hostname").write_text("clean\n")
     (tree / "app.conf").write_text("password = ${APP_PASSWORD}\n")
     image = tmp_path / "clean.raw"
-    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tmp_path / "tree"), str(image),
-                    "4M"], check=True)
+    subprocess.run(
+        ["mke2fs", "-q", "-t", "ext4", "-d", str(tmp_path / "tree"), str(image), "4M"], check=True
+    )
     proc = run("scan", image)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No secrets found." in proc.stdout
@@ -147,8 +173,21 @@ def test_backing_file_refused(tmp_path: Path) -> None:
     host_file = tmp_path / "host-secret.raw"
     host_file.write_bytes(b"\0" * (1 << 20))
     overlay = tmp_path / "overlay.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                    str(host_file), str(overlay)], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            str(host_file),
+            str(overlay),
+        ],
+        check=True,
+    )
     proc = run("scan", overlay)
     _assert_one_line_error(proc, "--allow-external-files")
 
@@ -157,7 +196,8 @@ def test_vmdk_extent_elsewhere_refused(tmp_path: Path) -> None:
     descriptor = tmp_path / "disk.vmdk"
     descriptor.write_text(
         "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-        'createType="monolithicFlat"\nRW 2048 FLAT "/etc/shadow" 0\n')
+        'createType="monolithicFlat"\nRW 2048 FLAT "/etc/shadow" 0\n'
+    )
     _assert_one_line_error(run("scan", descriptor), "--allow-external-files")
 
 

@@ -22,7 +22,9 @@ def test_fingerprint_is_stable_versioned_and_not_a_plain_hash() -> None:
     assert a != fingerprint("rule", "/etc/other.conf", b"password123")
     assert a != fingerprint("other", "/etc/app.conf", b"password123")
     digest = a.split(":", 1)[1]
-    for plain in (hashlib.sha256(b"password123").hexdigest(),
-                  hashlib.md5(b"password123").hexdigest(),
-                  hashlib.sha1(b"password123").hexdigest()):
+    for plain in (
+        hashlib.sha256(b"password123").hexdigest(),
+        hashlib.md5(b"password123").hexdigest(),
+        hashlib.sha1(b"password123").hexdigest(),
+    ):
         assert digest not in plain

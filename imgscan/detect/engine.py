@@ -62,7 +62,8 @@ class Engine:
         self._free = frozenset(i for i, r in enumerate(rules) if not r.paths)
         self._path_rules = [
             (i, re.compile("|".join(path_glob_regex(g) for g in r.paths)))
-            for i, r in enumerate(rules) if r.paths
+            for i, r in enumerate(rules)
+            if r.paths
         ]
         self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
 
@@ -83,26 +84,30 @@ class Engine:
         chunk_size = max(chunk_size, 4 * (self._reach + _LEAD))
         hits: list[Hit] = []
         for buf, base, lead, stop, lines_before, first in _buffers(
-                stream, chunk_size, self._reach + _LEAD):
+            stream, chunk_size, self._reach + _LEAD
+        ):
             if first:
                 for yhit in self._yara.find(buf):
-                    hits.append(Hit(yhit.meta, yhit.secret, yhit.start,
-                                    buf.count(b"\n", 0, yhit.start) + 1))
+                    hits.append(
+                        Hit(yhit.meta, yhit.secret, yhit.start, buf.count(b"\n", 0, yhit.start) + 1)
+                    )
             for phit in self._patterns.find(buf, allowed):
                 if not lead <= phit.start < stop:
                     continue
-                secret = buf[phit.secret_start:phit.secret_end]
+                secret = buf[phit.secret_start : phit.secret_end]
                 if any(check(secret) for check in self._validators[phit.rule]):
                     continue
                 line = lines_before + buf.count(b"\n", 0, phit.secret_start) + 1
-                hits.append(Hit(self._rules[phit.rule].meta, secret,
-                                base + phit.secret_start, line))
+                hits.append(
+                    Hit(self._rules[phit.rule].meta, secret, base + phit.secret_start, line)
+                )
         hits.sort(key=lambda h: (h.offset, h.rule.id))
         return hits
 
 
-def _buffers(stream: BinaryIO, chunk_size: int,
-             carry_size: int) -> Iterator[tuple[bytes, int, int, int, int, bool]]:
+def _buffers(
+    stream: BinaryIO, chunk_size: int, carry_size: int
+) -> Iterator[tuple[bytes, int, int, int, int, bool]]:
     """Yield (buffer, file offset of buffer, accept start, accept stop, newlines before, first).
 
     The carry is the last `carry_size` bytes of the previous buffer; the accept zones of

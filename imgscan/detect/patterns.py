@@ -60,9 +60,11 @@ def _try_compile(expression: bytes, flags: int) -> bool:
 def compile_patterns(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
     """Build one Hyperscan database over every rule (done once, in the main process)."""
     if not HAS_HYPERSCAN:
-        return CompiledPatterns(None, tuple((i, MODE_KEYWORD) for i in range(len(rules))),
-                                ("hyperscan is not installed: matching falls back to a slow "
-                                 "pure-Python path",))
+        return CompiledPatterns(
+            None,
+            tuple((i, MODE_KEYWORD) for i in range(len(rules))),
+            ("hyperscan is not installed: matching falls back to a slow pure-Python path",),
+        )
     expressions: list[bytes] = []
     flags: list[int] = []
     entries: list[tuple[int, str]] = []
@@ -79,15 +81,20 @@ def compile_patterns(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
             flags.append(0)
             entries.append((index, MODE_END))
         else:
-            warnings.append(f"rule {rule.id}: Hyperscan cannot compile its locator; "
-                            "located by keywords instead")
+            warnings.append(
+                f"rule {rule.id}: Hyperscan cannot compile its locator; located by keywords instead"
+            )
             for keyword in rule.keywords:
                 expressions.append(re.escape(keyword).encode())
                 flags.append(som | hyperscan.HS_FLAG_CASELESS)
                 entries.append((index, MODE_KEYWORD))
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(expressions=expressions, ids=list(range(len(expressions))),
-                     elements=len(expressions), flags=flags)
+    database.compile(
+        expressions=expressions,
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=flags,
+    )
     return CompiledPatterns(hyperscan.dumpb(database), tuple(entries), tuple(warnings))
 
 
@@ -142,8 +149,9 @@ class PatternMatcher:
                         hits.append(PatternHit(index, match.start(), secret_start, secret_end))
         return hits
 
-    def _locate(self, buf: bytes, allowed: frozenset[int] | None,
-                spans: dict[int, list[tuple[int, int]]]) -> None:
+    def _locate(
+        self, buf: bytes, allowed: frozenset[int] | None, spans: dict[int, list[tuple[int, int]]]
+    ) -> None:
         entries = self._entries
         rules = self.rules
         last: list[tuple[int, int]] = [(-1, -1)]
@@ -166,8 +174,9 @@ class PatternMatcher:
 
         self._database.scan(buf, match_event_handler=on_match)
 
-    def _locate_by_keywords(self, buf: bytes, allowed: frozenset[int] | None,
-                            spans: dict[int, list[tuple[int, int]]]) -> None:
+    def _locate_by_keywords(
+        self, buf: bytes, allowed: frozenset[int] | None, spans: dict[int, list[tuple[int, int]]]
+    ) -> None:
         lowered = buf.lower()
         for index, keywords in enumerate(self._keywords):
             if allowed is not None and index not in allowed:
@@ -177,5 +186,6 @@ class PatternMatcher:
                 position = lowered.find(keyword)
                 while position != -1:
                     spans.setdefault(index, []).append(
-                        (position - window, position + len(keyword) + window))
+                        (position - window, position + len(keyword) + window)
+                    )
                     position = lowered.find(keyword, position + 1)

@@ -19,15 +19,26 @@ from imgscan.detect.validate import VALIDATORS
 from imgscan.errors import RulePackError
 from imgscan.model import Severity
 
-CATEGORIES = frozenset({
-    "private-key", "cloud", "vcs", "saas", "database", "password", "password-hash", "token",
-    "container", "kubernetes",
-})
+CATEGORIES = frozenset(
+    {
+        "private-key",
+        "cloud",
+        "vcs",
+        "saas",
+        "database",
+        "password",
+        "password-hash",
+        "token",
+        "container",
+        "kubernetes",
+    }
+)
 DEFAULT_WINDOW = 512
 MAX_WINDOW = 65536
 _ID = re.compile(r"^[a-z0-9][a-z0-9.-]{1,80}$")
-_YARA_META = re.compile(r"^\s*(id|name|category|severity|preview_prefix)\s*=\s*(\"[^\"]*\"|\d+)",
-                        re.M)
+_YARA_META = re.compile(
+    r"^\s*(id|name|category|severity|preview_prefix)\s*=\s*(\"[^\"]*\"|\d+)", re.M
+)
 
 
 @dataclass(frozen=True)
@@ -205,8 +216,11 @@ def _pattern_rule(file: Path, entry: object) -> PatternRule:
     if not isinstance(locate, str) or not locate:
         raise _fail(file, rule_id, "locate must be a non-empty string")
     keywords = entry.get("keywords")
-    if (not isinstance(keywords, list) or not keywords
-            or not all(isinstance(k, str) and k and k == k.lower() for k in keywords)):
+    if (
+        not isinstance(keywords, list)
+        or not keywords
+        or not all(isinstance(k, str) and k and k == k.lower() for k in keywords)
+    ):
         raise _fail(file, rule_id, "keywords must be a non-empty list of lowercase strings")
     window = entry.get("window", DEFAULT_WINDOW)
     if not isinstance(window, int) or not 16 <= window <= MAX_WINDOW:
@@ -231,8 +245,9 @@ def _pattern_rule(file: Path, entry: object) -> PatternRule:
         paths=tuple(paths),
         comment=comment,
         examples=_examples(file, rule_id, entry.get("examples"), "examples"),
-        negative_examples=_examples(file, rule_id, entry.get("negative_examples"),
-                                    "negative_examples"),
+        negative_examples=_examples(
+            file, rule_id, entry.get("negative_examples"), "negative_examples"
+        ),
         source=str(file),
     )
 
@@ -263,12 +278,14 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
             if rule_id not in {m.id for m in metas}:
                 raise RulePackError(f"{examples_file}: example names unknown rule {rule_id!r}")
             hex_data = item.get("hex")
-            examples.append(YaraExample(
-                rule=rule_id,
-                data=bytes.fromhex(hex_data.replace(" ", "")) if hex_data else None,
-                text=item.get("text"),
-                expect=bool(item.get("expect", True)),
-            ))
+            examples.append(
+                YaraExample(
+                    rule=rule_id,
+                    data=bytes.fromhex(hex_data.replace(" ", "")) if hex_data else None,
+                    text=item.get("text"),
+                    expect=bool(item.get("expect", True)),
+                )
+            )
     return YaraSource(str(file), text, tuple(metas), tuple(examples))
 
 

@@ -13,14 +13,57 @@ from collections.abc import Callable
 Validator = Callable[[bytes], "str | None"]
 
 # Values that configuration files and documentation use in place of a real secret.
-PLACEHOLDER_WORDS = frozenset({
-    "changeme", "change_me", "change-me", "changeit", "password", "passw0rd", "passwd", "pass",
-    "secret", "example", "your_password", "yourpassword", "your-password", "mypassword",
-    "my_password", "placeholder", "redacted", "none", "null", "nil", "true", "false", "test",
-    "testing", "dummy", "sample", "default", "todo", "tbd", "fixme", "empty", "unset",
-    "undefined", "required", "optional", "string", "value", "your_secret", "yoursecret",
-    "your_token", "xxx", "foo", "bar", "foobar", "secret123", "password123", "insert_here",
-})
+PLACEHOLDER_WORDS = frozenset(
+    {
+        "changeme",
+        "change_me",
+        "change-me",
+        "changeit",
+        "password",
+        "passw0rd",
+        "passwd",
+        "pass",
+        "secret",
+        "example",
+        "your_password",
+        "yourpassword",
+        "your-password",
+        "mypassword",
+        "my_password",
+        "placeholder",
+        "redacted",
+        "none",
+        "null",
+        "nil",
+        "true",
+        "false",
+        "test",
+        "testing",
+        "dummy",
+        "sample",
+        "default",
+        "todo",
+        "tbd",
+        "fixme",
+        "empty",
+        "unset",
+        "undefined",
+        "required",
+        "optional",
+        "string",
+        "value",
+        "your_secret",
+        "yoursecret",
+        "your_token",
+        "xxx",
+        "foo",
+        "bar",
+        "foobar",
+        "secret123",
+        "password123",
+        "insert_here",
+    }
+)
 
 _TEMPLATE_REFERENCE = re.compile(
     rb"""^(?:

@@ -29,7 +29,8 @@ class YaraMatcher:
         self._metas = {meta.id: meta for source in sources for meta in source.rules}
         self._rules: Any = (
             yara.compile(sources={str(i): s.text for i, s in enumerate(sources)})
-            if sources else None
+            if sources
+            else None
         )
 
     def find(self, data: bytes) -> list[YaraHit]:

@@ -77,8 +77,14 @@ _STREAM_STOP_TIMEOUT = 60.0
 _CLOSE_TIMEOUT = 30.0
 
 # imgscan format name -> qemu block driver name (qemu calls VHD "vpc").
-_QEMU_FORMATS = {"qcow2": "qcow2", "vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx", "vdi": "vdi",
-                 "raw": "raw"}
+_QEMU_FORMATS = {
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vhd": "vpc",
+    "vhdx": "vhdx",
+    "vdi": "vdi",
+    "raw": "raw",
+}
 # MBR partition type ids of an extended partition: a container of logical partitions (which
 # libguestfs lists as sda5, sda6, ...), not a volume.
 _MBR_EXTENDED_IDS = {0x05, 0x0F, 0x85}
@@ -122,7 +128,8 @@ class _HandleThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._serve, name="imgscan-guestfs", daemon=True)
         self._thread.start()
 
@@ -198,6 +205,7 @@ class _Appliance:
 
     def close(self) -> None:
         """Unmount, stop the appliance (qemu exits) and release the handle. Never raises."""
+
         def finish(handle: Any) -> None:
             for step in (handle.umount_all, handle.shutdown):
                 # A dead appliance cannot unmount or shut down; close() below still kills qemu.
@@ -261,8 +269,11 @@ _OVERLAY_PREFIX = re.compile(r"^qemu-img: \S*overlay\d*\.qcow2: ")
 
 def _drive_complaint(lines: deque[str]) -> str | None:
     """Why qemu-img refused the image (e.g. "Active L1 table offset invalid"), on one line."""
-    texts = [_OVERLAY_PREFIX.sub("", line).strip() for line in lines
-             if not line.startswith("Formatting ")]
+    texts = [
+        _OVERLAY_PREFIX.sub("", line).strip()
+        for line in lines
+        if not line.startswith("Formatting ")
+    ]
     return "; ".join(t for t in texts if t)[:300] or None
 
 
@@ -271,7 +282,8 @@ def _qemu_complaint(lines: deque[str]) -> str | None:
     for line in reversed(lines):
         lowered = line.lower()
         if ("qemu" in lowered or "supermin" in lowered) and (
-                "error" in lowered or "fail" in lowered or "could not" in lowered):
+            "error" in lowered or "fail" in lowered or "could not" in lowered
+        ):
             return " ".join(line.split())[:300]
     return None
 
@@ -295,28 +307,34 @@ def _start_appliance(image: str, qemu_format: str) -> tuple[_Appliance, str]:
             try:
                 appliance = _Appliance.launch(image, qemu_format, tcg=False)
             except _LaunchError as exc:
-                _log.info("libguestfs launch with the default accelerator failed after %.1f s "
-                          "(%s); retrying under TCG", time.monotonic() - started, exc.describe())
+                _log.info(
+                    "libguestfs launch with the default accelerator failed after %.1f s "
+                    "(%s); retrying under TCG",
+                    time.monotonic() - started,
+                    exc.describe(),
+                )
             else:
                 accel = _detect_accel(appliance)
-                _log.debug("libguestfs appliance up under %s in %.1f s", accel,
-                           time.monotonic() - started)
+                _log.debug(
+                    "libguestfs appliance up under %s in %.1f s", accel, time.monotonic() - started
+                )
                 return appliance, accel
         started = time.monotonic()
         appliance = _Appliance.launch(image, qemu_format, tcg=True)
         _log.debug("libguestfs appliance up under TCG in %.1f s", time.monotonic() - started)
     except _DriveError as exc:
-        raise ImageError(f"{image}: libguestfs cannot open the {qemu_format} image: {exc}"
-                         ) from exc
+        raise ImageError(f"{image}: libguestfs cannot open the {qemu_format} image: {exc}") from exc
     except _LaunchError as exc:
         text = exc.describe()
         if "supermin" in text.lower():
             raise ReaderUnavailableError(
                 f"libguestfs cannot build its appliance ({text}); install linux-image-amd64 "
-                "(supermin needs a kernel under /boot) and libguestfs-tools") from exc
+                "(supermin needs a kernel under /boot) and libguestfs-tools"
+            ) from exc
         tried = "KVM, then TCG" if tried_kvm else "TCG"
-        raise ImageError(f"{image}: libguestfs could not start its appliance "
-                         f"(tried {tried}): {text}") from exc
+        raise ImageError(
+            f"{image}: libguestfs could not start its appliance (tried {tried}): {text}"
+        ) from exc
     if tried_kvm:
         _kvm_unusable = True
     return appliance, "tcg"
@@ -439,8 +457,9 @@ class GuestfsReader:
             try:
                 self._volumes = self._discover()
             except RuntimeError as exc:
-                raise ImageError(f"{image}: libguestfs failed while listing volumes: "
-                                 f"{_first_line(exc)}") from exc
+                raise ImageError(
+                    f"{image}: libguestfs failed while listing volumes: {_first_line(exc)}"
+                ) from exc
         except BaseException:
             self._finalizer()
             raise
@@ -452,19 +471,25 @@ class GuestfsReader:
         # One drive is attached, so libguestfs names it /dev/sda and its partitions /dev/sdaN,
         # exactly as the native reader does.
         disk = str(self._appliance.call("list_devices")[0])
-        partitions = [str(p) for p in self._appliance.call("list_partitions")
-                      if str(p).startswith(disk)]
+        partitions = [
+            str(p) for p in self._appliance.call("list_partitions") if str(p).startswith(disk)
+        ]
         volumes = [v for v in (self._identify(p) for p in partitions or [disk]) if v is not None]
         # Logical volumes: the appliance activates every volume group when it boots.
-        volumes += [v for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
-                    if v is not None]
+        volumes += [
+            v
+            for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
+            if v is not None
+        ]
         if not partitions and len(volumes) == 1 and volumes[0].fstype is None:
             if volumes[0].status is VolumeStatus.UNREADABLE:
                 raise ImageError(f"{self.image.path}: cannot read the disk: {volumes[0].reason}")
             if self._partition_table(disk) is not None:
                 raise ImageError(f"{self.image.path}: partition table holds no partitions")
-            raise ImageError(f"{self.image.path}: no partition table or filesystem found "
-                             f"(read as {self._format})")
+            raise ImageError(
+                f"{self.image.path}: no partition table or filesystem found "
+                f"(read as {self._format})"
+            )
         return sorted(volumes, key=lambda v: _natural_key(v.device))
 
     def _identity(self, device: str) -> tuple[str | None, str | None, str | None]:
@@ -479,8 +504,11 @@ class GuestfsReader:
         except RuntimeError:
             fstype = str(self._appliance.call("vfs_type", device))
             return (fstype or None), None, None
-        return (found.get("TYPE") or None), (found.get("UUID") or None), (
-            found.get("LABEL") or None)
+        return (
+            (found.get("TYPE") or None),
+            (found.get("UUID") or None),
+            (found.get("LABEL") or None),
+        )
 
     def _identify(self, device: str) -> VolumeInfo | None:
         """What `device` holds and whether it can be scanned; None for an MBR extended
@@ -488,34 +516,65 @@ class GuestfsReader:
         try:
             fstype, uuid, label = self._identity(device)
         except RuntimeError as exc:
-            return VolumeInfo(device, None, VolumeStatus.UNREADABLE,
-                              f"cannot read volume: {_first_line(exc)}")
+            return VolumeInfo(
+                device, None, VolumeStatus.UNREADABLE, f"cannot read volume: {_first_line(exc)}"
+            )
         if fstype is None:
             if self._is_extended_partition(device):
                 return None
             return VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised")
         if fstype == "LVM2_member":
-            return VolumeInfo(device, fstype, VolumeStatus.SKIPPED,
-                              "LVM physical volume; its logical volumes are listed separately",
-                              uuid, label)
+            return VolumeInfo(
+                device,
+                fstype,
+                VolumeStatus.SKIPPED,
+                "LVM physical volume; its logical volumes are listed separately",
+                uuid,
+                label,
+            )
         if fstype == "swap":
-            return VolumeInfo(device, fstype, VolumeStatus.SKIPPED,
-                              "swap space (not scanned yet)", uuid, label)
+            return VolumeInfo(
+                device, fstype, VolumeStatus.SKIPPED, "swap space (not scanned yet)", uuid, label
+            )
         if fstype == "crypto_LUKS":
-            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
-                              "encrypted (LUKS) volume: no key given", uuid, label)
+            return VolumeInfo(
+                device,
+                fstype,
+                VolumeStatus.UNSUPPORTED,
+                "encrypted (LUKS) volume: no key given",
+                uuid,
+                label,
+            )
         if fstype == "BitLocker":
-            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
-                              "encrypted (BitLocker) volume: no key given", uuid, label)
+            return VolumeInfo(
+                device,
+                fstype,
+                VolumeStatus.UNSUPPORTED,
+                "encrypted (BitLocker) volume: no key given",
+                uuid,
+                label,
+            )
         if fstype.endswith("_member"):  # linux_raid_member, zfs_member, ...: not a filesystem
-            return VolumeInfo(device, fstype, VolumeStatus.UNSUPPORTED,
-                              f"{fstype} volume is not assembled by imgscan yet", uuid, label)
+            return VolumeInfo(
+                device,
+                fstype,
+                VolumeStatus.UNSUPPORTED,
+                f"{fstype} volume is not assembled by imgscan yet",
+                uuid,
+                label,
+            )
         # Whether the appliance kernel can read it is settled by mounting it, not by a list.
         try:
             self._mount(device)
         except RuntimeError as exc:
-            return VolumeInfo(device, fstype, VolumeStatus.UNREADABLE,
-                              f"cannot mount {fstype}: {_first_line(exc)}", uuid, label)
+            return VolumeInfo(
+                device,
+                fstype,
+                VolumeStatus.UNREADABLE,
+                f"cannot mount {fstype}: {_first_line(exc)}",
+                uuid,
+                label,
+            )
         return VolumeInfo(device, fstype, VolumeStatus.SCANNED, None, uuid, label)
 
     def _partition_table(self, disk: str) -> str | None:
@@ -555,8 +614,9 @@ class GuestfsReader:
         if self._session.closed:
             raise RuntimeError("GuestfsReader is closed")
         if self._session.stream is not None:
-            raise RuntimeError("GuestfsReader is busy: a files() iterator is still live; "
-                               "exhaust or close it first")
+            raise RuntimeError(
+                "GuestfsReader is busy: a files() iterator is still live; exhaust or close it first"
+            )
 
     # -- Reader protocol -----------------------------------------------------------------------
 
@@ -653,8 +713,9 @@ class GuestfsReader:
             # the pipe makes tar_out return, so the handle is free for the next call.
             self._session.stop_stream()
 
-    def _member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, device: str,
-                mountpoint: str) -> FileRef | Skipped | None:
+    def _member(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, device: str, mountpoint: str
+    ) -> FileRef | Skipped | None:
         if not member.isreg():
             return None
         # GNU tar in the appliance names members "./etc/fstab"; non-UTF-8 names arrive with
@@ -665,8 +726,9 @@ class GuestfsReader:
         if source is None:  # pragma: no cover - isreg() members always have content
             return None
         if member.size <= INLINE_MAX:
-            return FileRef(volume=device, path=path, size=member.size, locator="",
-                           inline=source.read())
+            return FileRef(
+                volume=device, path=path, size=member.size, locator="", inline=source.read()
+            )
         fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._session.tmpdir)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -675,8 +737,9 @@ class GuestfsReader:
             # The host side failed (disk full): this file is lost, the stream goes on (tarfile
             # skips the unread rest of the member).
             _unlink(spool)
-            return Skipped(path, f"cannot spool to {self._session.tmpdir}: "
-                                 f"{exc.strerror or _first_line(exc)}")
+            return Skipped(
+                path, f"cannot spool to {self._session.tmpdir}: {exc.strerror or _first_line(exc)}"
+            )
         except BaseException:
             _unlink(spool)  # broken stream or consumer gone: never yielded, so ours to delete
             raise
@@ -704,10 +767,12 @@ def _spool_path(locator: str) -> str:
     """
     path = os.path.realpath(locator)
     directory = os.path.dirname(path)
-    ok = (os.path.isabs(locator)
-          and os.path.dirname(directory) == os.path.realpath(tempfile.gettempdir())
-          and os.path.basename(directory).startswith(TEMP_PREFIX)
-          and os.path.basename(path).startswith(SPOOL_PREFIX))
+    ok = (
+        os.path.isabs(locator)
+        and os.path.dirname(directory) == os.path.realpath(tempfile.gettempdir())
+        and os.path.basename(directory).startswith(TEMP_PREFIX)
+        and os.path.basename(path).startswith(SPOOL_PREFIX)
+    )
     if ok:
         try:
             ok = os.stat(directory).st_uid == os.geteuid()

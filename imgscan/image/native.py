@@ -35,10 +35,23 @@ except ImportError:  # pragma: no cover - exercised only on a broken install
 _CONTAINERS = {"qcow2": "QCOW", "vmdk": "VMDK", "vhd": "VHDI", "vhdx": "VHDI", "raw": "RAW"}
 # dfvfs filesystem indicators the native reader walks in this version.
 _WALKABLE = {"EXT"}
-_FS_NAMES = {"EXT": "ext", "XFS": "xfs", "NTFS": "ntfs", "FAT": "vfat", "HFS": "hfs",
-             "APFS": "apfs", "TSK": "unknown"}
-_VOLUME_SYSTEM_NAMES = {"LVM": "LVM2_member", "LUKSDE": "crypto_LUKS", "BDE": "BitLocker",
-                        "APFS_CONTAINER": "apfs", "CS": "CoreStorage", "VSHADOW": "vss"}
+_FS_NAMES = {
+    "EXT": "ext",
+    "XFS": "xfs",
+    "NTFS": "ntfs",
+    "FAT": "vfat",
+    "HFS": "hfs",
+    "APFS": "apfs",
+    "TSK": "unknown",
+}
+_VOLUME_SYSTEM_NAMES = {
+    "LVM": "LVM2_member",
+    "LUKSDE": "crypto_LUKS",
+    "BDE": "BitLocker",
+    "APFS_CONTAINER": "apfs",
+    "CS": "CoreStorage",
+    "VSHADOW": "vss",
+}
 
 # dfvfs raises these (plus OSError) for corrupt or unreadable structures.
 _BACKEND_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError)
@@ -62,8 +75,9 @@ class _Volume:
 
 def _container_spec(image: str, fmt: str) -> Any:
     if fmt not in _CONTAINERS:
-        raise ImageError(f"{image}: the native reader cannot read {fmt} images; "
-                         "use --reader guestfs")
+        raise ImageError(
+            f"{image}: the native reader cannot read {fmt} images; use --reader guestfs"
+        )
     os_spec = dfvfs_factory.Factory.NewPathSpec(dfvfs_defs.TYPE_INDICATOR_OS, location=image)
     return dfvfs_factory.Factory.NewPathSpec(_CONTAINERS[fmt], parent=os_spec)
 
@@ -105,7 +119,8 @@ class NativeReader:
         if handle.get_size() == 0:
             raise ImageError(f"{self.image.path}: image has no data")
         indicators = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
-            self._base, resolver_context=self._context)
+            self._base, resolver_context=self._context
+        )
         table = next((i for i in indicators if i == dfvfs_defs.TYPE_INDICATOR_GPT), None)
         if table is None and not indicators:
             table = self._probe_mbr()
@@ -113,20 +128,32 @@ class NativeReader:
             return self._partitions(table)
         if indicators:  # LVM, LUKS, ... directly on the disk
             name = _VOLUME_SYSTEM_NAMES.get(indicators[0], indicators[0])
-            return [_Volume(VolumeInfo("/dev/sda", name, VolumeStatus.UNSUPPORTED,
-                                       f"{name} is not read by the native reader yet; "
-                                       "use --reader guestfs"), "", None)]
+            return [
+                _Volume(
+                    VolumeInfo(
+                        "/dev/sda",
+                        name,
+                        VolumeStatus.UNSUPPORTED,
+                        f"{name} is not read by the native reader yet; use --reader guestfs",
+                    ),
+                    "",
+                    None,
+                )
+            ]
         volume = self._identify("/dev/sda", "")
         if volume.fs_indicator is None and volume.info.status is VolumeStatus.UNSUPPORTED:
-            raise ImageError(f"{self.image.path}: no partition table or filesystem found "
-                             f"(read as {self._format})")
+            raise ImageError(
+                f"{self.image.path}: no partition table or filesystem found "
+                f"(read as {self._format})"
+            )
         return [volume]
 
     def _probe_mbr(self) -> str | None:
         # dfvfs' analyzer has no MBR signature of its own; TSK decides whether a DOS partition
         # table is there (the same fallback dfvfs' source scanner uses).
         spec = dfvfs_factory.Factory.NewPathSpec(
-            dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION, location="/", parent=self._base)
+            dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION, location="/", parent=self._base
+        )
         system = tsk_volume_system.TSKVolumeSystem()
         try:
             system.Open(spec)
@@ -136,9 +163,11 @@ class NativeReader:
 
     def _partitions(self, indicator: str) -> list[_Volume]:
         spec = dfvfs_factory.Factory.NewPathSpec(indicator, location="/", parent=self._base)
-        system: Any = (gpt_volume_system.GPTVolumeSystem()
-                       if indicator == dfvfs_defs.TYPE_INDICATOR_GPT
-                       else tsk_volume_system.TSKVolumeSystem())
+        system: Any = (
+            gpt_volume_system.GPTVolumeSystem()
+            if indicator == dfvfs_defs.TYPE_INDICATOR_GPT
+            else tsk_volume_system.TSKVolumeSystem()
+        )
         system.Open(spec)
         volumes = []
         for volume in system.volumes:
@@ -153,46 +182,90 @@ class NativeReader:
     def _identify(self, device: str, address: str) -> _Volume:
         spec = _volume_spec(self._base, address)
         try:
-            systems = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
-                spec, resolver_context=self._context) if address else []
+            systems = (
+                dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
+                    spec, resolver_context=self._context
+                )
+                if address
+                else []
+            )
             systems = [s for s in systems if s != dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION]
             if systems:
                 name = _VOLUME_SYSTEM_NAMES.get(systems[0], systems[0])
-                return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED,
-                                          f"{name} is not read by the native reader yet; "
-                                          "use --reader guestfs"), address, None)
+                return _Volume(
+                    VolumeInfo(
+                        device,
+                        name,
+                        VolumeStatus.UNSUPPORTED,
+                        f"{name} is not read by the native reader yet; use --reader guestfs",
+                    ),
+                    address,
+                    None,
+                )
             found = dfvfs_analyzer.Analyzer.GetFileSystemTypeIndicators(
-                spec, resolver_context=self._context)
+                spec, resolver_context=self._context
+            )
         except _BACKEND_ERRORS as exc:
-            return _Volume(VolumeInfo(device, None, VolumeStatus.UNREADABLE,
-                                      f"cannot read volume: {_one_line(exc)}"), address, None)
+            return _Volume(
+                VolumeInfo(
+                    device, None, VolumeStatus.UNREADABLE, f"cannot read volume: {_one_line(exc)}"
+                ),
+                address,
+                None,
+            )
         indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
         if indicator is None and self._swap(spec):
-            return _Volume(VolumeInfo(device, "swap", VolumeStatus.SKIPPED,
-                                      "swap space (not scanned yet)"), address, None)
+            return _Volume(
+                VolumeInfo(device, "swap", VolumeStatus.SKIPPED, "swap space (not scanned yet)"),
+                address,
+                None,
+            )
         if indicator is None:
-            return _Volume(VolumeInfo(device, None, VolumeStatus.UNSUPPORTED,
-                                      "no filesystem recognised"), address, None)
+            return _Volume(
+                VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised"),
+                address,
+                None,
+            )
         if indicator not in _WALKABLE:
             name = _FS_NAMES.get(indicator, indicator.lower())
-            return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED,
-                                      f"{name} is not read by the native reader yet; "
-                                      "use --reader guestfs"), address, indicator)
+            return _Volume(
+                VolumeInfo(
+                    device,
+                    name,
+                    VolumeStatus.UNSUPPORTED,
+                    f"{name} is not read by the native reader yet; use --reader guestfs",
+                ),
+                address,
+                indicator,
+            )
         handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
         handle.seek(EXT_SUPERBLOCK_OFFSET)
         ident = ext_identity(handle.read(1024))
         if ident is None:
-            return _Volume(VolumeInfo(device, None, VolumeStatus.UNREADABLE,
-                                      "ext superblock is damaged"), address, None)
+            return _Volume(
+                VolumeInfo(device, None, VolumeStatus.UNREADABLE, "ext superblock is damaged"),
+                address,
+                None,
+            )
         try:
             fs_spec = _fs_spec(spec, indicator, "/")
             dfvfs_resolver.Resolver.OpenFileSystem(fs_spec, resolver_context=self._context)
         except _BACKEND_ERRORS as exc:
-            return _Volume(VolumeInfo(device, ident.fstype, VolumeStatus.UNREADABLE,
-                                      f"cannot open {ident.fstype}: {_one_line(exc)}"),
-                           address, indicator)
-        return _Volume(VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None,
-                                  ident.uuid, ident.label), address, indicator)
+            return _Volume(
+                VolumeInfo(
+                    device,
+                    ident.fstype,
+                    VolumeStatus.UNREADABLE,
+                    f"cannot open {ident.fstype}: {_one_line(exc)}",
+                ),
+                address,
+                indicator,
+            )
+        return _Volume(
+            VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None, ident.uuid, ident.label),
+            address,
+            indicator,
+        )
 
     def _swap(self, spec: Any) -> bool:
         try:
@@ -241,8 +314,9 @@ class NativeReader:
             try:
                 count = directory.number_of_sub_file_entries
             except _BACKEND_ERRORS as exc:
-                yield Skipped(join_guest_path(mountpoint, location),
-                              f"directory unreadable: {_one_line(exc)}")
+                yield Skipped(
+                    join_guest_path(mountpoint, location), f"directory unreadable: {_one_line(exc)}"
+                )
                 continue
             children: list[tuple[str, Any]] = []
             for index in range(count):
@@ -258,12 +332,19 @@ class NativeReader:
                 if stat.S_ISDIR(mode):
                     stack.append((entry, child))
                 elif stat.S_ISREG(mode):
-                    yield FileRef(volume=device, path=join_guest_path(mountpoint, child),
-                                  size=int(entry.size or 0), locator=str(entry.inode_number))
+                    yield FileRef(
+                        volume=device,
+                        path=join_guest_path(mountpoint, child),
+                        size=int(entry.size or 0),
+                        locator=str(entry.inode_number),
+                    )
 
     def opener_spec(self) -> OpenerSpec:
-        volumes = tuple((v.info.device, f"{v.address}|{v.fs_indicator}")
-                        for v in self._volumes if v.info.status is VolumeStatus.SCANNED)
+        volumes = tuple(
+            (v.info.device, f"{v.address}|{v.fs_indicator}")
+            for v in self._volumes
+            if v.info.status is VolumeStatus.SCANNED
+        )
         return OpenerSpec("native", self.image.path, self._format, volumes)
 
     def close(self) -> None:
@@ -285,10 +366,12 @@ class NativeOpener:
     def open(self, ref: FileRef) -> BinaryIO:
         volume_spec, indicator = self._volumes[ref.volume]
         # Files are addressed by inode: no path lookup, and names need not decode.
-        spec = dfvfs_factory.Factory.NewPathSpec(indicator, inode=int(ref.locator),
-                                                 parent=volume_spec)
-        return cast(BinaryIO, dfvfs_resolver.Resolver.OpenFileObject(
-            spec, resolver_context=self._context))
+        spec = dfvfs_factory.Factory.NewPathSpec(
+            indicator, inode=int(ref.locator), parent=volume_spec
+        )
+        return cast(
+            BinaryIO, dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+        )
 
     def release(self, ref: FileRef) -> None:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""

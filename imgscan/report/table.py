@@ -10,29 +10,39 @@ def render_table(result: ScanResult) -> str:
     lines: list[str] = []
     if result.findings:
         rows = [
-            (f.severity.value.upper(), f.rule, printable(f"{f.path}:{f.line}"),
-             printable(f.secret) if f.secret is not None else f.preview)
+            (
+                f.severity.value.upper(),
+                f.rule,
+                printable(f"{f.path}:{f.line}"),
+                printable(f.secret) if f.secret is not None else f.preview,
+            )
             for f in sorted(result.findings, key=lambda f: (-f.severity.rank, f.sort_key()))
         ]
-        header = ("SEVERITY", "RULE", "LOCATION", "SECRET" if result.findings[0].secret
-                  is not None else "PREVIEW")
+        header = (
+            "SEVERITY",
+            "RULE",
+            "LOCATION",
+            "SECRET" if result.findings[0].secret is not None else "PREVIEW",
+        )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
         for row in [header, *rows]:
-            lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
-                         + "  " + row[3])
+            lines.append(
+                "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+            )
     else:
         lines.append("No secrets found.")
     lines.append("")
-    lines.append(f"Image: {printable(result.image.path)} ({result.image.format}, "
-                 f"{result.image.virtual_size} bytes), reader: {result.reader.name}"
-                 + (f" ({result.reader.accel})" if result.reader.accel else ""))
+    lines.append(
+        f"Image: {printable(result.image.path)} ({result.image.format}, "
+        f"{result.image.virtual_size} bytes), reader: {result.reader.name}"
+        + (f" ({result.reader.accel})" if result.reader.accel else "")
+    )
     for v in result.volumes:
         where = printable(v.mountpoint) if v.mountpoint else "-"
         state = v.status.value
         if v.status is not VolumeStatus.SCANNED and v.reason:
             state += f": {printable(v.reason)}"
-        lines.append(f"  {v.device:<12} {v.fstype or '?':<12} {where:<20} "
-                     f"{v.files} files  {state}")
+        lines.append(f"  {v.device:<12} {v.fstype or '?':<12} {where:<20} {v.files} files  {state}")
     for s in result.skipped:
         lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
     return "\n".join(lines) + "\n"

@@ -47,8 +47,9 @@ def _member_path(outer: str, inner: str) -> str:
     return f"{outer}!/{inner}"
 
 
-def expand(stream: BinaryIO, path: str, kind: str,
-           max_member_size: int) -> Iterator[Member | Skipped]:
+def expand(
+    stream: BinaryIO, path: str, kind: str, max_member_size: int
+) -> Iterator[Member | Skipped]:
     """Members of the archive in `stream` (seekable) at report path `path`.
 
     Raises the archive module's own errors (zipfile.BadZipFile, tarfile.TarError, OSError) when
@@ -88,8 +89,9 @@ def expand(stream: BinaryIO, path: str, kind: str,
             yield Member(_member_path(path, inner), None, member)  # type: ignore[arg-type]
 
 
-def _tar_members(stream: BinaryIO, path: str, mode: Literal["r|", "r|gz"],
-                 max_member_size: int) -> Iterator[Member | Skipped]:
+def _tar_members(
+    stream: BinaryIO, path: str, mode: Literal["r|", "r|gz"], max_member_size: int
+) -> Iterator[Member | Skipped]:
     count = 0
     with tarfile.open(fileobj=stream, mode=mode) as archive:
         for info in archive:

@@ -45,8 +45,11 @@ def _scan_batch(batch: list[FileRef]) -> list[FileOutcome]:
     return [_scanner.scan(ref) for ref in batch]
 
 
-def _batches(items: Iterable[FileRef | Skipped], on_skipped: Callable[[Skipped], None],
-             slots: threading.BoundedSemaphore) -> Iterator[list[FileRef]]:
+def _batches(
+    items: Iterable[FileRef | Skipped],
+    on_skipped: Callable[[Skipped], None],
+    slots: threading.BoundedSemaphore,
+) -> Iterator[list[FileRef]]:
     """Group refs into batches of small files (fewer round trips); a big file goes alone.
 
     `slots` bounds how many batches are in flight: readers that spool content (guestfs) must
@@ -69,8 +72,12 @@ def _batches(items: Iterable[FileRef | Skipped], on_skipped: Callable[[Skipped],
         yield batch
 
 
-def run_pool(spec: WorkerSpec, items: Iterable[FileRef | Skipped], jobs: int,
-             on_skipped: Callable[[Skipped], None]) -> Iterator[FileOutcome]:
+def run_pool(
+    spec: WorkerSpec,
+    items: Iterable[FileRef | Skipped],
+    jobs: int,
+    on_skipped: Callable[[Skipped], None],
+) -> Iterator[FileOutcome]:
     """Scan every FileRef in `items` with `jobs` workers; yield outcomes as they complete.
 
     Skipped items from the walk are passed to `on_skipped` as they are met. The order of

@@ -42,15 +42,21 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
     try:
         infos = reader.volumes()
         layout = mount_layout(reader, infos)
-        spec = WorkerSpec(engine_spec, reader.opener_spec(), options.chunk_size,
-                          options.max_file_size, options.show_secrets)
+        spec = WorkerSpec(
+            engine_spec,
+            reader.opener_spec(),
+            options.chunk_size,
+            options.max_file_size,
+            options.show_secrets,
+        )
         skipped: list[Skipped] = []
         findings: list[Finding] = []
         files: dict[str, int] = {}
         sizes: dict[str, int] = {}
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
-        for outcome in run_pool(spec, _walk(reader, scannable, layout), options.worker_count,
-                                skipped.append):
+        for outcome in run_pool(
+            spec, _walk(reader, scannable, layout), options.worker_count, skipped.append
+        ):
             findings.extend(outcome.findings)
             skipped.extend(outcome.skipped)
             files[outcome.volume] = files.get(outcome.volume, 0) + 1
@@ -75,15 +81,19 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
             volumes=volumes,
             skipped=tuple(sorted(set(skipped), key=lambda s: (s.path, s.reason))),
             findings=tuple(sorted(findings, key=Finding.sort_key)),
-            stats=Stats(files=sum(files.values()), bytes=sum(sizes.values()),
-                        seconds=round(time.monotonic() - started, 3)),
+            stats=Stats(
+                files=sum(files.values()),
+                bytes=sum(sizes.values()),
+                seconds=round(time.monotonic() - started, 3),
+            ),
             warnings=engine_spec.compiled.warnings,
         )
     finally:
         reader.close()
 
 
-def _walk(reader: Reader, devices: list[str],
-          layout: dict[str, str]) -> Iterator[FileRef | Skipped]:
+def _walk(
+    reader: Reader, devices: list[str], layout: dict[str, str]
+) -> Iterator[FileRef | Skipped]:
     for device in devices:
         yield from reader.files(device, layout[device])

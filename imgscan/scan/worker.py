@@ -55,8 +55,12 @@ class FileScanner:
         findings: list[Finding] = []
         skipped: list[Skipped] = []
         if ref.size > self.spec.max_file_size:
-            skipped.append(Skipped(ref.path, f"larger than the size limit "
-                                             f"({ref.size} > {self.spec.max_file_size} bytes)"))
+            skipped.append(
+                Skipped(
+                    ref.path,
+                    f"larger than the size limit ({ref.size} > {self.spec.max_file_size} bytes)",
+                )
+            )
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), tuple(skipped), 0)
         try:
@@ -68,8 +72,15 @@ class FileScanner:
             self.opener.release(ref)
         return FileOutcome(ref.volume, tuple(findings), tuple(skipped), ref.size)
 
-    def _scan_stream(self, stream: BinaryIO, path: str, depth: int, budget: _Budget,
-                     findings: list[Finding], skipped: list[Skipped]) -> None:
+    def _scan_stream(
+        self,
+        stream: BinaryIO,
+        path: str,
+        depth: int,
+        budget: _Budget,
+        findings: list[Finding],
+        skipped: list[Skipped],
+    ) -> None:
         head = _peek(stream, 512)
         kind = archive_kind(head) if stream.seekable() else None
         if kind is not None and depth < MAX_DEPTH:
@@ -88,8 +99,14 @@ class FileScanner:
         for hit in _dedupe(self.engine.scan(stream, path, self.spec.chunk_size)):
             findings.append(self._finding(hit, path))
 
-    def _scan_member(self, member: Member, depth: int, budget: _Budget,
-                     findings: list[Finding], skipped: list[Skipped]) -> None:
+    def _scan_member(
+        self,
+        member: Member,
+        depth: int,
+        budget: _Budget,
+        findings: list[Finding],
+        skipped: list[Skipped],
+    ) -> None:
         # Members are read into memory up to the size limit: compressed streams are not
         # seekable, and nested archives need seeking.
         data = member.stream.read(min(budget.left, self.spec.max_file_size) + 1)
@@ -97,8 +114,7 @@ class FileScanner:
             skipped.append(Skipped(member.path, "member larger than the size limit"))
             return
         if len(data) > budget.left:
-            skipped.append(Skipped(member.path, "archive expands beyond "
-                                                f"{MAX_EXPANDED} bytes"))
+            skipped.append(Skipped(member.path, f"archive expands beyond {MAX_EXPANDED} bytes"))
             budget.left = 0
             return
         budget.left -= len(data)
@@ -136,7 +152,9 @@ def _dedupe(hits: list[Hit]) -> list[Hit]:
         key = (hit.offset, hit.secret)
         current = best.get(key)
         if current is None or (-hit.rule.severity.rank, hit.rule.id) < (
-                -current.rule.severity.rank, current.rule.id):
+            -current.rule.severity.rank,
+            current.rule.id,
+        ):
             best[key] = hit
     return sorted(best.values(), key=lambda h: (h.offset, h.rule.id))
 

@@ -14,7 +14,7 @@ from imgscan.detect.engine import Engine, build_spec
 from imgscan.detect.patterns import CompiledPatterns
 from imgscan.detect.rules import load_pack
 
-RULES = '''
+RULES = """
 [[rules]]
 id = "test-token"
 name = "Test token"
@@ -52,7 +52,7 @@ validators = ["placeholder"]
 comment = "user:password lines, only in .testpass files"
 examples = [{ text = "bob:{{rand:alnum:12}}", path = "/home/bob/.testpass" }]
 negative_examples = [{ text = "bob:changeme", path = "/home/bob/.testpass" }]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,9 @@ def test_secret_at_every_offset_around_a_chunk_boundary(small_engine: Engine, ch
 
 def test_block_straddling_boundary_found_once(small_engine: Engine) -> None:
     chunk = 1 << 18
-    body = b"\n".join(secrets.token_urlsafe(48).replace("-", "+").replace("_", "/").encode()
-                      for _ in range(40))
+    body = b"\n".join(
+        secrets.token_urlsafe(48).replace("-", "+").replace("_", "/").encode() for _ in range(40)
+    )
     block = b"-----BEGIN TEST-----\n" + body + b"\n-----END TEST-----"
     for start in (chunk - 10, chunk - len(block) // 2, 2 * chunk - 3000):
         data = filler(start) + block + b"\n" + filler(chunk)
@@ -113,7 +114,8 @@ def test_same_hits_for_every_chunk_size(small_engine: Engine) -> None:
 def test_path_rules_only_on_their_paths(small_engine: Engine) -> None:
     data = b"alice:Zq8mT2vLp9Xc\n"
     assert [h.rule.id for h in small_engine.scan_bytes(data, "/home/a/.testpass")] == [
-        "test-pathonly"]
+        "test-pathonly"
+    ]
     assert small_engine.scan_bytes(data, "/home/a/notes.txt") == []
     assert small_engine.scan_bytes(b"alice:changeme\n", "/home/a/.testpass") == []
 
@@ -121,8 +123,12 @@ def test_path_rules_only_on_their_paths(small_engine: Engine) -> None:
 def test_keyword_fallback_matches_hyperscan(small_engine: Engine, tmp_path: Path) -> None:
     """Without Hyperscan the engine still finds the same secrets (slower)."""
     spec = build_spec(small_engine.pack)
-    slow_spec = replace(spec, compiled=CompiledPatterns(
-        None, tuple((i, "keyword") for i in range(len(spec.pack.patterns))), ("slow",)))
+    slow_spec = replace(
+        spec,
+        compiled=CompiledPatterns(
+            None, tuple((i, "keyword") for i in range(len(spec.pack.patterns))), ("slow",)
+        ),
+    )
     slow = Engine(slow_spec)
     data = filler(10_000) + b"x " + token() + b" y\n" + b"bob:Zq8mT2vLp9Xc\n"
     for path in ("/f", "/root/.testpass"):

@@ -11,13 +11,16 @@ from imgscan.errors import ImageError
 from imgscan.image.formats import detect_format
 
 
-@pytest.mark.parametrize(("name", "fmt", "sub"), [
-    ("server.qcow2", "qcow2", "v3"),
-    ("server.vmdk", "vmdk", "monolithicSparse"),
-    ("server-stream.vmdk", "vmdk", "streamOptimized"),
-    ("server.raw", "raw", None),
-    ("bare.raw", "raw", None),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "sub"),
+    [
+        ("server.qcow2", "qcow2", "v3"),
+        ("server.vmdk", "vmdk", "monolithicSparse"),
+        ("server-stream.vmdk", "vmdk", "streamOptimized"),
+        ("server.raw", "raw", None),
+        ("bare.raw", "raw", None),
+    ],
+)
 def test_detects_test_images(images: Path, name: str, fmt: str, sub: str | None) -> None:
     info = detect_format(images / name)
     assert (info.format, info.subformat) == (fmt, sub)
@@ -37,8 +40,10 @@ def test_qcow2_backing_file_needs_permission(tmp_path: Path) -> None:
     base = tmp_path / "base.raw"
     base.write_bytes(b"\0" * 65536)
     overlay = tmp_path / "o.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base),
-                    str(overlay)], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
+        check=True,
+    )
     with pytest.raises(ImageError, match="backing file"):
         detect_format(overlay)
     assert "backing file" in detect_format(overlay, allow_external=True).external[0]
@@ -46,8 +51,20 @@ def test_qcow2_backing_file_needs_permission(tmp_path: Path) -> None:
 
 def test_qcow2_external_data_file_refused(tmp_path: Path) -> None:
     image = tmp_path / "d.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
-                    f"data_file={tmp_path / 'data.raw'}", str(image), "1M"], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            f"data_file={tmp_path / 'data.raw'}",
+            str(image),
+            "1M",
+        ],
+        check=True,
+    )
     with pytest.raises(ImageError, match="data file"):
         detect_format(image)
 
@@ -72,5 +89,3 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         detect_format(tmp_path / "missing")
     with pytest.raises(ImageError, match="directory"):
         detect_format(tmp_path)
-
-

@@ -38,8 +38,10 @@ class FakeReader:
 
 
 def test_parse_fstab_skips_swap_and_comments() -> None:
-    text = ("# comment\nUUID=a / ext4 defaults 0 1\nUUID=b none swap sw 0 0\n"
-            "LABEL=data /srv/my\\040data ext4 defaults 0 2\n\n")
+    text = (
+        "# comment\nUUID=a / ext4 defaults 0 1\nUUID=b none swap sw 0 0\n"
+        "LABEL=data /srv/my\\040data ext4 defaults 0 2\n\n"
+    )
     assert parse_fstab(text) == [("UUID=a", "/"), ("LABEL=data", "/srv/my data")]
 
 
@@ -51,12 +53,17 @@ def test_layout_by_uuid_label_and_device() -> None:
         VolumeInfo("/dev/sda4", "ext4", OK),
         VolumeInfo("/dev/sda5", None, VolumeStatus.UNSUPPORTED, "no filesystem recognised"),
     ]
-    fstab = (b"UUID=11111111-0000-0000-0000-000000000001 / ext4 defaults 0 1\n"
-             b"LABEL=home /home ext4 defaults 0 2\n/dev/vda3 /boot ext2 defaults 0 2\n")
+    fstab = (
+        b"UUID=11111111-0000-0000-0000-000000000001 / ext4 defaults 0 1\n"
+        b"LABEL=home /home ext4 defaults 0 2\n/dev/vda3 /boot ext2 defaults 0 2\n"
+    )
     reader = FakeReader(volumes, {("/dev/sda1", "/etc/fstab"): fstab})
     assert mount_layout(reader, volumes) == {
-        "/dev/sda1": "/", "/dev/sda2": "/home", "/dev/sda3": "/boot",
-        "/dev/sda4": "/@dev/sda4"}
+        "/dev/sda1": "/",
+        "/dev/sda2": "/home",
+        "/dev/sda3": "/boot",
+        "/dev/sda4": "/@dev/sda4",
+    }
 
 
 def test_lone_filesystem_without_fstab_is_root() -> None:
@@ -67,4 +74,6 @@ def test_lone_filesystem_without_fstab_is_root() -> None:
 def test_two_filesystems_without_fstab_are_synthetic() -> None:
     volumes = [VolumeInfo("/dev/sda1", "ext4", OK), VolumeInfo("/dev/sda2", "ext4", OK)]
     assert mount_layout(FakeReader(volumes, {}), volumes) == {
-        "/dev/sda1": "/@dev/sda1", "/dev/sda2": "/@dev/sda2"}
+        "/dev/sda1": "/@dev/sda1",
+        "/dev/sda2": "/@dev/sda2",
+    }

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from expect import finding_keys, missing_planted, reported_decoys
+
 from imgscan.image import ReaderKind
 from imgscan.model import ScanResult
 from imgscan.options import ScanOptions
@@ -26,14 +26,16 @@ _cache: dict[tuple[str, ReaderKind], ScanResult] = {}
 def _scan(images: Path, image: dict[str, Any], reader: ReaderKind) -> ScanResult:
     key = (image["name"], reader)
     if key not in _cache:
-        _cache[key] = scan_image(ScanOptions(image=images / image["file"], reader=reader,
-                                             jobs=2, show_secrets=True))
+        _cache[key] = scan_image(
+            ScanOptions(image=images / image["file"], reader=reader, jobs=2, show_secrets=True)
+        )
     return _cache[key]
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_guestfs_finds_planted_and_no_decoy(images: Path, manifest: dict[str, Any],
-                                            name: str) -> None:
+def test_guestfs_finds_planted_and_no_decoy(
+    images: Path, manifest: dict[str, Any], name: str
+) -> None:
     image = manifest[name]
     result = _scan(images, image, ReaderKind.GUESTFS)
     assert result.reader.name == "guestfs"
@@ -51,8 +53,9 @@ def test_readers_agree(images: Path, manifest: dict[str, Any], name: str) -> Non
     assert finding_keys(guest) == finding_keys(native)
 
     def volumes(result: ScanResult) -> list[tuple[Any, ...]]:
-        return [(v.device, v.fstype, v.mountpoint, v.status, v.files, v.bytes)
-                for v in result.volumes]
+        return [
+            (v.device, v.fstype, v.mountpoint, v.status, v.files, v.bytes) for v in result.volumes
+        ]
 
     assert volumes(guest) == volumes(native)
     assert guest.skipped == native.skipped

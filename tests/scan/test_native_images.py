@@ -12,19 +12,27 @@ from imgscan.image import ReaderKind
 from imgscan.options import ScanOptions
 from imgscan.scan.scanner import scan_image
 
-IMAGES = ["server-qcow2", "server-vmdk", "server-stream-vmdk", "server-raw", "mbr-qcow2",
-          "bare-raw"]
+IMAGES = [
+    "server-qcow2",
+    "server-vmdk",
+    "server-stream-vmdk",
+    "server-raw",
+    "mbr-qcow2",
+    "bare-raw",
+]
 
 
 def _scan(images: Path, image: dict[str, Any], **kw: Any) -> Any:
-    options = ScanOptions(image=images / image["file"], reader=ReaderKind.NATIVE,
-                          show_secrets=True, **kw)
+    options = ScanOptions(
+        image=images / image["file"], reader=ReaderKind.NATIVE, show_secrets=True, **kw
+    )
     return scan_image(options)
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_native_finds_planted_and_no_decoy(images: Path, manifest: dict[str, Any],
-                                           name: str) -> None:
+def test_native_finds_planted_and_no_decoy(
+    images: Path, manifest: dict[str, Any], name: str
+) -> None:
     image = manifest[name]
     result = _scan(images, image, jobs=2)
     assert missing_planted(result, image) == []
@@ -36,18 +44,20 @@ def test_native_finds_planted_and_no_decoy(images: Path, manifest: dict[str, Any
     assert result.image.format == image["format"]
 
 
-def test_every_container_format_gives_identical_findings(images: Path,
-                                                         manifest: dict[str, Any]) -> None:
-    keys = {name: finding_keys(_scan(images, manifest[name], jobs=1))
-            for name in ("server-raw", "server-qcow2", "server-vmdk", "server-stream-vmdk")}
+def test_every_container_format_gives_identical_findings(
+    images: Path, manifest: dict[str, Any]
+) -> None:
+    keys = {
+        name: finding_keys(_scan(images, manifest[name], jobs=1))
+        for name in ("server-raw", "server-qcow2", "server-vmdk", "server-stream-vmdk")
+    }
     first = keys["server-raw"]
     assert first
     for name, value in keys.items():
         assert value == first, name
 
 
-def test_jobs_one_and_two_give_identical_reports(images: Path,
-                                                 manifest: dict[str, Any]) -> None:
+def test_jobs_one_and_two_give_identical_reports(images: Path, manifest: dict[str, Any]) -> None:
     one = _scan(images, manifest["server-qcow2"], jobs=1)
     two = _scan(images, manifest["server-qcow2"], jobs=2)
     assert one.findings == two.findings
@@ -55,8 +65,9 @@ def test_jobs_one_and_two_give_identical_reports(images: Path,
     assert one.skipped == two.skipped
 
 
-def test_chunk_boundary_secrets_found_at_any_chunk_size(images: Path,
-                                                        manifest: dict[str, Any]) -> None:
+def test_chunk_boundary_secrets_found_at_any_chunk_size(
+    images: Path, manifest: dict[str, Any]
+) -> None:
     image = manifest["server-qcow2"]
     boundary = [p for p in image["planted"] if p.get("boundary")]
     assert len(boundary) == 2

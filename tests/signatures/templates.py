@@ -34,7 +34,8 @@ def expand(text: str, secret: str | None, seed: str) -> tuple[str, str | None]:
     def one(match: re.Match[str]) -> str:
         alphabet = CLASSES[match.group(1)]
         value = (match.group(3) or "") + "".join(
-            rng.choice(alphabet) for _ in range(int(match.group(2))))
+            rng.choice(alphabet) for _ in range(int(match.group(2)))
+        )
         values.append(value)
         return value
 

@@ -9,7 +9,7 @@ import pytest
 from imgscan.detect.rules import load_pack
 from imgscan.errors import RulePackError
 
-GOOD = '''
+GOOD = """
 [[rules]]
 id = "demo-rule"
 name = "Demo"
@@ -20,7 +20,7 @@ pattern = "(?P<secret>demo_[a-z]{8})"
 comment = "fixed prefix"
 examples = ["demo_abcdefgh"]
 negative_examples = ["demo_abc"]
-'''
+"""
 
 
 def _pack(tmp_path: Path, text: str) -> Path:
@@ -34,18 +34,20 @@ def test_good_rule_loads(tmp_path: Path) -> None:
     assert [r.id for r in pack.patterns] == ["demo-rule"]
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ('(?P<secret>demo_[a-z]{8})', '(demo_[a-z]{8})', "named group"),
-    ('(?P<secret>demo_[a-z]{8})', '(?P<secret>demo_[a-z{8})', "does not compile"),
-    ('severity = "low"', 'severity = "urgent"', "unknown severity"),
-    ('category = "token"', 'category = "misc"', "unknown category"),
-    ('keywords = ["demo_"]', 'keywords = ["DEMO_"]', "keywords"),
-    ('negative_examples = ["demo_abc"]', "", "negative_examples"),
-    ('comment = "fixed prefix"', "", "comment"),
-    ('id = "demo-rule"', 'id = "Demo Rule"', "id"),
-])
-def test_malformed_rule_names_file_and_id(tmp_path: Path, old: str, new: str,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("(?P<secret>demo_[a-z]{8})", "(demo_[a-z]{8})", "named group"),
+        ("(?P<secret>demo_[a-z]{8})", "(?P<secret>demo_[a-z{8})", "does not compile"),
+        ('severity = "low"', 'severity = "urgent"', "unknown severity"),
+        ('category = "token"', 'category = "misc"', "unknown category"),
+        ('keywords = ["demo_"]', 'keywords = ["DEMO_"]', "keywords"),
+        ('negative_examples = ["demo_abc"]', "", "negative_examples"),
+        ('comment = "fixed prefix"', "", "comment"),
+        ('id = "demo-rule"', 'id = "Demo Rule"', "id"),
+    ],
+)
+def test_malformed_rule_names_file_and_id(tmp_path: Path, old: str, new: str, message: str) -> None:
     root = _pack(tmp_path, GOOD.replace(old, new))
     with pytest.raises(RulePackError) as info:
         load_pack(root)

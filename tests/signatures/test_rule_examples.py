@@ -20,8 +20,15 @@ def _rules() -> list[PatternRule]:
 def test_pack_is_large_enough_and_covers_the_issue(pack: RulePack) -> None:
     assert len(pack.patterns) >= 40
     categories = {r.meta.category for r in pack.patterns}
-    assert {"private-key", "cloud", "vcs", "saas", "database", "password",
-            "password-hash"} <= categories
+    assert {
+        "private-key",
+        "cloud",
+        "vcs",
+        "saas",
+        "database",
+        "password",
+        "password-hash",
+    } <= categories
     assert pack.yara, "YARA rules for binary formats"
 
 
@@ -30,8 +37,11 @@ def test_positive_examples(engine: Engine, rule: PatternRule) -> None:
     for number, example in enumerate(rule.examples):
         text, secret = expand(example.text, example.secret, f"{rule.id}/{number}")
         assert any(k in text.lower() for k in rule.keywords), "a keyword occurs in the example"
-        hits = [h for h in engine.scan_bytes(text.encode(), example.path or DEFAULT_PATH)
-                if h.rule.id == rule.id]
+        hits = [
+            h
+            for h in engine.scan_bytes(text.encode(), example.path or DEFAULT_PATH)
+            if h.rule.id == rule.id
+        ]
         assert hits, f"example {number} not found: {text[:80]!r}"
         if secret is not None:
             assert secret.encode() in [h.secret for h in hits], f"example {number}"
@@ -41,8 +51,11 @@ def test_positive_examples(engine: Engine, rule: PatternRule) -> None:
 def test_negative_examples(engine: Engine, rule: PatternRule) -> None:
     for number, example in enumerate(rule.negative_examples):
         text, _ = expand(example.text, None, f"{rule.id}/neg/{number}")
-        hits = [h for h in engine.scan_bytes(text.encode(), example.path or DEFAULT_PATH)
-                if h.rule.id == rule.id]
+        hits = [
+            h
+            for h in engine.scan_bytes(text.encode(), example.path or DEFAULT_PATH)
+            if h.rule.id == rule.id
+        ]
         assert not hits, f"negative example {number} matched: {text[:80]!r}"
 
 
