@@ -16,6 +16,12 @@ DEFAULT_MAX_FILE_SIZE = 1 << 30  # 1 GiB: larger files are listed as skipped
 DEFAULT_CHUNK_SIZE = 1 << 20  # files are read in 1 MiB chunks, never whole
 
 
+def default_cache_dir() -> Path:
+    """Where compiled rule databases are kept: $XDG_CACHE_HOME/imgscan or ~/.cache/imgscan."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "imgscan"
+
+
 def default_signatures_dir() -> Path:
     """The rule pack shipped beside the package (repository layout: ../signatures)."""
     return Path(__file__).resolve().parent.parent / "signatures"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
@@ -44,8 +45,9 @@ class EngineSpec:
     compiled: CompiledPatterns
 
 
-def build_spec(pack: RulePack) -> EngineSpec:
-    return EngineSpec(pack, compile_patterns(pack.patterns))
+def build_spec(pack: RulePack, cache_dir: Path | None = None) -> EngineSpec:
+    """Compile the pack's locator once; `cache_dir` keeps the compiled database across runs."""
+    return EngineSpec(pack, compile_patterns(pack.patterns, cache_dir))
 
 
 class Engine:

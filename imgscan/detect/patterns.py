@@ -16,8 +16,13 @@ the engine warns when that happens.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import regex
@@ -57,21 +62,30 @@ def _try_compile(expression: bytes, flags: int) -> bool:
     return True
 
 
-def compile_patterns(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
-    """Build one Hyperscan database over every rule (done once, in the main process)."""
-    if not HAS_HYPERSCAN:
-        return CompiledPatterns(
-            None,
-            tuple((i, MODE_KEYWORD) for i in range(len(rules))),
-            ("hyperscan is not installed: matching falls back to a slow pure-Python path",),
+def _plan(
+    rules: tuple[PatternRule, ...],
+) -> tuple[list[bytes], list[int], list[tuple[int, str]], list[str]]:
+    """Choose each rule's locating mode. Trying rules one by one costs a compile each, so it
+    happens only when the database of every locator with start of match does not compile."""
+    som = hyperscan.HS_FLAG_SOM_LEFTMOST
+    locators = [rule.locate.encode() for rule in rules]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(
+            expressions=locators,
+            ids=list(range(len(locators))),
+            elements=len(locators),
+            flags=[som] * len(locators),
         )
+    except hyperscan.error:
+        pass
+    else:
+        return locators, [som] * len(locators), [(i, MODE_SOM) for i in range(len(rules))], []
     expressions: list[bytes] = []
     flags: list[int] = []
     entries: list[tuple[int, str]] = []
     warnings: list[str] = []
-    som = hyperscan.HS_FLAG_SOM_LEFTMOST
-    for index, rule in enumerate(rules):
-        locate = rule.locate.encode()
+    for index, (rule, locate) in enumerate(zip(rules, locators, strict=True)):
         if _try_compile(locate, som):
             expressions.append(locate)
             flags.append(som)
@@ -88,6 +102,34 @@ def compile_patterns(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
                 expressions.append(re.escape(keyword).encode())
                 flags.append(som | hyperscan.HS_FLAG_CASELESS)
                 entries.append((index, MODE_KEYWORD))
+    return expressions, flags, entries, warnings
+
+
+def compile_patterns(
+    rules: tuple[PatternRule, ...], cache_dir: Path | None = None
+) -> CompiledPatterns:
+    """Build one Hyperscan database over every rule (done once, in the main process).
+
+    Compiling a few hundred locators with start of match takes seconds, so the result is kept
+    in `cache_dir` (when given and writable) under a digest of the locators and the Hyperscan
+    version; a cache file that does not load is ignored and rebuilt.
+    """
+    if not HAS_HYPERSCAN:
+        return CompiledPatterns(
+            None,
+            tuple((i, MODE_KEYWORD) for i in range(len(rules))),
+            ("hyperscan is not installed: matching falls back to a slow pure-Python path",),
+        )
+    digest = hashlib.sha256(str(getattr(hyperscan, "__version__", "")).encode())
+    for rule in rules:
+        digest.update(rule.id.encode() + b"\0" + rule.locate.encode() + b"\0")
+        digest.update(b"\0".join(k.encode() for k in rule.keywords) + b"\1")
+    cache = cache_dir / f"{digest.hexdigest()[:32]}.json" if cache_dir else None
+    if cache is not None:
+        cached = _load_cached(cache)
+        if cached is not None:
+            return cached
+    expressions, flags, entries, warnings = _plan(rules)
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=expressions,
@@ -95,7 +137,40 @@ def compile_patterns(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
         elements=len(expressions),
         flags=flags,
     )
-    return CompiledPatterns(hyperscan.dumpb(database), tuple(entries), tuple(warnings))
+    compiled = CompiledPatterns(hyperscan.dumpb(database), tuple(entries), tuple(warnings))
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(
+                json.dumps(
+                    {
+                        "database": base64.b64encode(compiled.database or b"").decode(),
+                        "entries": compiled.entries,
+                        "warnings": compiled.warnings,
+                    }
+                )
+            )
+            partial.replace(cache)
+        except OSError:
+            pass  # a read-only home: compile again next time
+    return compiled
+
+
+def _load_cached(cache: Path) -> CompiledPatterns | None:
+    """A cached compiled locator, or None when absent or unusable (plain JSON: no pickle)."""
+    try:
+        data = json.loads(cache.read_text())
+        database = base64.b64decode(data["database"])
+        hyperscan.loadb(database, hyperscan.HS_MODE_BLOCK)
+        compiled = CompiledPatterns(
+            database,
+            tuple((int(i), str(mode)) for i, mode in data["entries"]),
+            tuple(str(w) for w in data["warnings"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, hyperscan.error):
+        return None
+    return compiled
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,10 @@ def _container_spec(image: str, fmt: str) -> Any:
             f"{image}: the native reader cannot read {fmt} images; use --reader guestfs"
         )
     os_spec = dfvfs_factory.Factory.NewPathSpec(dfvfs_defs.TYPE_INDICATOR_OS, location=image)
+    if fmt == "raw":
+        # dfvfs' RAW back-end globs for split-image segments (disk.001, disk.002, ...) and so
+        # would read other files beside the image; the plain file reads exactly the one file.
+        return os_spec
     return dfvfs_factory.Factory.NewPathSpec(_CONTAINERS[fmt], parent=os_spec)
 
 

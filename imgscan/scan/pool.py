@@ -9,8 +9,9 @@ cross the process boundary. `--jobs 1` runs the very same code in the calling pr
 from __future__ import annotations
 
 import multiprocessing
-import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from imgscan.errors import ImgscanError
 from imgscan.image import make_opener
@@ -20,6 +21,10 @@ from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
 
 class WorkerStartError(ImgscanError):
     """A worker process failed to build its engine or open the image."""
+
+
+class WorkerCrashError(ImgscanError):
+    """A worker process died mid-scan; what it was scanning is unknown, so the scan fails."""
 
 
 _BATCH_FILES = 64
@@ -46,15 +51,9 @@ def _scan_batch(batch: list[FileRef]) -> list[FileOutcome]:
 
 
 def _batches(
-    items: Iterable[FileRef | Skipped],
-    on_skipped: Callable[[Skipped], None],
-    slots: threading.BoundedSemaphore,
+    items: Iterable[FileRef | Skipped], on_skipped: Callable[[Skipped], None]
 ) -> Iterator[list[FileRef]]:
-    """Group refs into batches of small files (fewer round trips); a big file goes alone.
-
-    `slots` bounds how many batches are in flight: readers that spool content (guestfs) must
-    not run ahead of the workers and fill the disk.
-    """
+    """Group refs into batches of small files (fewer round trips); a big file goes alone."""
     batch: list[FileRef] = []
     size = 0
     for item in items:
@@ -64,11 +63,9 @@ def _batches(
         batch.append(item)
         size += item.size
         if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
-            slots.acquire()
             yield batch
             batch, size = [], 0
     if batch:
-        slots.acquire()
         yield batch
 
 
@@ -81,18 +78,43 @@ def run_pool(
     """Scan every FileRef in `items` with `jobs` workers; yield outcomes as they complete.
 
     Skipped items from the walk are passed to `on_skipped` as they are met. The order of
-    outcomes is not defined; callers sort.
+    outcomes is not defined; callers sort. At most a few batches per worker are in flight, so
+    a reader that spools content (guestfs) never runs far ahead of the workers. A worker that
+    dies (a crash in a native library) stops the scan with WorkerCrashError rather than
+    leaving it waiting forever.
     """
-    slots = threading.BoundedSemaphore(max(4, jobs * 4))
-    batches = _batches(items, on_skipped, slots)
+    batches = _batches(items, on_skipped)
     if jobs <= 1:
         _init_worker(spec)
         for batch in batches:
-            slots.release()
             yield from _scan_batch(batch)
         return
+    limit = jobs * 3
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes=jobs, initializer=_init_worker, initargs=(spec,)) as pool:
-        for outcomes in pool.imap_unordered(_scan_batch, batches):
-            slots.release()
-            yield from outcomes
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(spec,)
+    ) as executor:
+        pending: set[Future[list[FileOutcome]]] = set()
+        exhausted = False
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        exhausted = True
+                    else:
+                        pending.add(executor.submit(_scan_batch, batch))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+        except BrokenProcessPool as exc:
+            raise WorkerCrashError(
+                "a worker process died while scanning (a crash in a native library?); "
+                "the scan is incomplete"
+            ) from exc
+        finally:
+            for future in pending:
+                future.cancel()

@@ -25,7 +25,7 @@ from imgscan.model import (
     Volume,
     VolumeStatus,
 )
-from imgscan.options import ScanOptions
+from imgscan.options import ScanOptions, default_cache_dir
 from imgscan.scan.pool import run_pool
 from imgscan.scan.worker import FileOutcome, WorkerSpec
 
@@ -37,7 +37,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
     started = time.monotonic()
     fmt = detect_format(options.image, options.allow_external_files)
     pack = load_pack(options.signatures_dir)
-    engine_spec = build_spec(pack)
+    engine_spec = build_spec(pack, default_cache_dir() / "hyperscan")
     reader = open_reader(options.reader, str(options.image), fmt)
     try:
         infos = reader.volumes()

@@ -144,19 +144,15 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
 
 
 def _dedupe(hits: list[Hit]) -> list[Hit]:
-    """One hit per secret per place: when several rules capture the same bytes at the same
-    offset (a postgres URL and a generic password rule), keep the most severe, then the first
-    by rule id, so one leak is reported once."""
-    best: dict[tuple[int, bytes], Hit] = {}
-    for hit in hits:
-        key = (hit.offset, hit.secret)
-        current = best.get(key)
-        if current is None or (-hit.rule.severity.rank, hit.rule.id) < (
-            -current.rule.severity.rank,
-            current.rule.id,
-        ):
-            best[key] = hit
-    return sorted(best.values(), key=lambda h: (h.offset, h.rule.id))
+    """One hit per leaked value: when rules capture overlapping bytes (a service-account key
+    found both as JSON and as an escaped PEM block), keep the most severe, then the first by
+    rule id, so one leak is reported once."""
+    kept: list[Hit] = []
+    for hit in sorted(hits, key=lambda h: (-h.rule.severity.rank, h.rule.id, h.offset)):
+        end = hit.offset + len(hit.secret)
+        if not any(k.offset < end and hit.offset < k.offset + len(k.secret) for k in kept):
+            kept.append(hit)
+    return sorted(kept, key=lambda h: (h.offset, h.rule.id))
 
 
 def _one_line(exc: BaseException) -> str:

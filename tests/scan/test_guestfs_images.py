@@ -19,7 +19,14 @@ from imgscan.scan.scanner import scan_image
 
 pytestmark = pytest.mark.guestfs
 
-IMAGES = ["server-qcow2", "server-stream-vmdk", "mbr-qcow2", "bare-raw"]
+IMAGES = [
+    "server-qcow2",
+    "server-vmdk",
+    "server-stream-vmdk",
+    "server-raw",
+    "mbr-qcow2",
+    "bare-raw",
+]
 _cache: dict[tuple[str, ReaderKind], ScanResult] = {}
 
 
