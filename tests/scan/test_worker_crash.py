@@ -17,7 +17,8 @@ name = "Crashes Vectorscan"
 category = "cloud"
 severity = "high"
 keywords = ["accountkey"]
-pattern = '''(?:AccountKey=|azure[_.-]?storage[_.-]?(?:account[_.-]?)?key[ \\t]{0,8}[:=][ \\t]{0,8})(?P<secret>[A-Za-z0-9+/]{86}==)'''
+pattern = '''(?:AccountKey=|azure[_.-]?storage[_.-]?(?:account[_.-]?)?key[ \\t]{0,8}\
+[:=][ \\t]{0,8})(?P<secret>[A-Za-z0-9+/]{86}==)'''
 comment = "a start-of-match pattern that crashes Vectorscan 5.4 on the input below"
 examples = ["AccountKey={{rand:alnum:86}}=="]
 negative_examples = ["AccountKey=short"]
