@@ -156,11 +156,20 @@ def test_bad_inputs(tmp_path: Path, images: Path) -> None:
     _assert_one_line_error(proc, str(truncated))
     garbage = tmp_path / "garbage.raw"
     data = bytearray(os.urandom(4 << 20))
-    data[510:512] = b"\x55\xaa"  # an MBR signature over random partition entries
+    data[510:512] = b"\x55\xaa"  # a boot-sector mark over random bytes
     garbage.write_bytes(bytes(data))
-    proc = run("scan", garbage)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) >= 1
+    _assert_one_line_error(run("scan", garbage), "no partition table or filesystem")
+    bad_table = tmp_path / "bad-table.raw"
+    data = bytearray(4 << 20)
+    data[510:512] = b"\x55\xaa"
+    # One Linux partition entry that starts at sector 2048 and runs far past the disk's end.
+    data[446:462] = (
+        bytes([0, 0, 0, 0, 0x83, 0, 0, 0])
+        + (2048).to_bytes(4, "little")
+        + (999_999).to_bytes(4, "little")
+    )
+    bad_table.write_bytes(bytes(data))
+    _assert_one_line_error(run("scan", bad_table), "partition table may be garbage")
 
 
 def test_debug_shows_traceback(tmp_path: Path) -> None:

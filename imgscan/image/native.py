@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, cast
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
-from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity, is_swap
+from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity, fat_plausible, is_swap
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -120,7 +120,8 @@ class NativeReader:
     def _discover(self) -> list[_Volume]:
         # The container must open, else this is a corrupt or truncated image.
         handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
-        if handle.get_size() == 0:
+        self._disk_size = handle.get_size()
+        if self._disk_size == 0:
             raise ImageError(f"{self.image.path}: image has no data")
         indicators = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
             self._base, resolver_context=self._context
@@ -178,6 +179,17 @@ class NativeReader:
             identifier = volume.identifier  # "p1", "p2", ...
             number = int(identifier.lstrip("p"))
             device = f"/dev/sda{number}"
+            end = max((e.offset + e.size for e in volume.extents), default=0)
+            if end > self._disk_size:
+                reason = f"partition ends at byte {end}, beyond the disk's {self._disk_size}"
+                volumes.append(
+                    _Volume(
+                        VolumeInfo(device, None, VolumeStatus.UNREADABLE, reason),
+                        f"{indicator}:/{identifier}",
+                        None,
+                    )
+                )
+                continue
             volumes.append(self._identify(device, f"{indicator}:/{identifier}"))
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
@@ -217,6 +229,8 @@ class NativeReader:
                 address,
                 None,
             )
+        if "FAT" in found and not self._fat(spec):
+            found = [f for f in found if f != "FAT"]
         indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
         if indicator is None and self._swap(spec):
             return _Volume(
@@ -270,6 +284,14 @@ class NativeReader:
             address,
             indicator,
         )
+
+    def _fat(self, spec: Any) -> bool:
+        try:
+            handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+            handle.seek(0)
+            return fat_plausible(handle.read(512))
+        except _BACKEND_ERRORS:
+            return False
 
     def _swap(self, spec: Any) -> bool:
         try:

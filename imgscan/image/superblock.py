@@ -53,3 +53,25 @@ SWAP_SIGNATURES = (b"SWAPSPACE2", b"SWAP-SPACE")
 def is_swap(first_page: bytes) -> bool:
     """True if a Linux swap signature ends the first page (4 KiB pages: offset 4086)."""
     return first_page[4086:4096] in SWAP_SIGNATURES
+
+
+def fat_plausible(boot: bytes) -> bool:
+    """Whether a boot sector is a believable FAT BIOS parameter block.
+
+    dfvfs' FAT signature is little more than the 0x55AA boot-sector mark, which every MBR and
+    a sixteenth of a million random sectors carry; these fields rule most of them out.
+    """
+    if len(boot) < 512 or boot[510:512] != b"\x55\xaa":
+        return False
+    (bytes_per_sector,) = struct.unpack_from("<H", boot, 0x0B)
+    sectors_per_cluster = boot[0x0D]
+    (reserved,) = struct.unpack_from("<H", boot, 0x0E)
+    fats = boot[0x10]
+    media = boot[0x15]
+    return (
+        bytes_per_sector in (512, 1024, 2048, 4096)
+        and sectors_per_cluster in (1, 2, 4, 8, 16, 32, 64, 128)
+        and reserved >= 1
+        and fats in (1, 2)
+        and (media == 0xF0 or media >= 0xF8)
+    )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 from imgscan.detect.engine import build_spec
 from imgscan.detect.rules import load_pack
+from imgscan.errors import ImageError
 from imgscan.image import open_reader
 from imgscan.image.formats import detect_format
 from imgscan.image.interface import Reader
@@ -41,6 +42,11 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
     reader = open_reader(options.reader, str(options.image), fmt)
     try:
         infos = reader.volumes()
+        if not any(v.fstype for v in infos):
+            raise ImageError(
+                f"{options.image}: no filesystem recognised on any of its {len(infos)} "
+                "volume(s); the partition table may be garbage"
+            )
         layout = mount_layout(reader, infos)
         spec = WorkerSpec(
             engine_spec,
