@@ -10,6 +10,7 @@ The only module that prints to the terminal or decides the process exit status. 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -158,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar (it is shown only when stderr is a terminal)",
     )
-    scan.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    scan.add_argument(
+        "-v", "--verbose", action="store_true", help="say what is happening on stderr"
+    )
+    scan.add_argument(
+        "--debug", action="store_true", help="show tracebacks of errors and debug messages"
+    )
     return parser
 
 
@@ -261,6 +267,15 @@ def _run_scan(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        format="imgscan: %(message)s",
+        stream=sys.stderr,
+        level=logging.DEBUG
+        if args.debug
+        else logging.INFO
+        if getattr(args, "verbose", False)
+        else logging.WARNING,
+    )
     try:
         match args.command:
             case "scan":

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from imgscan.image import ReaderKind
 from imgscan.model import ScanResult
+from imgscan.options import ScanOptions
+from imgscan.scan.scanner import scan_image
+
+# Every test image the builder makes (demo-qcow2 is a copy of server-qcow2).
+IMAGES = [
+    "server-qcow2",
+    "server-vmdk",
+    "server-stream-vmdk",
+    "server-raw",
+    "mbr-qcow2",
+    "bare-raw",
+]
+
+
+def scan(images: Path, image: dict[str, Any], reader: ReaderKind, **options: Any) -> ScanResult:
+    """Scan one manifest image with raw secrets kept, so tests can compare values."""
+    return scan_image(
+        ScanOptions(image=images / image["file"], reader=reader, show_secrets=True, **options)
+    )
+
 
 # Kinds whose secret is a multi-line block: a rule may capture the block with or without its
 # armour lines, so containment either way counts as found.

@@ -70,8 +70,8 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
 
 def test_no_raw_secret_in_default_outputs(images: Path, manifest: dict[str, Any]) -> None:
     secrets = _planted_values(manifest["server-qcow2"])
-    for fmt in ("table", "json"):
-        proc = run("scan", images / "server.qcow2", "--format", fmt)
+    for fmt, *extra in (("table",), ("json",), ("table", "--debug"), ("json", "-v")):
+        proc = run("scan", images / "server.qcow2", "--format", fmt, *extra)
         assert proc.returncode == 1
         for value in secrets:
             # Long secrets (keys) may share a few characters with anything; test the tail.
@@ -199,6 +199,9 @@ def test_backing_file_refused(tmp_path: Path) -> None:
     )
     proc = run("scan", overlay)
     _assert_one_line_error(proc, "--allow-external-files")
+    # Allowed, the native reader still refuses rather than read the backing data as zeros.
+    proc = run("scan", overlay, "--allow-external-files")
+    _assert_one_line_error(proc, "use --reader guestfs")
 
 
 def test_vmdk_extent_elsewhere_refused(tmp_path: Path) -> None:

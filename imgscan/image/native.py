@@ -73,6 +73,12 @@ class _Volume:
     fs_indicator: str | None
 
 
+def _not_read_yet(device: str, name: str, address: str, indicator: str | None) -> _Volume:
+    """A volume of a kind libguestfs reads but this reader does not (yet)."""
+    reason = f"{name} is not read by the native reader yet; use --reader guestfs"
+    return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED, reason), address, indicator)
+
+
 def _container_spec(image: str, fmt: str) -> Any:
     if fmt not in _CONTAINERS:
         raise ImageError(
@@ -105,6 +111,13 @@ class NativeReader:
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self.info = ReaderInfo(name="native", accel=None)
         self._format = fmt.format
+        if fmt.format == "qcow2" and fmt.external:
+            # libqcow reads only the top image: clusters held by a backing or data file would
+            # read as zeros and the scan would look complete while missing them.
+            raise ImageError(
+                f"{image}: the native reader cannot follow a qcow2 backing or data file; "
+                "use --reader guestfs"
+            )
         self._context = dfvfs_context.Context()
         self._base = _container_spec(image, fmt.format)
         try:
@@ -133,18 +146,7 @@ class NativeReader:
             return self._partitions(table)
         if indicators:  # LVM, LUKS, ... directly on the disk
             name = _VOLUME_SYSTEM_NAMES.get(indicators[0], indicators[0])
-            return [
-                _Volume(
-                    VolumeInfo(
-                        "/dev/sda",
-                        name,
-                        VolumeStatus.UNSUPPORTED,
-                        f"{name} is not read by the native reader yet; use --reader guestfs",
-                    ),
-                    "",
-                    None,
-                )
-            ]
+            return [_not_read_yet("/dev/sda", name, "", None)]
         volume = self._identify("/dev/sda", "")
         if volume.fs_indicator is None and volume.info.status is VolumeStatus.UNSUPPORTED:
             raise ImageError(
@@ -208,16 +210,7 @@ class NativeReader:
             systems = [s for s in systems if s != dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION]
             if systems:
                 name = _VOLUME_SYSTEM_NAMES.get(systems[0], systems[0])
-                return _Volume(
-                    VolumeInfo(
-                        device,
-                        name,
-                        VolumeStatus.UNSUPPORTED,
-                        f"{name} is not read by the native reader yet; use --reader guestfs",
-                    ),
-                    address,
-                    None,
-                )
+                return _not_read_yet(device, name, address, None)
             found = dfvfs_analyzer.Analyzer.GetFileSystemTypeIndicators(
                 spec, resolver_context=self._context
             )
@@ -246,16 +239,7 @@ class NativeReader:
             )
         if indicator not in _WALKABLE:
             name = _FS_NAMES.get(indicator, indicator.lower())
-            return _Volume(
-                VolumeInfo(
-                    device,
-                    name,
-                    VolumeStatus.UNSUPPORTED,
-                    f"{name} is not read by the native reader yet; use --reader guestfs",
-                ),
-                address,
-                indicator,
-            )
+            return _not_read_yet(device, name, address, indicator)
         handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
         handle.seek(EXT_SUPERBLOCK_OFFSET)
         ident = ext_identity(handle.read(1024))

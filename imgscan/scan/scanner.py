@@ -7,6 +7,7 @@ volume or one file is recorded in the result and makes coverage incomplete.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,14 +32,29 @@ from imgscan.scan.pool import run_pool
 from imgscan.scan.worker import FileOutcome, WorkerSpec
 
 Progress = Callable[[FileOutcome], None]
+_log = logging.getLogger(__name__)
 
 
 def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanResult:
     """Scan `options.image` and return everything found, sorted and deterministic."""
     started = time.monotonic()
     fmt = detect_format(options.image, options.allow_external_files)
+    _log.info(
+        "%s: %s image (%s), %d bytes",
+        options.image,
+        fmt.format,
+        fmt.subformat or "-",
+        fmt.virtual_size,
+    )
     pack = load_pack(options.signatures_dir)
     engine_spec = build_spec(pack, default_cache_dir() / "hyperscan")
+    _log.info(
+        "rule pack %s: %d pattern rules, %d YARA files",
+        pack.version,
+        len(pack.patterns),
+        len(pack.yara),
+    )
+    _log.info("opening the image with the %s reader", options.reader.value)
     reader = open_reader(options.reader, str(options.image), fmt)
     try:
         infos = reader.volumes()
@@ -102,4 +118,5 @@ def _walk(
     reader: Reader, devices: list[str], layout: dict[str, str]
 ) -> Iterator[FileRef | Skipped]:
     for device in devices:
+        _log.info("scanning %s at %s", device, layout[device])
         yield from reader.files(device, layout[device])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
@@ -36,6 +37,9 @@ class FileOutcome:
     findings: tuple[Finding, ...]
     skipped: tuple[Skipped, ...]
     bytes: int
+
+
+_SPOOL_IN_MEMORY = 8 << 20
 
 
 class _Budget:
@@ -107,18 +111,29 @@ class FileScanner:
         findings: list[Finding],
         skipped: list[Skipped],
     ) -> None:
-        # Members are read into memory up to the size limit: compressed streams are not
-        # seekable, and nested archives need seeking.
-        data = member.stream.read(min(budget.left, self.spec.max_file_size) + 1)
-        if len(data) > self.spec.max_file_size:
-            skipped.append(Skipped(member.path, "member larger than the size limit"))
-            return
-        if len(data) > budget.left:
-            skipped.append(Skipped(member.path, f"archive expands beyond {MAX_EXPANDED} bytes"))
-            budget.left = 0
-            return
-        budget.left -= len(data)
-        self._scan_stream(io.BytesIO(data), member.path, depth + 1, budget, findings, skipped)
+        # Compressed member streams cannot seek, and nested archives need seeking, so each
+        # member is copied in chunks to a spool that stays in memory up to a few MiB and moves
+        # to a temporary file beyond: memory stays bounded whatever the member's size.
+        limit = min(budget.left, self.spec.max_file_size)
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+            size = 0
+            while chunk := member.stream.read(min(self.spec.chunk_size, limit + 1 - size)):
+                spool.write(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+            if size > self.spec.max_file_size:
+                skipped.append(Skipped(member.path, "member larger than the size limit"))
+                return
+            if size > budget.left:
+                skipped.append(Skipped(member.path, f"archive expands beyond {MAX_EXPANDED} bytes"))
+                budget.left = 0
+                return
+            budget.left -= size
+            spool.seek(0)
+            self._scan_stream(
+                cast(BinaryIO, spool), member.path, depth + 1, budget, findings, skipped
+            )
 
     def _finding(self, hit: Hit, path: str) -> Finding:
         meta = hit.rule

@@ -10,32 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from expect import finding_keys, missing_planted, reported_decoys
+from expect import IMAGES, finding_keys, missing_planted, reported_decoys, scan
 
 from imgscan.image import ReaderKind
 from imgscan.model import ScanResult
-from imgscan.options import ScanOptions
-from imgscan.scan.scanner import scan_image
 
 pytestmark = pytest.mark.guestfs
 
-IMAGES = [
-    "server-qcow2",
-    "server-vmdk",
-    "server-stream-vmdk",
-    "server-raw",
-    "mbr-qcow2",
-    "bare-raw",
-]
 _cache: dict[tuple[str, ReaderKind], ScanResult] = {}
 
 
 def _scan(images: Path, image: dict[str, Any], reader: ReaderKind) -> ScanResult:
     key = (image["name"], reader)
     if key not in _cache:
-        _cache[key] = scan_image(
-            ScanOptions(image=images / image["file"], reader=reader, jobs=2, show_secrets=True)
-        )
+        _cache[key] = scan(images, image, reader, jobs=2)
     return _cache[key]
 
 

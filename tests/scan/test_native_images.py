@@ -6,27 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from expect import finding_keys, missing_planted, reported_decoys
+from expect import IMAGES, finding_keys, missing_planted, reported_decoys, scan
 
 from imgscan.image import ReaderKind
-from imgscan.options import ScanOptions
-from imgscan.scan.scanner import scan_image
-
-IMAGES = [
-    "server-qcow2",
-    "server-vmdk",
-    "server-stream-vmdk",
-    "server-raw",
-    "mbr-qcow2",
-    "bare-raw",
-]
+from imgscan.model import ScanResult
 
 
-def _scan(images: Path, image: dict[str, Any], **kw: Any) -> Any:
-    options = ScanOptions(
-        image=images / image["file"], reader=ReaderKind.NATIVE, show_secrets=True, **kw
-    )
-    return scan_image(options)
+def _scan(images: Path, image: dict[str, Any], **kw: Any) -> ScanResult:
+    return scan(images, image, ReaderKind.NATIVE, **kw)
 
 
 @pytest.mark.parametrize("name", IMAGES)
