@@ -118,6 +118,25 @@ class ReaderInfo:
 
 
 @dataclass(frozen=True)
+class OsUser:
+    name: str
+    uid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    """What the guest operating system says about itself (from its own files)."""
+
+    type: str  # linux | windows
+    distro: str | None
+    version: str | None
+    name: str | None
+    hostname: str | None
+    users: tuple[OsUser, ...] = ()
+
+
+@dataclass(frozen=True)
 class Stats:
     files: int
     bytes: int
@@ -135,6 +154,7 @@ class ScanResult:
     findings: tuple[Finding, ...]
     stats: Stats
     warnings: tuple[str, ...] = field(default=())
+    os: OsInfo | None = None
 
     @property
     def complete(self) -> bool:

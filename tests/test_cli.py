@@ -36,6 +36,9 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
         "virtual_size": 64 << 20,
     }
     assert report["reader"] == {"name": "native", "accel": None}
+    assert report["os"]["type"] == "linux"
+    assert report["os"]["hostname"] == manifest["server-qcow2"]["os"]["hostname"]
+    assert {"name": "alice", "uid": 1000, "home": "/home/alice"} in report["os"]["users"]
     assert report["coverage"]["complete"] is True
     assert {v["device"] for v in report["coverage"]["volumes"]} == {
         "/dev/sda1",

@@ -37,6 +37,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "virtual_size": result.image.virtual_size,
         },
         "reader": {"name": result.reader.name, "accel": result.reader.accel},
+        "os": _os(result),
         "coverage": {
             "complete": result.complete,
             "volumes": [
@@ -60,6 +61,20 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "seconds": result.stats.seconds,
         },
         "warnings": list(result.warnings),
+    }
+
+
+def _os(result: ScanResult) -> dict[str, Any] | None:
+    info = result.os
+    if info is None:
+        return None
+    return {
+        "type": info.type,
+        "distro": info.distro,
+        "version": info.version,
+        "name": info.name,
+        "hostname": info.hostname,
+        "users": [{"name": u.name, "uid": u.uid, "home": u.home} for u in info.users],
     }
 
 

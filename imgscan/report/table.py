@@ -37,6 +37,13 @@ def render_table(result: ScanResult) -> str:
         f"{result.image.virtual_size} bytes), reader: {result.reader.name}"
         + (f" ({result.reader.accel})" if result.reader.accel else "")
     )
+    if result.os is not None:
+        about = result.os.name or " ".join(filter(None, (result.os.distro, result.os.version)))
+        users = ", ".join(printable(u.name) for u in result.os.users)
+        lines.append(
+            f"OS: {printable(about or result.os.type)}, hostname "
+            f"{printable(result.os.hostname or '?')}, users: {users or '-'}"
+        )
     for v in result.volumes:
         where = printable(v.mountpoint) if v.mountpoint else "-"
         state = v.status.value

@@ -16,6 +16,7 @@ from imgscan.detect.rules import load_pack
 from imgscan.errors import ImageError
 from imgscan.image import open_reader
 from imgscan.image.formats import detect_format
+from imgscan.image.inspect import inspect_linux
 from imgscan.image.interface import Reader
 from imgscan.image.layout import mount_layout
 from imgscan.model import (
@@ -64,6 +65,8 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 "volume(s); the partition table may be garbage"
             )
         layout = mount_layout(reader, infos)
+        root = next((device for device, mountpoint in layout.items() if mountpoint == "/"), None)
+        os_info = inspect_linux(reader, root) if root is not None else None
         spec = WorkerSpec(
             engine_spec,
             reader.opener_spec(),
@@ -109,6 +112,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 seconds=round(time.monotonic() - started, 3),
             ),
             warnings=engine_spec.compiled.warnings,
+            os=os_info,
         )
     finally:
         reader.close()

@@ -54,3 +54,4 @@ def test_readers_agree(images: Path, manifest: dict[str, Any], name: str) -> Non
 
     assert volumes(guest) == volumes(native)
     assert guest.skipped == native.skipped
+    assert guest.os == native.os

@@ -29,6 +29,13 @@ def test_native_finds_planted_and_no_decoy(
     want = [(v["device"], v["fstype"], v["mountpoint"], v["status"]) for v in image["volumes"]]
     assert got == want
     assert result.image.format == image["format"]
+    assert result.os is not None
+    want_os = image["os"]
+    assert (result.os.distro, result.os.version, result.os.hostname) == (
+        want_os["id"],
+        want_os["version_id"],
+        want_os["hostname"],
+    )
 
 
 def test_every_container_format_gives_identical_findings(
