@@ -19,9 +19,11 @@ from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity, fat_pl
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
+    import pytsk3
     from dfvfs.analyzer import analyzer as dfvfs_analyzer
     from dfvfs.lib import definitions as dfvfs_defs
     from dfvfs.lib import errors as dfvfs_errors
+    from dfvfs.lib import tsk_image
     from dfvfs.path import factory as dfvfs_factory
     from dfvfs.resolver import context as dfvfs_context
     from dfvfs.resolver import resolver as dfvfs_resolver
@@ -93,9 +95,15 @@ def _container_spec(image: str, fmt: str) -> Any:
 
 
 def _volume_spec(base: Any, address: str) -> Any:
+    """Path spec of a volume from its plain-string address ("" for the whole disk,
+    "GPT:/p2", or "TSK_PARTITION:@<byte offset>" for an MBR partition)."""
     if not address:
         return base
     indicator, location = address.split(":", 1)
+    if location.startswith("@"):
+        return dfvfs_factory.Factory.NewPathSpec(
+            indicator, start_offset=int(location[1:]), parent=base
+        )
     return dfvfs_factory.Factory.NewPathSpec(indicator, location=location, parent=base)
 
 
@@ -169,33 +177,59 @@ class NativeReader:
         return dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION if system.volumes else None
 
     def _partitions(self, indicator: str) -> list[_Volume]:
-        spec = dfvfs_factory.Factory.NewPathSpec(indicator, location="/", parent=self._base)
-        system: Any = (
-            gpt_volume_system.GPTVolumeSystem()
+        entries = (
+            self._gpt_entries()
             if indicator == dfvfs_defs.TYPE_INDICATOR_GPT
-            else tsk_volume_system.TSKVolumeSystem()
+            else self._mbr_entries()
         )
-        system.Open(spec)
         volumes = []
-        for volume in system.volumes:
-            identifier = volume.identifier  # "p1", "p2", ...
-            number = int(identifier.lstrip("p"))
+        for number, address, end in entries:
             device = f"/dev/sda{number}"
-            end = max((e.offset + e.size for e in volume.extents), default=0)
             if end > self._disk_size:
                 reason = f"partition ends at byte {end}, beyond the disk's {self._disk_size}"
                 volumes.append(
                     _Volume(
-                        VolumeInfo(device, None, VolumeStatus.UNREADABLE, reason),
-                        f"{indicator}:/{identifier}",
-                        None,
+                        VolumeInfo(device, None, VolumeStatus.UNREADABLE, reason), address, None
                     )
                 )
                 continue
-            volumes.append(self._identify(device, f"{indicator}:/{identifier}"))
+            volumes.append(self._identify(device, address))
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
-        return volumes
+        return sorted(volumes, key=lambda v: int(v.info.device.removeprefix("/dev/sda")))
+
+    def _gpt_entries(self) -> list[tuple[int, str, int]]:
+        """(partition number, volume address, end offset) of every GPT partition."""
+        spec = dfvfs_factory.Factory.NewPathSpec(
+            dfvfs_defs.TYPE_INDICATOR_GPT, location="/", parent=self._base
+        )
+        system = gpt_volume_system.GPTVolumeSystem()
+        system.Open(spec)
+        entries = []
+        for volume in system.volumes:
+            identifier = volume.identifier  # "p1", "p2", ...: the partition entry number
+            end = max((e.offset + e.size for e in volume.extents), default=0)
+            entries.append((int(identifier.lstrip("p")), f"GPT:/{identifier}", end))
+        return entries
+
+    def _mbr_entries(self) -> list[tuple[int, str, int]]:
+        """(partition number, volume address, end offset) of every MBR partition, numbered as
+        Linux numbers them: primary slots 1-4, then logical partitions 5, 6, ... along the chain
+        of extended boot records. Extended containers themselves are not volumes."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
+        table = pytsk3.Volume_Info(tsk_image.TSKFileSystemImage(handle))
+        sector = table.info.block_size
+        entries = []
+        for part in table:
+            if not part.flags & pytsk3.TSK_VS_PART_FLAG_ALLOC or part.table_num < 0:
+                continue
+            if part.desc.startswith((b"DOS Extended", b"Win95 Extended", b"Linux Extended")):
+                continue
+            number = part.slot_num + 1 if part.table_num == 0 else 4 + part.table_num
+            start = part.start * sector
+            address = f"{dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION}:@{start}"
+            entries.append((number, address, start + part.len * sector))
+        return entries
 
     def _identify(self, device: str, address: str) -> _Volume:
         spec = _volume_spec(self._base, address)
