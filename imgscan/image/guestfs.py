@@ -428,6 +428,14 @@ def _tar_out(handle: Any, fd: int) -> None:
         os.close(fd)
 
 
+def _download(handle: Any, device: str, fd: int) -> None:
+    """Stream the raw bytes of `device` into pipe `fd`; runs on the handle's thread."""
+    try:
+        handle.download(device, f"/dev/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 class GuestfsReader:
     """Reader over a libguestfs appliance. Opening launches the appliance (~15 s under TCG) and
     identifies every volume; `close()` (or garbage collection, or interpreter exit) stops it.
@@ -533,9 +541,8 @@ class GuestfsReader:
                 label,
             )
         if fstype == "swap":
-            return VolumeInfo(
-                device, fstype, VolumeStatus.SKIPPED, "swap space (not scanned yet)", uuid, label
-            )
+            # Paged-out memory holds passwords and keys: swap is scanned as raw bytes.
+            return VolumeInfo(device, fstype, VolumeStatus.SCANNED, None, uuid, label)
         if fstype == "crypto_LUKS":
             return VolumeInfo(
                 device,
@@ -631,7 +638,7 @@ class GuestfsReader:
         resolve inside the mounted volume (the daemon chroots), so nothing outside is reached.
         """
         volume = self._by_device.get(device)
-        if volume is None or volume.status is not VolumeStatus.SCANNED:
+        if volume is None or volume.status is not VolumeStatus.SCANNED or volume.fstype == "swap":
             return None
         self._check_idle()
         try:
@@ -665,7 +672,39 @@ class GuestfsReader:
         if volume is None or volume.status is not VolumeStatus.SCANNED:
             raise ValueError(f"{device}: not a readable volume of {self.image.path}")
         self._check_idle()
+        if volume.fstype == "swap":
+            return self._stream_raw(device, mountpoint)
         return self._stream_files(device, mountpoint)
+
+    def _stream_raw(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+        """The whole device as one file at `mountpoint` (swap), spooled from `download`."""
+        self._appliance.call("umount_all")
+        size = int(self._appliance.call("blockdev_getsize64", device))
+        read_fd, write_fd = os.pipe()
+        pipe = os.fdopen(read_fd, "rb")
+        try:
+            future = self._appliance.submit(lambda handle: _download(handle, device, write_fd))
+        except BaseException:
+            pipe.close()
+            os.close(write_fd)
+            raise
+        self._session.stream = _Stream(pipe, future)
+        try:
+            fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._session.tmpdir)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(pipe, out, _SPOOL_CHUNK)
+                future.result()
+            except (OSError, RuntimeError) as exc:
+                _unlink(spool)
+                yield Skipped(mountpoint, f"cannot read {device}: {_first_line(exc)}")
+                return
+            except BaseException:
+                _unlink(spool)
+                raise
+            yield FileRef(volume=device, path=mountpoint, size=size, locator=spool)
+        finally:
+            self._session.stop_stream()
 
     def _stream_files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
         root = join_guest_path(mountpoint, "/")

@@ -64,11 +64,13 @@ def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
     the root's fstab gives them, else a synthetic one.
     """
     readable = [v for v in volumes if v.status is VolumeStatus.SCANNED]
+    # Swap is scanned as raw bytes but holds no tree: it is never the root, nor mounted.
+    trees = [v for v in readable if v.fstype != "swap"]
     layout: dict[str, str] = {}
     root: VolumeInfo | None = None
     entries: list[tuple[str, str]] = []
     candidates = []
-    for volume in readable:
+    for volume in trees:
         fstab = reader.read_small(volume.device, "/etc/fstab")
         if fstab is not None:
             candidates.append((volume, parse_fstab(fstab.decode("utf-8", "replace"))))
@@ -78,12 +80,12 @@ def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
             break
     if root is None and candidates:
         root, entries = candidates[0]
-    if root is None and len(readable) == 1:
-        root = readable[0]
+    if root is None and len(trees) == 1:
+        root = trees[0]
     if root is not None:
         layout[root.device] = "/"
         for spec, mountpoint in entries:
-            target = _resolve(spec, readable)
+            target = _resolve(spec, trees)
             if target is not None and target.device not in layout and mountpoint != "/":
                 layout[target.device] = mountpoint
     for volume in readable:

@@ -35,6 +35,8 @@ except ImportError:  # pragma: no cover - exercised only on a broken install
 
 # imgscan format name -> dfvfs storage-media type indicator
 _CONTAINERS = {"qcow2": "QCOW", "vmdk": "VMDK", "vhd": "VHDI", "vhdx": "VHDI", "raw": "RAW"}
+# Marks a volume read as raw bytes (swap), and the one FileRef that stands for all of it.
+_RAW = "@raw"
 # dfvfs filesystem indicators the native reader walks in this version.
 _WALKABLE = {"EXT"}
 _FS_NAMES = {
@@ -260,11 +262,8 @@ class NativeReader:
             found = [f for f in found if f != "FAT"]
         indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
         if indicator is None and self._swap(spec):
-            return _Volume(
-                VolumeInfo(device, "swap", VolumeStatus.SKIPPED, "swap space (not scanned yet)"),
-                address,
-                None,
-            )
+            # Paged-out memory holds passwords and keys: swap is scanned as raw bytes.
+            return _Volume(VolumeInfo(device, "swap", VolumeStatus.SCANNED), address, _RAW)
         if indicator is None:
             return _Volume(
                 VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised"),
@@ -332,6 +331,8 @@ class NativeReader:
         return fs.GetFileEntryByPathSpec(spec)
 
     def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
+        if self._by_device[device].fs_indicator == _RAW:
+            return None  # raw bytes (swap): no files
         try:
             entry = self._entry(device, path)
             if entry is None or not entry.IsFile():
@@ -350,6 +351,12 @@ class NativeReader:
         """
         volume = self._by_device[device]
         assert volume.fs_indicator is not None
+        if volume.fs_indicator == _RAW:
+            handle = dfvfs_resolver.Resolver.OpenFileObject(
+                _volume_spec(self._base, volume.address), resolver_context=self._context
+            )
+            yield FileRef(volume=device, path=mountpoint, size=handle.get_size(), locator=_RAW)
+            return
         spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, "/")
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
         stack: list[tuple[Any, str]] = [(fs.GetEXTFileEntryByPathSpec(spec), "/")]
@@ -409,6 +416,11 @@ class NativeOpener:
 
     def open(self, ref: FileRef) -> BinaryIO:
         volume_spec, indicator = self._volumes[ref.volume]
+        if ref.locator == _RAW:
+            return cast(
+                BinaryIO,
+                dfvfs_resolver.Resolver.OpenFileObject(volume_spec, resolver_context=self._context),
+            )
         # Files are addressed by inode: no path lookup, and names need not decode.
         spec = dfvfs_factory.Factory.NewPathSpec(
             indicator, inode=int(ref.locator), parent=volume_spec
