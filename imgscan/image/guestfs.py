@@ -44,7 +44,7 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import FormatInfo
-from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
+from imgscan.image.interface import OpenerSpec, VolumeInfo, device_sort_key, join_guest_path
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -409,12 +409,6 @@ class _Session:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _natural_key(device: str) -> list[str | int]:
-    # "/dev/sda2" before "/dev/sda10": digit runs compare as numbers. re.split with a capture
-    # group alternates text and digits, so like always meets like.
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", device)]
-
-
 def _tar_out(handle: Any, fd: int) -> None:
     """Stream the mounted filesystem as tar into pipe `fd`; runs on the handle's thread.
 
@@ -498,7 +492,7 @@ class GuestfsReader:
                 f"{self.image.path}: no partition table or filesystem found "
                 f"(read as {self._format})"
             )
-        return sorted(volumes, key=lambda v: _natural_key(v.device))
+        return sorted(volumes, key=lambda v: device_sort_key(v.device))
 
     def _identity(self, device: str) -> tuple[str | None, str | None, str | None]:
         """(fstype, uuid, label) as blkid sees them; empty values become None.

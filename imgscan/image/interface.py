@@ -7,6 +7,7 @@ Walking happens in the main process (`Reader`); reading file content happens in 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -86,3 +87,11 @@ def join_guest_path(mountpoint: str, inner: str) -> str:
     if mountpoint in ("", "/"):
         return inner
     return mountpoint.rstrip("/") + (inner if inner != "/" else "")
+
+
+def device_sort_key(device: str) -> list[str | int]:
+    """Natural order of device names, the same for every reader: /dev/sda2 before /dev/sda10.
+
+    re.split with a capture group alternates text and digit runs, so like always meets like.
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", device)]

@@ -14,6 +14,15 @@ from imgscan.model import VolumeStatus
 _DISK_DEVICE = re.compile(r"^/dev/(?:[shv]d|xvd)a(\d*)$")
 
 
+def _mapper_name(device: str) -> str | None:
+    """/dev/mapper/ name of an LVM logical volume /dev/VG/LV (dashes in names are doubled)."""
+    parts = device.split("/")
+    if len(parts) != 4 or parts[1] != "dev" or parts[2] in ("mapper", "disk"):
+        return None
+    vg, lv = (part.replace("-", "--") for part in parts[2:])
+    return f"/dev/mapper/{vg}-{lv}"
+
+
 def synthetic_mountpoint(device: str) -> str:
     """Guest-path prefix for a volume the guest does not mount: `/@dev/sda2`."""
     return "/@dev/" + device.removeprefix("/dev/")
@@ -49,6 +58,9 @@ def _resolve(spec: str, volumes: list[VolumeInfo]) -> VolumeInfo | None:
         if spec.startswith(prefix):
             wanted = spec.removeprefix(prefix)
             return next((v for v in volumes if getattr(v, attr) == wanted), None)
+    for volume in volumes:
+        if spec in (volume.device, _mapper_name(volume.device)):
+            return volume
     match = _DISK_DEVICE.match(by_path)
     if match:
         device = "/dev/sda" + match.group(1)

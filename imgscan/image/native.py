@@ -14,8 +14,16 @@ from typing import Any, BinaryIO, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import FormatInfo
-from imgscan.image.interface import OpenerSpec, VolumeInfo, join_guest_path
-from imgscan.image.superblock import EXT_SUPERBLOCK_OFFSET, ext_identity, fat_plausible, is_swap
+from imgscan.image.interface import OpenerSpec, VolumeInfo, device_sort_key, join_guest_path
+from imgscan.image.superblock import (
+    EXT_SUPERBLOCK_OFFSET,
+    FsIdentity,
+    ext_identity,
+    fat_identity,
+    is_swap,
+    ntfs_identity,
+    xfs_identity,
+)
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -27,7 +35,7 @@ try:
     from dfvfs.path import factory as dfvfs_factory
     from dfvfs.resolver import context as dfvfs_context
     from dfvfs.resolver import resolver as dfvfs_resolver
-    from dfvfs.volume import gpt_volume_system, tsk_volume_system
+    from dfvfs.volume import gpt_volume_system, lvm_volume_system, tsk_volume_system
 
     HAS_DFVFS = True
 except ImportError:  # pragma: no cover - exercised only on a broken install
@@ -38,7 +46,7 @@ _CONTAINERS = {"qcow2": "QCOW", "vmdk": "VMDK", "vhd": "VHDI", "vhdx": "VHDI", "
 # Marks a volume read as raw bytes (swap), and the one FileRef that stands for all of it.
 _RAW = "@raw"
 # dfvfs filesystem indicators the native reader walks in this version.
-_WALKABLE = {"EXT"}
+_WALKABLE = {"EXT", "XFS", "FAT", "NTFS"}
 _FS_NAMES = {
     "EXT": "ext",
     "XFS": "xfs",
@@ -77,6 +85,13 @@ class _Volume:
     fs_indicator: str | None
 
 
+def _unread(
+    device: str, fstype: str | None, status: VolumeStatus, reason: str, address: str
+) -> _Volume:
+    """A volume that will not be walked, with the reason."""
+    return _Volume(VolumeInfo(device, fstype, status, reason), address, None)
+
+
 def _not_read_yet(device: str, name: str, address: str, indicator: str | None) -> _Volume:
     """A volume of a kind libguestfs reads but this reader does not (yet)."""
     reason = f"{name} is not read by the native reader yet; use --reader guestfs"
@@ -97,16 +112,19 @@ def _container_spec(image: str, fmt: str) -> Any:
 
 
 def _volume_spec(base: Any, address: str) -> Any:
-    """Path spec of a volume from its plain-string address ("" for the whole disk,
-    "GPT:/p2", or "TSK_PARTITION:@<byte offset>" for an MBR partition)."""
-    if not address:
-        return base
-    indicator, location = address.split(":", 1)
-    if location.startswith("@"):
-        return dfvfs_factory.Factory.NewPathSpec(
-            indicator, start_offset=int(location[1:]), parent=base
-        )
-    return dfvfs_factory.Factory.NewPathSpec(indicator, location=location, parent=base)
+    """Path spec of a volume from its plain-string address: "" for the whole disk, else a
+    chain of steps joined by ">": "GPT:/p2", "TSK_PARTITION:@<byte offset>" (an MBR
+    partition), "LVM:/lvm1" (a logical volume), e.g. "GPT:/p3>LVM:/lvm2"."""
+    spec = base
+    for step in filter(None, address.split(">")):
+        indicator, location = step.split(":", 1)
+        if location.startswith("@"):
+            spec = dfvfs_factory.Factory.NewPathSpec(
+                indicator, start_offset=int(location[1:]), parent=spec
+            )
+        else:
+            spec = dfvfs_factory.Factory.NewPathSpec(indicator, location=location, parent=spec)
+    return spec
 
 
 def _fs_spec(volume_spec: Any, indicator: str, location: str) -> Any:
@@ -154,16 +172,13 @@ class NativeReader:
             table = self._probe_mbr()
         if table is not None:
             return self._partitions(table)
-        if indicators:  # LVM, LUKS, ... directly on the disk
-            name = _VOLUME_SYSTEM_NAMES.get(indicators[0], indicators[0])
-            return [_not_read_yet("/dev/sda", name, "", None)]
-        volume = self._identify("/dev/sda", "")
-        if volume.fs_indicator is None and volume.info.status is VolumeStatus.UNSUPPORTED:
+        volumes = self._identify("/dev/sda", "")
+        if len(volumes) == 1 and volumes[0].info.fstype is None:
             raise ImageError(
                 f"{self.image.path}: no partition table or filesystem found "
                 f"(read as {self._format})"
             )
-        return [volume]
+        return volumes
 
     def _probe_mbr(self) -> str | None:
         # dfvfs' analyzer has no MBR signature of its own; TSK decides whether a DOS partition
@@ -195,10 +210,10 @@ class NativeReader:
                     )
                 )
                 continue
-            volumes.append(self._identify(device, address))
+            volumes.extend(self._identify(device, address))
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
-        return sorted(volumes, key=lambda v: int(v.info.device.removeprefix("/dev/sda")))
+        return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
 
     def _gpt_entries(self) -> list[tuple[int, str, int]]:
         """(partition number, volume address, end offset) of every GPT partition."""
@@ -233,31 +248,86 @@ class NativeReader:
             entries.append((number, address, start + part.len * sector))
         return entries
 
-    def _identify(self, device: str, address: str) -> _Volume:
+    def _identify(self, device: str, address: str) -> list[_Volume]:
+        """What the volume at `address` holds: a filesystem, swap, or a volume system (LVM:
+        the physical volume plus each logical volume, identified in turn)."""
         spec = _volume_spec(self._base, address)
         try:
-            systems = (
-                dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
-                    spec, resolver_context=self._context
-                )
-                if address
-                else []
+            systems = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
+                spec, resolver_context=self._context
             )
             systems = [s for s in systems if s != dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION]
+            if dfvfs_defs.TYPE_INDICATOR_LVM in systems:
+                return self._lvm(device, address)
             if systems:
                 name = _VOLUME_SYSTEM_NAMES.get(systems[0], systems[0])
-                return _not_read_yet(device, name, address, None)
+                if name == "crypto_LUKS":
+                    return [
+                        _unread(
+                            device,
+                            name,
+                            VolumeStatus.UNSUPPORTED,
+                            "encrypted (LUKS) volume: no key given",
+                            address,
+                        )
+                    ]
+                return [_not_read_yet(device, name, address, None)]
             found = dfvfs_analyzer.Analyzer.GetFileSystemTypeIndicators(
                 spec, resolver_context=self._context
             )
         except _BACKEND_ERRORS as exc:
-            return _Volume(
-                VolumeInfo(
-                    device, None, VolumeStatus.UNREADABLE, f"cannot read volume: {_one_line(exc)}"
-                ),
+            return [
+                _unread(
+                    device,
+                    None,
+                    VolumeStatus.UNREADABLE,
+                    f"cannot read volume: {_one_line(exc)}",
+                    address,
+                )
+            ]
+        return [self._filesystem(device, address, spec, found)]
+
+    def _lvm(self, pv_device: str, address: str) -> list[_Volume]:
+        """The physical volume (not scanned itself) and every logical volume on it, named as
+        the guest names them: /dev/<vg>/<lv>."""
+        spec = dfvfs_factory.Factory.NewPathSpec(
+            dfvfs_defs.TYPE_INDICATOR_LVM, location="/", parent=_volume_spec(self._base, address)
+        )
+        try:
+            system = lvm_volume_system.LVMVolumeSystem()
+            system.Open(spec)
+            # Keep the file system object alive while its volume group is used: the group
+            # belongs to the libvslvm handle the file system owns.
+            lvm_fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
+            group = lvm_fs.GetLVMVolumeGroup()
+            group_name = group.name
+            names = [logical.name for logical in group.logical_volumes]
+        except _BACKEND_ERRORS as exc:
+            return [
+                _unread(
+                    pv_device,
+                    "LVM2_member",
+                    VolumeStatus.UNREADABLE,
+                    f"cannot read LVM metadata: {_one_line(exc)}",
+                    address,
+                )
+            ]
+        volumes = [
+            _unread(
+                pv_device,
+                "LVM2_member",
+                VolumeStatus.SKIPPED,
+                "LVM physical volume; its logical volumes are listed separately",
                 address,
-                None,
             )
+        ]
+        for volume in system.volumes:
+            identifier = volume.identifier  # "lvm1", "lvm2", ...: index into the group + 1
+            device = f"/dev/{group_name}/{names[int(identifier.removeprefix('lvm')) - 1]}"
+            volumes.extend(self._identify(device, f"{address}>LVM:/{identifier}"))
+        return volumes
+
+    def _filesystem(self, device: str, address: str, spec: Any, found: list[str]) -> _Volume:
         if "FAT" in found and not self._fat(spec):
             found = [f for f in found if f != "FAT"]
         indicator = next((f for f in found if f in _WALKABLE), found[0] if found else None)
@@ -265,36 +335,31 @@ class NativeReader:
             # Paged-out memory holds passwords and keys: swap is scanned as raw bytes.
             return _Volume(VolumeInfo(device, "swap", VolumeStatus.SCANNED), address, _RAW)
         if indicator is None:
-            return _Volume(
-                VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised"),
-                address,
-                None,
+            return _unread(
+                device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised", address
             )
         if indicator not in _WALKABLE:
             name = _FS_NAMES.get(indicator, indicator.lower())
             return _not_read_yet(device, name, address, indicator)
-        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
-        handle.seek(EXT_SUPERBLOCK_OFFSET)
-        ident = ext_identity(handle.read(1024))
+        ident = self._fs_identity(spec, indicator)
         if ident is None:
-            return _Volume(
-                VolumeInfo(device, None, VolumeStatus.UNREADABLE, "ext superblock is damaged"),
-                address,
+            return _unread(
+                device,
                 None,
+                VolumeStatus.UNREADABLE,
+                f"{_FS_NAMES[indicator]} superblock is damaged",
+                address,
             )
         try:
             fs_spec = _fs_spec(spec, indicator, "/")
             dfvfs_resolver.Resolver.OpenFileSystem(fs_spec, resolver_context=self._context)
         except _BACKEND_ERRORS as exc:
-            return _Volume(
-                VolumeInfo(
-                    device,
-                    ident.fstype,
-                    VolumeStatus.UNREADABLE,
-                    f"cannot open {ident.fstype}: {_one_line(exc)}",
-                ),
+            return _unread(
+                device,
+                ident.fstype,
+                VolumeStatus.UNREADABLE,
+                f"cannot open {ident.fstype}: {_one_line(exc)}",
                 address,
-                indicator,
             )
         return _Volume(
             VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None, ident.uuid, ident.label),
@@ -302,11 +367,25 @@ class NativeReader:
             indicator,
         )
 
+    def _fs_identity(self, spec: Any, indicator: str) -> FsIdentity | None:
+        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+        handle.seek(0)
+        head = handle.read(EXT_SUPERBLOCK_OFFSET + 1024)
+        if indicator == "EXT":
+            return ext_identity(head[EXT_SUPERBLOCK_OFFSET:])
+        if indicator == "XFS":
+            return xfs_identity(head)
+        if indicator == "FAT":
+            return fat_identity(head)
+        if indicator == "NTFS":
+            return ntfs_identity(head)
+        return None
+
     def _fat(self, spec: Any) -> bool:
         try:
             handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
             handle.seek(0)
-            return fat_plausible(handle.read(512))
+            return fat_identity(handle.read(512)) is not None
         except _BACKEND_ERRORS:
             return False
 
@@ -359,6 +438,9 @@ class NativeReader:
             return
         spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, "/")
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
+        if volume.fs_indicator != "EXT":
+            yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint)
+            return
         stack: list[tuple[Any, str]] = [(fs.GetEXTFileEntryByPathSpec(spec), "/")]
         while stack:
             directory, location = stack.pop()
@@ -421,16 +503,46 @@ class NativeOpener:
                 BinaryIO,
                 dfvfs_resolver.Resolver.OpenFileObject(volume_spec, resolver_context=self._context),
             )
-        # Files are addressed by inode: no path lookup, and names need not decode.
-        spec = dfvfs_factory.Factory.NewPathSpec(
-            indicator, inode=int(ref.locator), parent=volume_spec
-        )
+        if indicator == "EXT":
+            # ext files are addressed by inode: no path lookup, and names need not decode.
+            spec = dfvfs_factory.Factory.NewPathSpec(
+                indicator, inode=int(ref.locator), parent=volume_spec
+            )
+        else:
+            spec = _fs_spec(volume_spec, indicator, ref.locator)
         return cast(
             BinaryIO, dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
         )
 
     def release(self, ref: FileRef) -> None:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""
+
+
+def _walk_entries(root: Any, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+    """Every regular file under a dfvfs directory entry (xfs, vfat, exfat, ntfs), addressed by
+    its location inside the filesystem. A directory that cannot be listed is reported."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        location = directory.path_spec.location or "/"
+        try:
+            children = list(directory.sub_file_entries)
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(
+                join_guest_path(mountpoint, location), f"directory unreadable: {_one_line(exc)}"
+            )
+            continue
+        for child in sorted(children, key=lambda e: e.name, reverse=True):
+            child_location = child.path_spec.location
+            if child.IsDirectory():
+                stack.append(child)
+            elif child.IsFile():
+                yield FileRef(
+                    volume=device,
+                    path=join_guest_path(mountpoint, child_location),
+                    size=int(child.size or 0),
+                    locator=child_location,
+                )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -75,3 +75,41 @@ def fat_plausible(boot: bytes) -> bool:
         and fats in (1, 2)
         and (media == 0xF0 or media >= 0xF8)
     )
+
+
+def xfs_identity(superblock: bytes) -> FsIdentity | None:
+    """Identity of an XFS filesystem from its first sector (magic XFSB, uuid, 12-byte label)."""
+    if len(superblock) < 120 or superblock[:4] != b"XFSB":
+        return None
+    raw_uuid = superblock[32:48]
+    label = superblock[108:120].split(b"\0", 1)[0].decode("utf-8", "replace") or None
+    return FsIdentity("xfs", str(uuidlib.UUID(bytes=raw_uuid)) if any(raw_uuid) else None, label)
+
+
+def _serial32(value: int) -> str:
+    # blkid prints FAT and exFAT volume serial numbers as XXXX-XXXX.
+    return f"{value >> 16:04X}-{value & 0xFFFF:04X}"
+
+
+def fat_identity(boot: bytes) -> FsIdentity | None:
+    """Identity of a FAT12/16/32 or exFAT filesystem from its boot sector."""
+    if len(boot) < 512 or boot[510:512] != b"\x55\xaa":
+        return None
+    if boot[3:11] == b"EXFAT   ":
+        (serial,) = struct.unpack_from("<I", boot, 0x64)
+        return FsIdentity("exfat", _serial32(serial), None)
+    if not fat_plausible(boot):
+        return None
+    (sectors_per_fat16,) = struct.unpack_from("<H", boot, 0x16)
+    serial_at, label_at = (0x43, 0x47) if sectors_per_fat16 == 0 else (0x27, 0x2B)
+    (serial,) = struct.unpack_from("<I", boot, serial_at)
+    label = boot[label_at : label_at + 11].decode("latin-1").strip()
+    return FsIdentity("vfat", _serial32(serial), label if label and label != "NO NAME" else None)
+
+
+def ntfs_identity(boot: bytes) -> FsIdentity | None:
+    """Identity of an NTFS filesystem from its boot sector (blkid's UUID is the 64-bit serial)."""
+    if len(boot) < 0x50 or boot[3:11] != b"NTFS    ":
+        return None
+    (serial,) = struct.unpack_from("<Q", boot, 0x48)
+    return FsIdentity("ntfs", f"{serial:016X}", None)

@@ -44,12 +44,18 @@ def render_table(result: ScanResult) -> str:
             f"OS: {printable(about or result.os.type)}, hostname "
             f"{printable(result.os.hostname or '?')}, users: {users or '-'}"
         )
+    rows = []
     for v in result.volumes:
-        where = printable(v.mountpoint) if v.mountpoint else "-"
         state = v.status.value
         if v.status is not VolumeStatus.SCANNED and v.reason:
             state += f": {printable(v.reason)}"
-        lines.append(f"  {v.device:<12} {v.fstype or '?':<12} {where:<20} {v.files} files  {state}")
+        where = printable(v.mountpoint) if v.mountpoint else "-"
+        rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
+    if rows:
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
+            lines.append("  " + "  ".join(cells) + "  " + row[4])
     for s in result.skipped:
         lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
     return "\n".join(lines) + "\n"

@@ -77,3 +77,25 @@ def test_two_filesystems_without_fstab_are_synthetic() -> None:
         "/dev/sda1": "/@dev/sda1",
         "/dev/sda2": "/@dev/sda2",
     }
+
+
+def test_layout_by_lvm_paths() -> None:
+    volumes = [
+        VolumeInfo("/dev/sda1", "vfat", OK, uuid="ABCD-1234"),
+        VolumeInfo("/dev/my-vg/root", "ext4", OK, uuid="11111111-0000-0000-0000-000000000002"),
+        VolumeInfo("/dev/my-vg/var", "ext4", OK),
+        VolumeInfo("/dev/my-vg/home", "xfs", OK),
+    ]
+    fstab = (
+        b"UUID=11111111-0000-0000-0000-000000000002 / ext4 defaults 0 1\n"
+        b"/dev/mapper/my--vg-var /var ext4 defaults 0 2\n"
+        b"/dev/my-vg/home /home xfs defaults 0 2\n"
+        b"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"
+    )
+    reader = FakeReader(volumes, {("/dev/my-vg/root", "/etc/fstab"): fstab})
+    assert mount_layout(reader, volumes) == {
+        "/dev/my-vg/root": "/",
+        "/dev/my-vg/var": "/var",
+        "/dev/my-vg/home": "/home",
+        "/dev/sda1": "/boot/efi",
+    }

@@ -1,0 +1,2 @@
+# ~/.profile
+if [ -d "$HOME/bin" ] ; then PATH="$HOME/bin:$PATH"; fi

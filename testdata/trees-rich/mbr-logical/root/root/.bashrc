@@ -1,0 +1,2 @@
+# ~/.bashrc
+export PS1='\h:\w\$ '
