@@ -44,16 +44,16 @@ def render_table(result: ScanResult) -> str:
             f"OS: {printable(about or result.os.type)}, hostname "
             f"{printable(result.os.hostname or '?')}, users: {users or '-'}"
         )
-    rows = []
+    volume_rows: list[tuple[str, str, str, str, str]] = []
     for v in result.volumes:
         state = v.status.value
         if v.status is not VolumeStatus.SCANNED and v.reason:
             state += f": {printable(v.reason)}"
         where = printable(v.mountpoint) if v.mountpoint else "-"
-        rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
-    if rows:
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
+        volume_rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
+    if volume_rows:
+        widths = [max(len(row[i]) for row in volume_rows) for i in range(4)]
+        for row in volume_rows:
             cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
             lines.append("  " + "  ".join(cells) + "  " + row[4])
     for s in result.skipped:
