@@ -44,18 +44,25 @@ def render_table(result: ScanResult) -> str:
             f"OS: {printable(about or result.os.type)}, hostname "
             f"{printable(result.os.hostname or '?')}, users: {users or '-'}"
         )
-    volume_rows: list[tuple[str, str, str, str, str]] = []
+    lines.extend(_volume_lines(result))
+    for s in result.skipped:
+        lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
+    return "\n".join(lines) + "\n"
+
+
+def _volume_lines(result: ScanResult) -> list[str]:
+    """One aligned line per volume: device, fstype, mountpoint, files, status and reason."""
+    rows: list[tuple[str, str, str, str, str]] = []
     for v in result.volumes:
         state = v.status.value
         if v.status is not VolumeStatus.SCANNED and v.reason:
             state += f": {printable(v.reason)}"
         where = printable(v.mountpoint) if v.mountpoint else "-"
-        volume_rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
-    if volume_rows:
-        widths = [max(len(row[i]) for row in volume_rows) for i in range(4)]
-        for row in volume_rows:
-            cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
-            lines.append("  " + "  ".join(cells) + "  " + row[4])
-    for s in result.skipped:
-        lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
-    return "\n".join(lines) + "\n"
+        rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return [
+        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in rows
+    ]
