@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ["imgscan", "tests", "testdata"]
+TARGETS = ["imgscan", "tests", "testdata", "benchmarks"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
