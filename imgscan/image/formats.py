@@ -9,9 +9,10 @@ files, vmdk extents) and such an image is refused unless the user allows it.
 
 from __future__ import annotations
 
-import os
+import posixpath
 import stat
 import struct
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,49 @@ _QCOW2_INCOMPAT_DATA_FILE = 1 << 2
 
 
 @dataclass(frozen=True)
-class FormatInfo:
-    """What the header says. `external` lists every other file the image refers to."""
+class Disk:
+    """One disk inside the image file: the whole file, or one member of an OVA archive.
 
-    format: str  # qcow2 | vmdk | vhd | vhdx | vdi | raw
+    `offset` and `size` locate the disk's bytes in the image file; `member` is its name in the
+    archive (None for a plain image).
+    """
+
+    member: str | None
+    offset: int
+    size: int
+    format: str
+    subformat: str | None
+    virtual_size: int
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """What the header says. `external` lists every other file the image refers to; `disks`
+    lists the disks the image holds (one, or each disk of an OVA)."""
+
+    format: str  # qcow2 | vmdk | vhd | vhdx | vdi | raw | ova
     subformat: str | None
     virtual_size: int
     external: tuple[str, ...] = ()
+    disks: tuple[Disk, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A byte range of the image file: the whole file, or one archive member."""
+
+    path: Path
+    offset: int
+    size: int
+    name: str  # file or member name, as a vmdk descriptor would name it
+    label: str  # how messages name it: the path, or "image.ova!/member"
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset >= self.size:
+            return b""
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset + offset)
+            return fh.read(min(length, self.size - offset))
 
 
 def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
@@ -59,7 +96,11 @@ def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
     try:
         with path.open("rb") as fh:
             head = fh.read(4096)
-            info = _classify(path, fh, head, st.st_size)
+        if len(head) >= 262 and head[257:262] == b"ustar":
+            info = _ova(path, st.st_size)
+        else:
+            source = _Source(path, 0, st.st_size, path.name, str(path))
+            info = _with_disk(_classify(source, head), source)
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except OSError as exc:
@@ -73,13 +114,60 @@ def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
     return info
 
 
-def _classify(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
+def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
+    disk = Disk(None, source.offset, source.size, info.format, info.subformat, info.virtual_size)
+    return FormatInfo(info.format, info.subformat, info.virtual_size, info.external, (disk,))
+
+
+# OVA members that are not disks: the descriptor, manifest, certificate, ISO attachments.
+_OVA_NON_DISKS = (".ovf", ".mf", ".cert", ".iso", ".nvram")
+
+
+def _ova(path: Path, size: int) -> FormatInfo:
+    """An OVA: a tar of an OVF descriptor and its disks. Every disk member is classified from
+    its own bytes; a disk that refers to files outside itself is refused like any image."""
+    disks: list[Disk] = []
+    external: list[str] = []
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            for member in archive:
+                if not member.isfile() or member.name.lower().endswith(_OVA_NON_DISKS):
+                    continue
+                name = posixpath.basename(member.name)
+                label = f"{path}!/{member.name}"
+                source = _Source(path, member.offset_data, member.size, name, label)
+                if source.offset + source.size > size:
+                    raise ImageError(
+                        f"{path}: truncated OVA: member {_show(member.name.encode())} "
+                        "runs past the end of the file"
+                    )
+                info = _classify(source, source.read_at(0, 4096))
+                external.extend(info.external)
+                disks.append(
+                    Disk(
+                        member.name,
+                        source.offset,
+                        source.size,
+                        info.format,
+                        info.subformat,
+                        info.virtual_size,
+                    )
+                )
+    except tarfile.TarError as exc:
+        raise ImageError(f"{path}: corrupt OVA archive: {exc}") from None
+    if not disks:
+        raise ImageError(f"{path}: OVA archive holds no disk")
+    virtual = sum(d.virtual_size for d in disks)
+    return FormatInfo("ova", None, virtual, tuple(external), tuple(disks))
+
+
+def _classify(src: _Source, head: bytes) -> FormatInfo:
     if head.startswith(QCOW2_MAGIC):
-        return _qcow2(path, head, size)
+        return _qcow2(src, head)
     if head.startswith(VMDK_SPARSE_MAGIC):
-        return _vmdk_sparse(path, fh, head, size)
+        return _vmdk_sparse(src, head)
     if head.startswith(VMDK_DESCRIPTOR_MARKER):
-        return _vmdk_descriptor(path, head)
+        return _vmdk_descriptor(src)
     if head.startswith(VHDX_MAGIC):
         return FormatInfo("vhdx", None, 0)
     if len(head) >= 0x44 and struct.unpack_from("<I", head, 0x40)[0] == VDI_MAGIC:
@@ -87,19 +175,14 @@ def _classify(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
         return FormatInfo("vdi", None, disk_size)
     if head.startswith(VHD_COOKIE):
         return _vhd(head, "dynamic")
-    footer = _read_at(path, size - 512, 512) if size >= 512 else b""
+    footer = src.read_at(src.size - 512, 512) if src.size >= 512 else b""
     if footer.startswith(VHD_COOKIE):
         return _vhd(footer, "fixed")
-    return FormatInfo("raw", None, size)
+    return FormatInfo("raw", None, src.size)
 
 
-def _read_at(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        return fh.read(length)
-
-
-def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
+def _qcow2(src: _Source, head: bytes) -> FormatInfo:
+    path, size = src.label, src.size
     if len(head) < 72:
         raise ImageError(f"{path}: truncated qcow2 header")
     version, backing_offset, backing_size = struct.unpack_from(">IQI", head, 4)
@@ -108,7 +191,7 @@ def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
         raise ImageError(f"{path}: unsupported qcow2 version {version}")
     external: list[str] = []
     if backing_offset:
-        name = _read_at(path, backing_offset, min(backing_size, 1023))
+        name = src.read_at(backing_offset, min(backing_size, 1023))
         external.append("backing file " + _show(name))
     header_length = 72
     if version == 3 and len(head) >= 104:
@@ -118,7 +201,7 @@ def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
             external.append("external data file")
     # Header extensions follow the header: (type u32, length u32, data padded to 8 bytes).
     offset = header_length
-    ext_area = _read_at(path, 0, min(size, 65536))
+    ext_area = src.read_at(0, min(size, 65536))
     while offset + 8 <= len(ext_area):
         ext_type, ext_len = struct.unpack_from(">II", ext_area, offset)
         if ext_type == 0:
@@ -129,7 +212,7 @@ def _qcow2(path: Path, head: bytes, size: int) -> FormatInfo:
         offset += 8 + ((ext_len + 7) & ~7)
     if size < header_length:
         raise ImageError(f"{path}: truncated qcow2 image")
-    problem = _qcow2_tables_problem(path, head, size, version)
+    problem = _qcow2_tables_problem(src, head, version)
     if problem:
         raise ImageError(f"{path}: truncated or corrupt qcow2 image: {problem}")
     return FormatInfo("qcow2", f"v{version}", virtual_size, tuple(dict.fromkeys(external)))
@@ -140,12 +223,13 @@ _QCOW2_COMPRESSED = 1 << 62
 _QCOW2_EXTENDED_L2 = 1 << 4
 
 
-def _qcow2_tables_problem(path: Path, head: bytes, size: int, version: int) -> str | None:
+def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> str | None:
     """Check that every table and data cluster the image maps lies inside the file.
 
     qemu reads clusters past the end of a truncated file as zeros, so without this check the
     libguestfs reader would report a truncated image as partly empty and complete.
     """
+    size = src.size
     (cluster_bits,) = struct.unpack_from(">I", head, 20)
     if not 9 <= cluster_bits <= 21:
         return f"cluster size 2^{cluster_bits} out of range"
@@ -155,16 +239,16 @@ def _qcow2_tables_problem(path: Path, head: bytes, size: int, version: int) -> s
     entry_size = 16 if incompatible & _QCOW2_EXTENDED_L2 else 8
     if l1_offset % cluster or l1_offset + l1_size * 8 > size:
         return "L1 table offset is invalid"
-    with path.open("rb") as fh:
-        fh.seek(l1_offset)
+    with src.path.open("rb") as fh:
+        fh.seek(src.offset + l1_offset)
         l1 = fh.read(l1_size * 8)
-        for (entry,) in struct.iter_unpack(">Q", l1):
+        for (entry,) in struct.iter_unpack(">Q", l1[: len(l1) // 8 * 8]):
             l2_offset = entry & _QCOW2_OFFSET_MASK
             if not l2_offset:
                 continue
             if l2_offset % cluster or l2_offset + cluster > size:
                 return f"L2 table at {l2_offset} lies beyond the end of the file ({size})"
-            fh.seek(l2_offset)
+            fh.seek(src.offset + l2_offset)
             table = fh.read(cluster)
             for index in range(0, len(table), entry_size):
                 (l2,) = struct.unpack_from(">Q", table, index)
@@ -180,16 +264,17 @@ def _qcow2_tables_problem(path: Path, head: bytes, size: int, version: int) -> s
     return None
 
 
-def _vmdk_sparse(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
+def _vmdk_sparse(src: _Source, head: bytes) -> FormatInfo:
+    path, size = src.label, src.size
     if len(head) < 80:
         raise ImageError(f"{path}: truncated vmdk header")
     (capacity,) = struct.unpack_from("<Q", head, 12)
     desc_offset, desc_size = struct.unpack_from("<QQ", head, 28)
     descriptor = b""
     if desc_offset and desc_size:
-        descriptor = _read_at(path, desc_offset * 512, min(desc_size * 512, 1 << 20))
+        descriptor = src.read_at(desc_offset * 512, min(desc_size * 512, 1 << 20))
     create_type, extents = _parse_descriptor(descriptor)
-    own = os.path.basename(path)
+    own = src.name
     external = tuple(f"extent {_show(e.encode())}" for e in extents if e != own)
     # A renamed monolithic image still names its old file; the extent is the file itself, so a
     # single extent in a hosted sparse file is not a reference to another file.
@@ -200,8 +285,8 @@ def _vmdk_sparse(path: Path, fh: object, head: bytes, size: int) -> FormatInfo:
     return FormatInfo("vmdk", create_type, capacity * 512, external)
 
 
-def _vmdk_descriptor(path: Path, head: bytes) -> FormatInfo:
-    descriptor = _read_at(path, 0, 1 << 20)
+def _vmdk_descriptor(src: _Source) -> FormatInfo:
+    descriptor = src.read_at(0, 1 << 20)
     create_type, extents = _parse_descriptor(descriptor)
     capacity = 0
     for line in descriptor.decode("utf-8", "replace").splitlines():

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
-from imgscan.image.formats import FormatInfo
+from imgscan.image.formats import Disk, FormatInfo
 from imgscan.image.interface import OpenerSpec, VolumeInfo, device_sort_key, join_guest_path
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
@@ -185,11 +185,11 @@ class _Appliance:
         self.handle = handle
 
     @classmethod
-    def launch(cls, image: str, qemu_format: str, tcg: bool) -> _Appliance:
+    def launch(cls, drives: list[tuple[str, str]], tcg: bool) -> _Appliance:
         """Start an appliance with `image` attached read-only; raise _LaunchError/_DriveError."""
         worker = _HandleThread()
         try:
-            handle = worker.run(lambda: _open_handle(image, qemu_format, tcg))
+            handle = worker.run(lambda: _open_handle(drives, tcg))
         except BaseException:
             worker.stop(timeout=1.0)
             raise
@@ -220,7 +220,7 @@ class _Appliance:
         self._worker.stop(timeout=1.0)
 
 
-def _open_handle(image: str, qemu_format: str, tcg: bool) -> Any:
+def _open_handle(drives: list[tuple[str, str]], tcg: bool) -> Any:
     """Create, harden and launch a handle. Runs on the handle's own thread."""
     g = guestfs.GuestFS(python_return_dict=True)
     try:
@@ -247,7 +247,8 @@ def _open_handle(image: str, qemu_format: str, tcg: bool) -> Any:
                 # readonly: libguestfs puts a throw-away overlay in front; nothing reaches the
                 # image. format: always explicit, so qemu never guesses (and never obeys a
                 # header that a raw image's first sector pretends to have).
-                g.add_drive_opts(image, readonly=True, format=qemu_format, protocol="file")
+                for path, qemu_format in drives:
+                    g.add_drive_opts(path, readonly=True, format=qemu_format, protocol="file")
             except RuntimeError as exc:
                 raise _DriveError(_drive_complaint(lines) or _first_line(exc)) from exc
             try:
@@ -292,7 +293,7 @@ def _tcg_forced_by_environment() -> bool:
     return "force_tcg" in os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "").split(":")
 
 
-def _start_appliance(image: str, qemu_format: str) -> tuple[_Appliance, str]:
+def _start_appliance(image: str, drives: list[tuple[str, str]]) -> tuple[_Appliance, str]:
     """Launch under KVM if possible, else TCG; return the appliance and the accelerator used.
 
     Raises ImageError when libguestfs rejects the image or no accelerator can start it, and
@@ -305,7 +306,7 @@ def _start_appliance(image: str, qemu_format: str) -> tuple[_Appliance, str]:
             tried_kvm = True
             started = time.monotonic()
             try:
-                appliance = _Appliance.launch(image, qemu_format, tcg=False)
+                appliance = _Appliance.launch(drives, tcg=False)
             except _LaunchError as exc:
                 _log.info(
                     "libguestfs launch with the default accelerator failed after %.1f s "
@@ -320,10 +321,11 @@ def _start_appliance(image: str, qemu_format: str) -> tuple[_Appliance, str]:
                 )
                 return appliance, accel
         started = time.monotonic()
-        appliance = _Appliance.launch(image, qemu_format, tcg=True)
+        appliance = _Appliance.launch(drives, tcg=True)
         _log.debug("libguestfs appliance up under TCG in %.1f s", time.monotonic() - started)
     except _DriveError as exc:
-        raise ImageError(f"{image}: libguestfs cannot open the {qemu_format} image: {exc}") from exc
+        formats = "/".join(sorted({f for _, f in drives}))
+        raise ImageError(f"{image}: libguestfs cannot open the {formats} image: {exc}") from exc
     except _LaunchError as exc:
         text = exc.describe()
         if "supermin" in text.lower():
@@ -442,9 +444,9 @@ class GuestfsReader:
         _require_guestfs()
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self._format = fmt.format
-        qemu_format = _QEMU_FORMATS.get(fmt.format)
-        if qemu_format is None:
-            raise ImageError(f"{image}: the guestfs reader cannot read {fmt.format} images")
+        for disk in fmt.disks:
+            if disk.format not in _QEMU_FORMATS:
+                raise ImageError(f"{image}: the guestfs reader cannot read {disk.format} disks")
         self._session = _Session(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         # Runs close() when the reader is collected or at interpreter exit, so an exception
         # anywhere (here included) never leaves a qemu process or spool files behind.
@@ -452,7 +454,11 @@ class GuestfsReader:
         self._mounted: str | None = None
         self._parttype: dict[str, str | None] = {}
         try:
-            appliance, accel = _start_appliance(image, qemu_format)
+            drives = [
+                (self._extract(image, disk) if disk.member else image, _QEMU_FORMATS[disk.format])
+                for disk in fmt.disks
+            ]
+            appliance, accel = _start_appliance(image, drives)
             self._session.appliance = appliance
             self._appliance = appliance
             self.info = ReaderInfo(name="guestfs", accel=accel)
@@ -467,23 +473,43 @@ class GuestfsReader:
             raise
         self._by_device = {v.device: v for v in self._volumes}
 
+    def _extract(self, image: str, disk: Disk) -> str:
+        """Copy an OVA member to the private temp dir: qemu cannot read inside a tar."""
+        fd, path = tempfile.mkstemp(prefix="disk-", dir=self._session.tmpdir)
+        with open(image, "rb") as source, os.fdopen(fd, "wb") as out:
+            source.seek(disk.offset)
+            left = disk.size
+            while left > 0:
+                chunk = source.read(min(_SPOOL_CHUNK, left))
+                if not chunk:
+                    raise ImageError(f"{image}: truncated OVA member {disk.member!r}")
+                out.write(chunk)
+                left -= len(chunk)
+        return path
+
     # -- discovery -----------------------------------------------------------------------------
 
     def _discover(self) -> list[VolumeInfo]:
-        # One drive is attached, so libguestfs names it /dev/sda and its partitions /dev/sdaN,
-        # exactly as the native reader does.
-        disk = str(self._appliance.call("list_devices")[0])
-        partitions = [
-            str(p) for p in self._appliance.call("list_partitions") if str(p).startswith(disk)
-        ]
-        volumes = [v for v in (self._identify(p) for p in partitions or [disk]) if v is not None]
+        # libguestfs names the drives /dev/sda, /dev/sdb, ... in the order they were added and
+        # their partitions /dev/sdaN, exactly as the native reader does.
+        disks = [str(d) for d in self._appliance.call("list_devices")]
+        all_partitions = [str(p) for p in self._appliance.call("list_partitions")]
+        volumes: list[VolumeInfo] = []
+        for disk in disks:
+            partitions = [p for p in all_partitions if p.startswith(disk)]
+            volumes += [
+                v for v in (self._identify(p) for p in partitions or [disk]) if v is not None
+            ]
+        single = len(disks) == 1
+        disk = disks[0]
+        partitions = all_partitions
         # Logical volumes: the appliance activates every volume group when it boots.
         volumes += [
             v
             for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
             if v is not None
         ]
-        if not partitions and len(volumes) == 1 and volumes[0].fstype is None:
+        if single and not partitions and len(volumes) == 1 and volumes[0].fstype is None:
             if volumes[0].status is VolumeStatus.UNREADABLE:
                 raise ImageError(f"{self.image.path}: cannot read the disk: {volumes[0].reason}")
             if self._partition_table(disk) is not None:

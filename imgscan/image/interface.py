@@ -40,6 +40,7 @@ class OpenerSpec:
     image: str
     format: str
     volumes: tuple[tuple[str, str], ...] = ()  # (device, reader-private volume address)
+    disks: tuple[tuple[str | None, str], ...] = ()  # (archive member or None, disk format)
 
 
 class Reader(Protocol):

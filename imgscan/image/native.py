@@ -81,7 +81,7 @@ def _require_dfvfs() -> None:
 @dataclass(frozen=True)
 class _Volume:
     info: VolumeInfo
-    address: str  # "" for a bare filesystem, else "<GPT|TSK_PARTITION>:/pN"
+    address: str  # see _volume_spec
     fs_indicator: str | None
 
 
@@ -98,25 +98,31 @@ def _not_read_yet(device: str, name: str, address: str, indicator: str | None) -
     return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED, reason), address, indicator)
 
 
-def _container_spec(image: str, fmt: str) -> Any:
+def _disk_spec(image: str, member: str | None, fmt: str) -> Any:
+    """Path spec of one disk: the image file itself, or a member of an OVA (tar) archive."""
     if fmt not in _CONTAINERS:
         raise ImageError(
-            f"{image}: the native reader cannot read {fmt} images; use --reader guestfs"
+            f"{image}: the native reader cannot read {fmt} disks; use --reader guestfs"
         )
-    os_spec = dfvfs_factory.Factory.NewPathSpec(dfvfs_defs.TYPE_INDICATOR_OS, location=image)
+    spec = dfvfs_factory.Factory.NewPathSpec(dfvfs_defs.TYPE_INDICATOR_OS, location=image)
+    if member is not None:
+        spec = dfvfs_factory.Factory.NewPathSpec(
+            dfvfs_defs.TYPE_INDICATOR_TAR, location="/" + member.lstrip("/"), parent=spec
+        )
     if fmt == "raw":
         # dfvfs' RAW back-end globs for split-image segments (disk.001, disk.002, ...) and so
         # would read other files beside the image; the plain file reads exactly the one file.
-        return os_spec
-    return dfvfs_factory.Factory.NewPathSpec(_CONTAINERS[fmt], parent=os_spec)
+        return spec
+    return dfvfs_factory.Factory.NewPathSpec(_CONTAINERS[fmt], parent=spec)
 
 
-def _volume_spec(base: Any, address: str) -> Any:
-    """Path spec of a volume from its plain-string address: "" for the whole disk, else a
-    chain of steps joined by ">": "GPT:/p2", "TSK_PARTITION:@<byte offset>" (an MBR
-    partition), "LVM:/lvm1" (a logical volume), e.g. "GPT:/p3>LVM:/lvm2"."""
-    spec = base
-    for step in filter(None, address.split(">")):
+def _volume_spec(bases: list[Any], address: str) -> Any:
+    """Path spec of a volume from its plain-string address: the disk's index, then a chain of
+    steps joined by ">": "GPT:/p2", "TSK_PARTITION:@<byte offset>" (an MBR partition),
+    "LVM:/lvm1" (a logical volume); e.g. "0" (a whole disk) or "0>GPT:/p3>LVM:/lvm2"."""
+    disk, *steps = address.split(">")
+    spec = bases[int(disk)]
+    for step in steps:
         indicator, location = step.split(":", 1)
         if location.startswith("@"):
             spec = dfvfs_factory.Factory.NewPathSpec(
@@ -147,7 +153,10 @@ class NativeReader:
                 "use --reader guestfs"
             )
         self._context = dfvfs_context.Context()
-        self._base = _container_spec(image, fmt.format)
+        self._disks = tuple((d.member, d.format) for d in fmt.disks)
+        self._bases = [
+            _disk_spec(image, member, disk_format) for member, disk_format in self._disks
+        ]
         try:
             self._volumes = self._discover()
         except ImageError:
@@ -159,6 +168,15 @@ class NativeReader:
     # -- discovery -------------------------------------------------------------------------
 
     def _discover(self) -> list[_Volume]:
+        volumes: list[_Volume] = []
+        for index, base in enumerate(self._bases):
+            # Disks are named as the guest's kernel names them, in attachment order.
+            self._base, self._disk = base, str(index)
+            self._disk_device = f"/dev/sd{chr(ord('a') + index)}"
+            volumes.extend(self._discover_disk(single=len(self._bases) == 1))
+        return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
+
+    def _discover_disk(self, single: bool) -> list[_Volume]:
         # The container must open, else this is a corrupt or truncated image.
         handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
         self._disk_size = handle.get_size()
@@ -172,8 +190,8 @@ class NativeReader:
             table = self._probe_mbr()
         if table is not None:
             return self._partitions(table)
-        volumes = self._identify("/dev/sda", "")
-        if len(volumes) == 1 and volumes[0].info.fstype is None:
+        volumes = self._identify(self._disk_device, self._disk)
+        if single and len(volumes) == 1 and volumes[0].info.fstype is None:
             raise ImageError(
                 f"{self.image.path}: no partition table or filesystem found "
                 f"(read as {self._format})"
@@ -201,7 +219,7 @@ class NativeReader:
         )
         volumes = []
         for number, address, end in entries:
-            device = f"/dev/sda{number}"
+            device = f"{self._disk_device}{number}"
             if end > self._disk_size:
                 reason = f"partition ends at byte {end}, beyond the disk's {self._disk_size}"
                 volumes.append(
@@ -226,7 +244,7 @@ class NativeReader:
         for volume in system.volumes:
             identifier = volume.identifier  # "p1", "p2", ...: the partition entry number
             end = max((e.offset + e.size for e in volume.extents), default=0)
-            entries.append((int(identifier.lstrip("p")), f"GPT:/{identifier}", end))
+            entries.append((int(identifier.lstrip("p")), f"{self._disk}>GPT:/{identifier}", end))
         return entries
 
     def _mbr_entries(self) -> list[tuple[int, str, int]]:
@@ -244,14 +262,14 @@ class NativeReader:
                 continue
             number = part.slot_num + 1 if part.table_num == 0 else 4 + part.table_num
             start = part.start * sector
-            address = f"{dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION}:@{start}"
+            address = f"{self._disk}>{dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION}:@{start}"
             entries.append((number, address, start + part.len * sector))
         return entries
 
     def _identify(self, device: str, address: str) -> list[_Volume]:
         """What the volume at `address` holds: a filesystem, swap, or a volume system (LVM:
         the physical volume plus each logical volume, identified in turn)."""
-        spec = _volume_spec(self._base, address)
+        spec = _volume_spec(self._bases, address)
         try:
             systems = dfvfs_analyzer.Analyzer.GetVolumeSystemTypeIndicators(
                 spec, resolver_context=self._context
@@ -291,7 +309,7 @@ class NativeReader:
         """The physical volume (not scanned itself) and every logical volume on it, named as
         the guest names them: /dev/<vg>/<lv>."""
         spec = dfvfs_factory.Factory.NewPathSpec(
-            dfvfs_defs.TYPE_INDICATOR_LVM, location="/", parent=_volume_spec(self._base, address)
+            dfvfs_defs.TYPE_INDICATOR_LVM, location="/", parent=_volume_spec(self._bases, address)
         )
         try:
             system = lvm_volume_system.LVMVolumeSystem()
@@ -405,7 +423,7 @@ class NativeReader:
     def _entry(self, device: str, location: str) -> Any:
         volume = self._by_device[device]
         assert volume.fs_indicator is not None
-        spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, location)
+        spec = _fs_spec(_volume_spec(self._bases, volume.address), volume.fs_indicator, location)
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
         return fs.GetFileEntryByPathSpec(spec)
 
@@ -432,11 +450,11 @@ class NativeReader:
         assert volume.fs_indicator is not None
         if volume.fs_indicator == _RAW:
             handle = dfvfs_resolver.Resolver.OpenFileObject(
-                _volume_spec(self._base, volume.address), resolver_context=self._context
+                _volume_spec(self._bases, volume.address), resolver_context=self._context
             )
             yield FileRef(volume=device, path=mountpoint, size=handle.get_size(), locator=_RAW)
             return
-        spec = _fs_spec(_volume_spec(self._base, volume.address), volume.fs_indicator, "/")
+        spec = _fs_spec(_volume_spec(self._bases, volume.address), volume.fs_indicator, "/")
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
         if volume.fs_indicator != "EXT":
             yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint)
@@ -478,7 +496,7 @@ class NativeReader:
             for v in self._volumes
             if v.info.status is VolumeStatus.SCANNED
         )
-        return OpenerSpec("native", self.image.path, self._format, volumes)
+        return OpenerSpec("native", self.image.path, self._format, volumes, self._disks)
 
     def close(self) -> None:
         self._context.Empty()
@@ -490,11 +508,11 @@ class NativeOpener:
     def __init__(self, spec: OpenerSpec) -> None:
         _require_dfvfs()
         self._context = dfvfs_context.Context()
-        base = _container_spec(spec.image, spec.format)
+        bases = [_disk_spec(spec.image, member, fmt) for member, fmt in spec.disks]
         self._volumes: dict[str, tuple[Any, str]] = {}
         for device, address in spec.volumes:
             volume_address, indicator = address.rsplit("|", 1)
-            self._volumes[device] = (_volume_spec(base, volume_address), indicator)
+            self._volumes[device] = (_volume_spec(bases, volume_address), indicator)
 
     def open(self, ref: FileRef) -> BinaryIO:
         volume_spec, indicator = self._volumes[ref.volume]
