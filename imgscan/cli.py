@@ -37,7 +37,7 @@ exit codes:
 examples:
   imgscan scan disk.qcow2                      table of findings, secrets redacted
   imgscan scan disk.vmdk --format json -o report.json
-  imgscan scan disk.raw --reader guestfs       libguestfs appliance (real kernel; slower)
+  imgscan scan disk.raw --reader guestfs       libguestfs only (real kernel; slower)
   imgscan scan disk.qcow2 --fail-on high       gate: exit 1 only for high and critical
 """
 
@@ -95,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--reader",
         type=ReaderKind,
         choices=list(ReaderKind),
-        default=ReaderKind.NATIVE,
-        metavar="{native,guestfs}",
-        help="native: in-process, fast (default); guestfs: libguestfs appliance, "
-        "retries under TCG when KVM fails",
+        default=ReaderKind.AUTO,
+        metavar="{auto,native,guestfs}",
+        help="auto (default): the native reader for every volume it can read, libguestfs for "
+        "the rest; native: in-process, fast, no VM; guestfs: libguestfs appliance (real "
+        "kernel), retried under TCG when KVM fails",
     )
     scan.add_argument(
         "-j", "--jobs", type=_jobs, default=0, help="worker processes (default: one per core)"
@@ -182,7 +183,7 @@ def _summary(result: ScanResult) -> str:
     for f in result.findings:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     detail = ", ".join(f"{counts[s.value]} {s.value}" for s in Severity if s.value in counts)
-    scanned = sum(1 for v in result.volumes if v.status.value == "scanned")
+    scanned = sum(1 for v in result.volumes if v.covered)
     coverage = (
         "coverage complete"
         if result.complete

@@ -87,6 +87,10 @@ class Skipped:
     reason: str
 
 
+# Volume types that only hold other volumes, which are listed themselves.
+CONTAINER_FSTYPES = frozenset({"LVM2_member"})
+
+
 @dataclass(frozen=True)
 class Volume:
     """A volume as the report shows it."""
@@ -98,6 +102,15 @@ class Volume:
     reason: str | None = None
     files: int = 0
     bytes: int = 0
+    reader: str | None = None  # the reader that read (or tried to read) this volume
+
+    @property
+    def covered(self) -> bool:
+        """Whether the volume's content was read: scanned itself, or a container (an LVM
+        physical volume) whose content is listed, and judged, as volumes of its own."""
+        if self.status is VolumeStatus.SCANNED:
+            return True
+        return self.status is VolumeStatus.SKIPPED and self.fstype in CONTAINER_FSTYPES
 
 
 @dataclass(frozen=True)
@@ -163,7 +176,7 @@ class ScanResult:
         A skipped volume (swap, say) still makes coverage incomplete: a gate must not call an
         image clean when part of it was not read.
         """
-        return not self.skipped and all(v.status is VolumeStatus.SCANNED for v in self.volumes)
+        return not self.skipped and all(v.covered for v in self.volumes)
 
 
 # Bump when the fingerprint construction changes, so stored baselines can tell old from new.

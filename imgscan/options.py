@@ -37,7 +37,7 @@ class ScanOptions:
     """
 
     image: Path
-    reader: ReaderKind = ReaderKind.NATIVE
+    reader: ReaderKind = ReaderKind.AUTO
     jobs: int = 0  # 0: one worker per core
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     chunk_size: int = DEFAULT_CHUNK_SIZE

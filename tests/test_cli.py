@@ -35,7 +35,9 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
         "format": "qcow2",
         "virtual_size": 64 << 20,
     }
-    assert report["reader"] == {"name": "native", "accel": None}
+    # The auto reader reads every volume of this image natively: no appliance is started.
+    assert report["reader"] == {"name": "auto", "accel": None}
+    assert {v["reader"] for v in report["coverage"]["volumes"]} == {"native"}
     assert report["os"]["type"] == "linux"
     assert report["os"]["hostname"] == manifest["server-qcow2"]["os"]["hostname"]
     assert {"name": "alice", "uid": 1000, "home": "/home/alice"} in report["os"]["users"]
@@ -203,7 +205,7 @@ def test_backing_file_refused(tmp_path: Path) -> None:
     proc = run("scan", overlay)
     _assert_one_line_error(proc, "--allow-external-files")
     # Allowed, the native reader still refuses rather than read the backing data as zeros.
-    proc = run("scan", overlay, "--allow-external-files")
+    proc = run("scan", overlay, "--allow-external-files", "--reader", "native")
     _assert_one_line_error(proc, "use --reader guestfs")
 
 

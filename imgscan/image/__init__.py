@@ -4,13 +4,15 @@ each factory below, and the type checker's `assert_never` catches a missing bran
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import assert_never
+from typing import BinaryIO, assert_never
 
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import FileOpener, OpenerSpec, Reader
+from imgscan.model import FileRef
 
 
 class ReaderKind(StrEnum):
+    AUTO = "auto"
     NATIVE = "native"
     GUESTFS = "guestfs"
 
@@ -18,6 +20,10 @@ class ReaderKind(StrEnum):
 def open_reader(kind: ReaderKind, image: str, fmt: FormatInfo) -> Reader:
     """Open `image` (of detected format `fmt`) read-only with the chosen reader."""
     match kind:
+        case ReaderKind.AUTO:
+            from imgscan.image.auto import AutoReader
+
+            return AutoReader(image, fmt)
         case ReaderKind.NATIVE:
             from imgscan.image.native import NativeReader
 
@@ -34,6 +40,8 @@ def make_opener(spec: OpenerSpec) -> FileOpener:
     """Worker-side file access for the reader that produced `spec`."""
     kind = ReaderKind(spec.reader)
     match kind:
+        case ReaderKind.AUTO:
+            return RoutedOpener(spec)
         case ReaderKind.NATIVE:
             from imgscan.image.native import NativeOpener
 
@@ -44,3 +52,18 @@ def make_opener(spec: OpenerSpec) -> FileOpener:
             return GuestfsOpener(spec)
         case _:
             assert_never(kind)
+
+
+class RoutedOpener:
+    """Worker-side file access for the auto reader: each volume's files through the opener of
+    the reader that walked it."""
+
+    def __init__(self, spec: OpenerSpec) -> None:
+        openers = [make_opener(part) for part in spec.parts]
+        self._by_device = {device: openers[index] for device, index in spec.routes}
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        return self._by_device[ref.volume].open(ref)
+
+    def release(self, ref: FileRef) -> None:
+        self._by_device[ref.volume].release(ref)

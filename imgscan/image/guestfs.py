@@ -440,6 +440,8 @@ class GuestfsReader:
     raise RuntimeError rather than deadlock behind its stream.
     """
 
+    warnings: tuple[str, ...] = ()
+
     def __init__(self, image: str, fmt: FormatInfo) -> None:
         _require_guestfs()
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)

@@ -21,7 +21,8 @@ class VolumeInfo:
 
     `status` is SCANNED for a filesystem the reader can walk (it will be scanned), otherwise the
     reason it cannot be. `uuid` and `label` come from the filesystem superblock; fstab refers to
-    volumes by them.
+    volumes by them. `reader` names the reader that will read it; `other_reader` is true when
+    this reader lacks support another reader (libguestfs) may have.
     """
 
     device: str
@@ -30,6 +31,8 @@ class VolumeInfo:
     reason: str | None = None
     uuid: str | None = None
     label: str | None = None
+    reader: str | None = None
+    other_reader: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class OpenerSpec:
     format: str
     volumes: tuple[tuple[str, str], ...] = ()  # (device, reader-private volume address)
     disks: tuple[tuple[str | None, str], ...] = ()  # (archive member or None, disk format)
+    parts: tuple[OpenerSpec, ...] = ()  # the "auto" reader: one spec per underlying reader
+    routes: tuple[tuple[str, int], ...] = ()  # the "auto" reader: device -> index in parts
 
 
 class Reader(Protocol):
@@ -48,6 +53,7 @@ class Reader(Protocol):
 
     image: ImageInfo
     info: ReaderInfo
+    warnings: tuple[str, ...]  # trouble worth telling the user that is not a volume's status
 
     def volumes(self) -> list[VolumeInfo]:
         """Every volume seen on the image, readable or not, in device order."""

@@ -95,7 +95,8 @@ def _unread(
 def _not_read_yet(device: str, name: str, address: str, indicator: str | None) -> _Volume:
     """A volume of a kind libguestfs reads but this reader does not (yet)."""
     reason = f"{name} is not read by the native reader yet; use --reader guestfs"
-    return _Volume(VolumeInfo(device, name, VolumeStatus.UNSUPPORTED, reason), address, indicator)
+    info = VolumeInfo(device, name, VolumeStatus.UNSUPPORTED, reason, other_reader=True)
+    return _Volume(info, address, indicator)
 
 
 def _disk_spec(image: str, member: str | None, fmt: str) -> Any:
@@ -139,6 +140,8 @@ def _fs_spec(volume_spec: Any, indicator: str, location: str) -> Any:
 
 class NativeReader:
     """Reader over dfvfs. Opening walks the partition table and identifies every filesystem."""
+
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, image: str, fmt: FormatInfo) -> None:
         _require_dfvfs()

@@ -49,6 +49,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                     "reason": v.reason,
                     "files": v.files,
                     "bytes": v.bytes,
+                    "reader": v.reader,
                 }
                 for v in result.volumes
             ],

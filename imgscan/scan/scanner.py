@@ -97,6 +97,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 reason=v.reason,
                 files=files.get(v.device, 0),
                 bytes=sizes.get(v.device, 0),
+                reader=v.reader or reader.info.name,
             )
             for v in infos
         )
@@ -111,7 +112,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 bytes=sum(sizes.values()),
                 seconds=round(time.monotonic() - started, 3),
             ),
-            warnings=engine_spec.compiled.warnings,
+            warnings=engine_spec.compiled.warnings + reader.warnings,
             os=os_info,
         )
     finally:
