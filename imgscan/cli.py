@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -145,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(refused by default: a hostile image could name host files)",
     )
     scan.add_argument(
+        "--key-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a LUKS passphrase in FILE (a trailing newline is also tried without); repeatable",
+    )
+    scan.add_argument(
+        "--passphrase-env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="a LUKS passphrase in environment variable VAR; repeatable. imgscan never prompts",
+    )
+    scan.add_argument(
         "--allow-incomplete",
         action="store_true",
         help="do not turn incomplete coverage into exit code 2",
@@ -231,6 +247,25 @@ def _progress(enabled: bool) -> tuple[Any, Any]:
     return bar, update
 
 
+def _luks_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """Passphrases from --key-file and --passphrase-env, in the order given."""
+    keys: list[str] = []
+    for path in args.key_file:
+        try:
+            text = path.read_bytes().decode("utf-8", "surrogateescape")
+        except OSError as exc:
+            raise ImgscanError(f"{path}: cannot read key file: {exc.strerror}") from None
+        keys.append(text)
+        if text.endswith("\n"):
+            keys.append(text[:-1])
+    for name in args.passphrase_env:
+        value = os.environ.get(name)
+        if value is None:
+            raise ImgscanError(f"--passphrase-env {name}: the variable is not set")
+        keys.append(value)
+    return tuple(dict.fromkeys(keys))
+
+
 def _run_scan(args: argparse.Namespace) -> int:
     from imgscan.scan.scanner import scan_image
 
@@ -243,6 +278,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
         progress=not args.no_progress,
+        luks_keys=_luks_keys(args),
     )
     bar, update = _progress(options.progress)
     try:

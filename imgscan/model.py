@@ -88,7 +88,7 @@ class Skipped:
 
 
 # Volume types that only hold other volumes, which are listed themselves.
-CONTAINER_FSTYPES = frozenset({"LVM2_member"})
+CONTAINER_FSTYPES = frozenset({"LVM2_member", "crypto_LUKS"})
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ class Volume:
     @property
     def covered(self) -> bool:
         """Whether the volume's content was read: scanned itself, or a container (an LVM
-        physical volume) whose content is listed, and judged, as volumes of its own."""
+        physical volume, an unlocked LUKS volume) whose content is listed, and judged, as
+        volumes of its own."""
         if self.status is VolumeStatus.SCANNED:
             return True
         return self.status is VolumeStatus.SKIPPED and self.fstype in CONTAINER_FSTYPES

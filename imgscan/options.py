@@ -6,7 +6,7 @@ Frozen and picklable: worker processes receive it as-is.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgscan.image import ReaderKind
@@ -45,6 +45,8 @@ class ScanOptions:
     allow_external_files: bool = False
     signatures: Path | None = None
     progress: bool = False
+    # Passphrases for LUKS volumes. Kept out of repr() so that no log of the options shows them.
+    luks_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def worker_count(self) -> int:

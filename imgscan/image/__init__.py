@@ -17,21 +17,24 @@ class ReaderKind(StrEnum):
     GUESTFS = "guestfs"
 
 
-def open_reader(kind: ReaderKind, image: str, fmt: FormatInfo) -> Reader:
-    """Open `image` (of detected format `fmt`) read-only with the chosen reader."""
+def open_reader(
+    kind: ReaderKind, image: str, fmt: FormatInfo, keys: tuple[str, ...] = ()
+) -> Reader:
+    """Open `image` (of detected format `fmt`) read-only with the chosen reader; `keys` are
+    passphrases for encrypted volumes."""
     match kind:
         case ReaderKind.AUTO:
             from imgscan.image.auto import AutoReader
 
-            return AutoReader(image, fmt)
+            return AutoReader(image, fmt, keys)
         case ReaderKind.NATIVE:
             from imgscan.image.native import NativeReader
 
-            return NativeReader(image, fmt)
+            return NativeReader(image, fmt, keys)
         case ReaderKind.GUESTFS:
             from imgscan.image.guestfs import GuestfsReader
 
-            return GuestfsReader(image, fmt)
+            return GuestfsReader(image, fmt, keys)
         case _:
             assert_never(kind)
 

@@ -21,35 +21,36 @@ from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 _log = logging.getLogger(__name__)
 
 
-def _guestfs(image: str, fmt: FormatInfo) -> Reader:
+def _guestfs(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
     from imgscan.image.guestfs import GuestfsReader
 
-    return GuestfsReader(image, fmt)
+    return GuestfsReader(image, fmt, keys)
 
 
-def _native(image: str, fmt: FormatInfo) -> Reader:
+def _native(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
     from imgscan.image.native import NativeReader
 
-    return NativeReader(image, fmt)
+    return NativeReader(image, fmt, keys)
 
 
 class AutoReader:
     """A Reader that routes each volume to the native or the libguestfs reader."""
 
-    def __init__(self, image: str, fmt: FormatInfo) -> None:
+    def __init__(self, image: str, fmt: FormatInfo, keys: tuple[str, ...] = ()) -> None:
+        self._keys = keys
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self._readers: list[Reader] = []
         self._route: dict[str, Reader] = {}
         self._warnings: list[str] = []
         try:
-            native: Reader | None = _native(image, fmt)
+            native: Reader | None = _native(image, fmt, keys)
         except ImageError as exc:
             if "--reader guestfs" not in str(exc):
                 raise  # the image itself is bad: libguestfs would not do better
             _log.info("native reader: %s; using libguestfs", exc)
             native = None
         if native is None:
-            whole = _guestfs(image, fmt)
+            whole = _guestfs(image, fmt, keys)
             self._adopt(whole, whole.volumes())
         else:
             volumes = native.volumes()
@@ -76,12 +77,14 @@ class AutoReader:
         names = ", ".join(v.device for v in gaps)
         _log.info("native reader cannot read %s; starting libguestfs for them", names)
         try:
-            guest = _guestfs(image, fmt)
+            guest = _guestfs(image, fmt, self._keys)
         except (ReaderUnavailableError, ImageError) as exc:
             self._warnings.append(f"libguestfs unavailable for {names}: {exc}")
             return
+        # The gaps themselves, and what libguestfs found inside them (an unlocked LUKS volume's
+        # content, logical volumes inside it) that the native reader never saw.
         wanted = {v.device for v in gaps}
-        taken = [v for v in guest.volumes() if v.device in wanted]
+        taken = [v for v in guest.volumes() if v.device in wanted or v.device not in self._volumes]
         if not taken:
             guest.close()
             return

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
@@ -442,8 +442,10 @@ class GuestfsReader:
 
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, image: str, fmt: FormatInfo) -> None:
+    def __init__(self, image: str, fmt: FormatInfo, keys: tuple[str, ...] = ()) -> None:
+        """Open `image` read-only. `keys` are passphrases tried on every LUKS volume."""
         _require_guestfs()
+        self._keys = keys
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self._format = fmt.format
         for disk in fmt.disks:
@@ -505,7 +507,9 @@ class GuestfsReader:
         single = len(disks) == 1
         disk = disks[0]
         partitions = all_partitions
-        # Logical volumes: the appliance activates every volume group when it boots.
+        volumes = self._unlock(volumes)
+        # Logical volumes: the appliance activates every volume group when it boots (and
+        # again after unlocking, for groups inside encrypted volumes).
         volumes += [
             v
             for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
@@ -521,6 +525,46 @@ class GuestfsReader:
                 f"(read as {self._format})"
             )
         return sorted(volumes, key=lambda v: device_sort_key(v.device))
+
+    def _unlock(self, volumes: list[VolumeInfo]) -> list[VolumeInfo]:
+        """Open every LUKS volume with the first key that fits; its content is listed as
+        /dev/mapper/luks-<name> (a filesystem) or as the logical volumes inside it."""
+        if not self._keys:
+            return volumes
+        result: list[VolumeInfo] = []
+        opened = False
+        for volume in volumes:
+            if volume.fstype != "crypto_LUKS":
+                result.append(volume)
+                continue
+            mapname = "luks-" + volume.device.rsplit("/", 1)[-1]
+            if not any(self._try_key(volume.device, key, mapname) for key in self._keys):
+                result.append(
+                    replace(volume, reason="encrypted (LUKS) volume: none of the keys opens it")
+                )
+                continue
+            opened = True
+            inner = f"/dev/mapper/{mapname}"
+            result.append(
+                replace(
+                    volume,
+                    status=VolumeStatus.SKIPPED,
+                    reason=f"LUKS volume unlocked; its content is listed as {inner}",
+                )
+            )
+            identified = self._identify(inner)
+            if identified is not None and identified.fstype != "LVM2_member":
+                result.append(replace(identified, parent=volume.device))
+        if opened:
+            self._appliance.call("lvm_scan", True)
+        return result
+
+    def _try_key(self, device: str, key: str, mapname: str) -> bool:
+        try:
+            self._appliance.call("cryptsetup_open", device, key, mapname, readonly=True)
+        except RuntimeError:
+            return False
+        return True
 
     def _identity(self, device: str) -> tuple[str | None, str | None, str | None]:
         """(fstype, uuid, label) as blkid sees them; empty values become None.

@@ -33,6 +33,7 @@ class VolumeInfo:
     label: str | None = None
     reader: str | None = None
     other_reader: bool = False
+    parent: str | None = None  # the unlocked container a /dev/mapper volume comes from
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,36 @@ def _resolve(spec: str, volumes: list[VolumeInfo]) -> VolumeInfo | None:
     return None
 
 
+def _crypttab_aliases(
+    reader: Reader, root: VolumeInfo, volumes: list[VolumeInfo]
+) -> dict[str, VolumeInfo]:
+    """/dev/mapper/<name> -> the unlocked content of the encrypted volume /etc/crypttab names.
+
+    Readers name an unlocked volume by its container (/dev/mapper/luks-sda2); the guest's
+    fstab uses the name its crypttab gives it.
+    """
+    data = reader.read_small(root.device, "/etc/crypttab")
+    if data is None:
+        return {}
+    aliases: dict[str, VolumeInfo] = {}
+    for name, source in parse_crypttab(data.decode("utf-8", "replace")):
+        container = _resolve(source, volumes)
+        inner = next((v for v in volumes if container and v.parent == container.device), None)
+        if inner is not None:
+            aliases[f"/dev/mapper/{name}"] = inner
+    return aliases
+
+
+def parse_crypttab(text: str) -> list[tuple[str, str]]:
+    """(mapped name, source device spec) pairs of /etc/crypttab."""
+    entries = []
+    for raw in text.splitlines():
+        fields = raw.split("#", 1)[0].split()
+        if len(fields) >= 2:
+            entries.append((fields[0], fields[1]))
+    return entries
+
+
 def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
     """Map each readable volume's device to the guest mountpoint its files appear under.
 
@@ -96,8 +126,9 @@ def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
         root = trees[0]
     if root is not None:
         layout[root.device] = "/"
+        aliases = _crypttab_aliases(reader, root, volumes)
         for spec, mountpoint in entries:
-            target = _resolve(spec, trees)
+            target = aliases.get(spec) or _resolve(spec, trees)
             if target is not None and target.device not in layout and mountpoint != "/":
                 layout[target.device] = mountpoint
     for volume in readable:

@@ -143,8 +143,11 @@ class NativeReader:
 
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, image: str, fmt: FormatInfo) -> None:
+    def __init__(self, image: str, fmt: FormatInfo, keys: tuple[str, ...] = ()) -> None:
+        """Open `image` read-only. `keys` (LUKS passphrases) only decide whether an encrypted
+        volume is worth handing to libguestfs: this reader does not unlock volumes."""
         _require_dfvfs()
+        self._keys = keys
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self.info = ReaderInfo(name="native", accel=None)
         self._format = fmt.format
@@ -283,6 +286,9 @@ class NativeReader:
             if systems:
                 name = _VOLUME_SYSTEM_NAMES.get(systems[0], systems[0])
                 if name == "crypto_LUKS":
+                    if self._keys:
+                        # libluksde reads LUKS1 only; libguestfs unlocks LUKS1 and LUKS2.
+                        return [_not_read_yet(device, "crypto_LUKS", address, None)]
                     return [
                         _unread(
                             device,

@@ -56,7 +56,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         len(pack.yara),
     )
     _log.info("opening the image with the %s reader", options.reader.value)
-    reader = open_reader(options.reader, str(options.image), fmt)
+    reader = open_reader(options.reader, str(options.image), fmt, options.luks_keys)
     try:
         infos = reader.volumes()
         if not any(v.fstype for v in infos):

@@ -99,3 +99,22 @@ def test_layout_by_lvm_paths() -> None:
         "/dev/my-vg/home": "/home",
         "/dev/sda1": "/boot/efi",
     }
+
+
+def test_layout_through_crypttab() -> None:
+    volumes = [
+        VolumeInfo("/dev/sda1", "ext4", OK, uuid="11111111-0000-0000-0000-000000000003"),
+        VolumeInfo(
+            "/dev/sda2", "crypto_LUKS", VolumeStatus.SKIPPED, uuid="aaaa-bbbb", reason="unlocked"
+        ),
+        VolumeInfo("/dev/mapper/luks-sda2", "ext4", OK, parent="/dev/sda2"),
+    ]
+    files = {
+        ("/dev/sda1", "/etc/fstab"): b"UUID=11111111-0000-0000-0000-000000000003 / ext4 d 0 1\n"
+        b"/dev/mapper/srv_crypt /srv ext4 defaults 0 2\n",
+        ("/dev/sda1", "/etc/crypttab"): b"srv_crypt UUID=aaaa-bbbb none luks\n",
+    }
+    assert mount_layout(FakeReader(volumes, files), volumes) == {
+        "/dev/sda1": "/",
+        "/dev/mapper/luks-sda2": "/srv",
+    }
