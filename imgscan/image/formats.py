@@ -27,6 +27,7 @@ VDI_MAGIC = 0xBEDA107F
 
 _QCOW2_EXT_DATA_FILE = 0x44415441  # header extension: external data file name
 _QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+_QCOW2_INCOMPAT_COMPRESSION = 1 << 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Disk:
     format: str
     subformat: str | None
     virtual_size: int
+    compressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class FormatInfo:
     virtual_size: int
     external: tuple[str, ...] = ()
     disks: tuple[Disk, ...] = ()
+    compressed: bool = False  # qcow2 with compressed clusters (zlib or zstd)
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,18 @@ def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
 
 
 def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
-    disk = Disk(None, source.offset, source.size, info.format, info.subformat, info.virtual_size)
-    return FormatInfo(info.format, info.subformat, info.virtual_size, info.external, (disk,))
+    disk = Disk(
+        None,
+        source.offset,
+        source.size,
+        info.format,
+        info.subformat,
+        info.virtual_size,
+        info.compressed,
+    )
+    return FormatInfo(
+        info.format, info.subformat, info.virtual_size, info.external, (disk,), info.compressed
+    )
 
 
 # OVA members that are not disks: the descriptor, manifest, certificate, ISO attachments.
@@ -151,6 +164,7 @@ def _ova(path: Path, size: int) -> FormatInfo:
                         info.format,
                         info.subformat,
                         info.virtual_size,
+                        info.compressed,
                     )
                 )
     except tarfile.TarError as exc:
@@ -212,10 +226,13 @@ def _qcow2(src: _Source, head: bytes) -> FormatInfo:
         offset += 8 + ((ext_len + 7) & ~7)
     if size < header_length:
         raise ImageError(f"{path}: truncated qcow2 image")
-    problem = _qcow2_tables_problem(src, head, version)
+    problem, compressed = _qcow2_tables_problem(src, head, version)
+    if version == 3 and struct.unpack_from(">Q", head, 72)[0] & _QCOW2_INCOMPAT_COMPRESSION:
+        compressed = True  # a compression type other than zlib (zstd)
     if problem:
         raise ImageError(f"{path}: truncated or corrupt qcow2 image: {problem}")
-    return FormatInfo("qcow2", f"v{version}", virtual_size, tuple(dict.fromkeys(external)))
+    external_refs = tuple(dict.fromkeys(external))
+    return FormatInfo("qcow2", f"v{version}", virtual_size, external_refs, compressed=compressed)
 
 
 _QCOW2_OFFSET_MASK = 0x00FFFFFFFFFFFE00
@@ -223,22 +240,24 @@ _QCOW2_COMPRESSED = 1 << 62
 _QCOW2_EXTENDED_L2 = 1 << 4
 
 
-def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> str | None:
+def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> tuple[str | None, bool]:
     """Check that every table and data cluster the image maps lies inside the file.
 
     qemu reads clusters past the end of a truncated file as zeros, so without this check the
     libguestfs reader would report a truncated image as partly empty and complete.
+    Returns (the first problem or None, whether any cluster is compressed).
     """
+    compressed = False
     size = src.size
     (cluster_bits,) = struct.unpack_from(">I", head, 20)
     if not 9 <= cluster_bits <= 21:
-        return f"cluster size 2^{cluster_bits} out of range"
+        return f"cluster size 2^{cluster_bits} out of range", compressed
     cluster = 1 << cluster_bits
     l1_size, l1_offset = struct.unpack_from(">IQ", head, 36)
     incompatible = struct.unpack_from(">Q", head, 72)[0] if version == 3 else 0
     entry_size = 16 if incompatible & _QCOW2_EXTENDED_L2 else 8
     if l1_offset % cluster or l1_offset + l1_size * 8 > size:
-        return "L1 table offset is invalid"
+        return "L1 table offset is invalid", compressed
     with src.path.open("rb") as fh:
         fh.seek(src.offset + l1_offset)
         l1 = fh.read(l1_size * 8)
@@ -247,21 +266,31 @@ def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> str | None
             if not l2_offset:
                 continue
             if l2_offset % cluster or l2_offset + cluster > size:
-                return f"L2 table at {l2_offset} lies beyond the end of the file ({size})"
+                return (
+                    f"L2 table at {l2_offset} lies beyond the end of the file ({size})",
+                    compressed,
+                )
             fh.seek(src.offset + l2_offset)
             table = fh.read(cluster)
             for index in range(0, len(table), entry_size):
                 (l2,) = struct.unpack_from(">Q", table, index)
                 if l2 & _QCOW2_COMPRESSED:
+                    compressed = True
                     bits = 62 - (cluster_bits - 8)
                     offset = l2 & ((1 << bits) - 1)
                     if offset >= size:
-                        return f"compressed cluster at {offset} lies beyond the end of the file"
+                        return (
+                            f"compressed cluster at {offset} lies beyond the end of the file",
+                            compressed,
+                        )
                     continue
                 offset = l2 & _QCOW2_OFFSET_MASK
                 if offset and offset + cluster > size:
-                    return f"data cluster at {offset} lies beyond the end of the file ({size})"
-    return None
+                    return (
+                        f"data cluster at {offset} lies beyond the end of the file ({size})",
+                        compressed,
+                    )
+    return None, compressed
 
 
 def _vmdk_sparse(src: _Source, head: bytes) -> FormatInfo:

@@ -158,6 +158,13 @@ class NativeReader:
                 f"{image}: the native reader cannot follow a qcow2 backing or data file; "
                 "use --reader guestfs"
             )
+        if any(disk.compressed for disk in fmt.disks):
+            # libqcow returns wrong bytes for the compressed clusters qemu-img writes (measured
+            # with qemu 7.2) and cannot read zstd at all: leave such images to libguestfs.
+            raise ImageError(
+                f"{image}: the native reader does not read qcow2 compressed clusters; "
+                "use --reader guestfs"
+            )
         self._context = dfvfs_context.Context()
         self._disks = tuple((d.member, d.format) for d in fmt.disks)
         self._bases = [
