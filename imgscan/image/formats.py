@@ -304,7 +304,9 @@ def _vmdk_sparse(src: _Source, head: bytes) -> FormatInfo:
         descriptor = src.read_at(desc_offset * 512, min(desc_size * 512, 1 << 20))
     create_type, extents = _parse_descriptor(descriptor)
     own = src.name
-    external = tuple(f"extent {_show(e.encode())}" for e in extents if e != own)
+    external = tuple(
+        f"extent {_show(e.encode())}" for e in extents if e != own and not _beside(src, e)
+    )
     # A renamed monolithic image still names its old file; the extent is the file itself, so a
     # single extent in a hosted sparse file is not a reference to another file.
     if create_type in ("monolithicSparse", "streamOptimized") and len(extents) <= 1:
@@ -322,8 +324,24 @@ def _vmdk_descriptor(src: _Source) -> FormatInfo:
         parts = line.split()
         if len(parts) >= 2 and parts[0] in ("RW", "RDONLY", "NOACCESS") and parts[1].isdigit():
             capacity += int(parts[1])
-    external = tuple(f"extent {_show(e.encode())}" for e in extents)
-    return FormatInfo("vmdk", create_type, capacity * 512, external or ("extent files",))
+    external = tuple(f"extent {_show(e.encode())}" for e in extents if not _beside(src, e))
+    if not extents:
+        external = ("no extent files named",)
+    return FormatInfo("vmdk", create_type, capacity * 512, external)
+
+
+def _beside(src: _Source, name: str) -> bool:
+    """Whether extent `name` is a regular file in the image's own directory.
+
+    A plain file name only: no directory part, no "..", and the file itself (not what a
+    symlink points at elsewhere) must resolve inside the directory. Extents named from inside
+    an archive are never accepted.
+    """
+    if src.offset or not name or name != posixpath.basename(name) or name in (".", ".."):
+        return False
+    folder = src.path.resolve().parent
+    candidate = (folder / name).resolve()
+    return candidate.parent == folder and candidate.is_file()
 
 
 def _parse_descriptor(descriptor: bytes) -> tuple[str | None, list[str]]:

@@ -89,3 +89,29 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         detect_format(tmp_path / "missing")
     with pytest.raises(ImageError, match="directory"):
         detect_format(tmp_path)
+
+
+def _descriptor(folder: Path, extent: str) -> Path:
+    path = folder / "disk.vmdk"
+    path.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        f'createType="monolithicFlat"\nRW 2048 FLAT "{extent}" 0\n'
+    )
+    return path
+
+
+def test_vmdk_extent_beside_the_descriptor_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "disk-flat.vmdk").write_bytes(b"\0" * (2048 * 512))
+    info = detect_format(_descriptor(tmp_path, "disk-flat.vmdk"))
+    assert (info.format, info.subformat, info.external) == ("vmdk", "monolithicFlat", ())
+
+
+@pytest.mark.parametrize("extent", ["../outside.raw", "/etc/hostname", "link-flat.vmdk"])
+def test_vmdk_extent_elsewhere_is_refused(tmp_path: Path, extent: str) -> None:
+    inner = tmp_path / "images"
+    inner.mkdir()
+    (tmp_path / "outside.raw").write_bytes(b"\0" * 512)
+    # A symlink beside the descriptor that points out of the directory counts as outside.
+    (inner / "link-flat.vmdk").symlink_to(tmp_path / "outside.raw")
+    with pytest.raises(ImageError, match="--allow-external-files"):
+        detect_format(_descriptor(inner, extent))
