@@ -187,7 +187,9 @@ class NativeReader:
             self._base, self._disk = base, str(index)
             self._disk_device = f"/dev/sd{chr(ord('a') + index)}"
             volumes.extend(self._discover_disk(single=len(self._bases) == 1))
-        return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
+        # A volume group on several disks lists its logical volumes once per physical volume.
+        unique = {v.info.device: v for v in reversed(volumes)}
+        return sorted(unique.values(), key=lambda v: device_sort_key(v.info.device))
 
     def _discover_disk(self, single: bool) -> list[_Volume]:
         # The container must open, else this is a corrupt or truncated image.
@@ -336,6 +338,7 @@ class NativeReader:
             group = lvm_fs.GetLVMVolumeGroup()
             group_name = group.name
             names = [logical.name for logical in group.logical_volumes]
+            physical = group.number_of_physical_volumes
         except _BACKEND_ERRORS as exc:
             return [
                 _unread(
@@ -355,6 +358,13 @@ class NativeReader:
                 address,
             )
         ]
+        if physical > 1:
+            # dfvfs opens one physical volume only; a group spread over several is left to
+            # libguestfs (once per group: every physical volume lists the same volumes).
+            return volumes + [
+                _not_read_yet(f"/dev/{group_name}/{name}", "LVM2 logical volume", address, None)
+                for name in names
+            ]
         for volume in system.volumes:
             identifier = volume.identifier  # "lvm1", "lvm2", ...: index into the group + 1
             device = f"/dev/{group_name}/{names[int(identifier.removeprefix('lvm')) - 1]}"
