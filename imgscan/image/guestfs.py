@@ -424,10 +424,10 @@ def _tar_out(handle: Any, fd: int) -> None:
         os.close(fd)
 
 
-def _download(handle: Any, device: str, fd: int) -> None:
-    """Stream the raw bytes of `device` into pipe `fd`; runs on the handle's thread."""
+def _download(handle: Any, remote: str, fd: int) -> None:
+    """Stream `remote` (a file or a device) into pipe `fd`; runs on the handle's thread."""
     try:
-        handle.download(device, f"/dev/fd/{fd}")
+        handle.download(remote, f"/dev/fd/{fd}")
     finally:
         os.close(fd)
 
@@ -745,32 +745,13 @@ class GuestfsReader:
     def _stream_raw(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
         """The whole device as one file at `mountpoint` (swap), spooled from `download`."""
         self._appliance.call("umount_all")
-        size = int(self._appliance.call("blockdev_getsize64", device))
-        read_fd, write_fd = os.pipe()
-        pipe = os.fdopen(read_fd, "rb")
+        self._mounted = None
         try:
-            future = self._appliance.submit(lambda handle: _download(handle, device, write_fd))
-        except BaseException:
-            pipe.close()
-            os.close(write_fd)
-            raise
-        self._session.stream = _Stream(pipe, future)
-        try:
-            fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._session.tmpdir)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(pipe, out, _SPOOL_CHUNK)
-                future.result()
-            except (OSError, RuntimeError) as exc:
-                _unlink(spool)
-                yield Skipped(mountpoint, f"cannot read {device}: {_first_line(exc)}")
-                return
-            except BaseException:
-                _unlink(spool)
-                raise
-            yield FileRef(volume=device, path=mountpoint, size=size, locator=spool)
-        finally:
-            self._session.stop_stream()
+            spool, size = self._spool_download(device)
+        except (OSError, RuntimeError) as exc:
+            yield Skipped(mountpoint, f"cannot read {device}: {_first_line(exc)}")
+            return
+        yield FileRef(volume=device, path=mountpoint, size=size, locator=spool)
 
     def _stream_files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
         root = join_guest_path(mountpoint, "/")
@@ -789,11 +770,14 @@ class GuestfsReader:
             raise
         stream = _Stream(pipe, future)
         self._session.stream = stream
+        links: list[str] = []
         try:
             problem: str | None = None
             try:
                 with tarfile.open(fileobj=pipe, mode="r|") as archive:
                     while (member := archive.next()) is not None:
+                        if member.islnk():
+                            links.append(member.name)
                         # TarFile keeps every TarInfo it has read (for hard-link extraction,
                         # which a stream cannot do anyway): drop them, or memory grows with
                         # the volume's file count.
@@ -817,6 +801,42 @@ class GuestfsReader:
             # Normal end: a no-op wait. Consumer gone early (GeneratorExit) or an error: closing
             # the pipe makes tar_out return, so the handle is free for the next call.
             self._session.stop_stream()
+        # tar sends a hard-linked file's content once, under the first name; every other name
+        # is a file of the guest too (the native reader lists them all), so fetch each one.
+        for name in links:
+            inner = "/" + (name[2:] if name.startswith("./") else name).lstrip("/")
+            path = join_guest_path(mountpoint, inner)
+            try:
+                spool, size = self._spool_download(inner)
+            except (OSError, RuntimeError) as exc:
+                yield Skipped(path, f"cannot read hard link: {_first_line(exc)}")
+                continue
+            yield FileRef(volume=device, path=path, size=size, locator=spool)
+
+    def _spool_download(self, remote: str) -> tuple[str, int]:
+        """Copy `remote` (a file of the mounted volume, or a device) into a new spool file;
+        return its path and size. The spool belongs to the caller."""
+        read_fd, write_fd = os.pipe()
+        pipe = os.fdopen(read_fd, "rb")
+        try:
+            future = self._appliance.submit(lambda handle: _download(handle, remote, write_fd))
+        except BaseException:
+            pipe.close()
+            os.close(write_fd)
+            raise
+        self._session.stream = _Stream(pipe, future)
+        fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._session.tmpdir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(pipe, out, _SPOOL_CHUNK)
+                size = out.tell()
+            future.result()
+        except BaseException:
+            _unlink(spool)
+            raise
+        finally:
+            self._session.stop_stream()
+        return spool, size
 
     def _member(
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, device: str, mountpoint: str

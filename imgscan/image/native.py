@@ -496,13 +496,22 @@ class NativeReader:
                 )
                 continue
             children: list[tuple[str, Any]] = []
+            failed: list[tuple[int, str]] = []
             for index in range(count):
                 try:
                     entry = directory.get_sub_file_entry(index)
                     children.append((entry.name, entry))
                 except _BACKEND_ERRORS as exc:
+                    failed.append((index, _one_line(exc)))
+            if failed:
+                # libfsext cannot give a name that is not UTF-8; The Sleuth Kit lists the
+                # directory with raw names, and libfsext then opens those entries by inode.
+                known = {name for name, _ in children}
+                found = self._undecodable(device, fs, spec, directory.inode_number, known)
+                children.extend(found)
+                for index, reason in failed[len(found) :]:
                     where = join_guest_path(mountpoint, location.rstrip("/") + f"/#{index}")
-                    yield Skipped(where, f"directory entry unreadable: {_one_line(exc)}")
+                    yield Skipped(where, f"directory entry unreadable: {reason}")
             for name, entry in sorted(children, key=lambda c: c[0], reverse=True):
                 child = location.rstrip("/") + "/" + name
                 mode = entry.file_mode or 0
@@ -515,6 +524,36 @@ class NativeReader:
                         size=int(entry.size or 0),
                         locator=str(entry.inode_number),
                     )
+
+    def _undecodable(
+        self, device: str, fs: Any, spec: Any, directory_inode: int, known: set[str]
+    ) -> list[tuple[str, Any]]:
+        """Entries of a directory whose names libfsext could not decode, named as tar names
+        them (UTF-8 with surrogate escapes), found through pytsk3."""
+        try:
+            volume = dfvfs_resolver.Resolver.OpenFileObject(
+                spec.parent, resolver_context=self._context
+            )
+            tsk_fs = pytsk3.FS_Info(tsk_image.TSKFileSystemImage(volume))
+            listing = tsk_fs.open_dir(inode=directory_inode)
+        except (OSError, RuntimeError):
+            return []
+        found = []
+        for item in listing:
+            raw = item.info.name.name
+            if raw in (b".", b"..") or item.info.meta is None:
+                continue
+            name = raw.decode("utf-8", "surrogateescape")
+            if name in known:
+                continue
+            inode_spec = dfvfs_factory.Factory.NewPathSpec(
+                "EXT", inode=int(item.info.meta.addr), parent=spec.parent
+            )
+            try:
+                found.append((name, fs.GetEXTFileEntryByPathSpec(inode_spec)))
+            except _BACKEND_ERRORS:
+                continue
+        return found
 
     def opener_spec(self) -> OpenerSpec:
         volumes = tuple(
