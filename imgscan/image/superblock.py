@@ -51,8 +51,12 @@ SWAP_SIGNATURES = (b"SWAPSPACE2", b"SWAP-SPACE")
 
 
 def is_swap(first_page: bytes) -> bool:
-    """True if a Linux swap signature ends the first page (4 KiB pages: offset 4086)."""
-    return first_page[4086:4096] in SWAP_SIGNATURES
+    """True for a Linux swap area: the signature ends the first (4 KiB) page, and, as blkid
+    requires, the header says version 1 with a last page beyond the header."""
+    if len(first_page) < 4096 or first_page[4086:4096] not in SWAP_SIGNATURES:
+        return False
+    version, last_page = struct.unpack_from("<II", first_page, 1024)
+    return version == 1 and last_page > 0
 
 
 def fat_plausible(boot: bytes) -> bool:
