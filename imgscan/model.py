@@ -60,6 +60,7 @@ class FileRef:
     size: int
     locator: str
     inline: bytes | None = None
+    raw: bool = False  # the raw bytes of a whole volume (swap), not a file of a filesystem
 
 
 @dataclass(frozen=True)

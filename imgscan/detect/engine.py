@@ -24,6 +24,7 @@ from imgscan.detect.rules import PatternRule, RuleMeta, RulePack, path_glob_rege
 from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
 
+RAW_PATH = "@raw"  # what path rules see for raw volume bytes
 _LEAD = 256  # context kept before the accept zone, for word boundaries and prefixes
 
 
@@ -80,9 +81,13 @@ class Engine:
 
         return self.scan(io.BytesIO(data), path, max(len(data), 1))
 
-    def scan(self, stream: BinaryIO, path: str, chunk_size: int) -> list[Hit]:
-        """Every confirmed, validated secret in `stream`, in file order."""
-        allowed = self.allowed_rules(path)
+    def scan(self, stream: BinaryIO, path: str, chunk_size: int, raw: bool = False) -> list[Hit]:
+        """Every confirmed, validated secret in `stream`, in file order.
+
+        `raw` marks the bytes of a whole volume (swap): path rules then apply if they list
+        the pseudo-path `@raw` (paged-out memory holds config fragments of every kind).
+        """
+        allowed = self.allowed_rules(RAW_PATH if raw else path)
         chunk_size = max(chunk_size, 4 * (self._reach + _LEAD))
         hits: list[Hit] = []
         for buf, base, lead, stop, lines_before, first in _buffers(

@@ -16,6 +16,10 @@ Validator = Callable[[bytes], "str | None"]
 PLACEHOLDER_WORDS = frozenset(
     {
         "changeme",
+        "password_here",
+        "username_here",
+        "database_name_here",
+        "put your unique phrase here",
         "change_me",
         "change-me",
         "changeit",

@@ -456,6 +456,7 @@ class GuestfsReader:
         # anywhere (here included) never leaves a qemu process or spool files behind.
         self._finalizer = weakref.finalize(self, self._session.close)
         self._mounted: str | None = None
+        self._partuuids: dict[str, str] = {}
         self._parttype: dict[str, str | None] = {}
         try:
             drives = [
@@ -524,6 +525,7 @@ class GuestfsReader:
                 f"{self.image.path}: no partition table or filesystem found "
                 f"(read as {self._format})"
             )
+        volumes = [replace(v, partuuid=self._partuuids.get(v.device)) for v in volumes]
         return sorted(volumes, key=lambda v: device_sort_key(v.device))
 
     def _unlock(self, volumes: list[VolumeInfo]) -> list[VolumeInfo]:
@@ -578,6 +580,8 @@ class GuestfsReader:
         except RuntimeError:
             fstype = str(self._appliance.call("vfs_type", device))
             return (fstype or None), None, None
+        if found.get("PART_ENTRY_UUID"):
+            self._partuuids[device] = str(found["PART_ENTRY_UUID"]).lower()
         return (
             (found.get("TYPE") or None),
             (found.get("UUID") or None),
@@ -751,7 +755,7 @@ class GuestfsReader:
         except (OSError, RuntimeError) as exc:
             yield Skipped(mountpoint, f"cannot read {device}: {_first_line(exc)}")
             return
-        yield FileRef(volume=device, path=mountpoint, size=size, locator=spool)
+        yield FileRef(volume=device, path=mountpoint, size=size, locator=spool, raw=True)
 
     def _stream_files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
         root = join_guest_path(mountpoint, "/")

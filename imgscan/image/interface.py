@@ -34,6 +34,7 @@ class VolumeInfo:
     reader: str | None = None
     other_reader: bool = False
     parent: str | None = None  # the unlocked container a /dev/mapper volume comes from
+    partuuid: str | None = None  # partition-table id of a partition (fstab's PARTUUID=)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,14 @@ def _resolve(spec: str, volumes: list[VolumeInfo]) -> VolumeInfo | None:
             return volume
         if key == "LABEL" and volume.label is not None and volume.label == value.strip('"'):
             return volume
+        if key == "PARTUUID" and volume.partuuid and volume.partuuid == value.strip('"').lower():
+            return volume
     by_path = spec
-    for prefix, attr in (("/dev/disk/by-uuid/", "uuid"), ("/dev/disk/by-label/", "label")):
+    for prefix, attr in (
+        ("/dev/disk/by-uuid/", "uuid"),
+        ("/dev/disk/by-label/", "label"),
+        ("/dev/disk/by-partuuid/", "partuuid"),
+    ):
         if spec.startswith(prefix):
             wanted = spec.removeprefix(prefix)
             return next((v for v in volumes if getattr(v, attr) == wanted), None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
@@ -227,10 +227,11 @@ class NativeReader:
         return dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION if system.volumes else None
 
     def _partitions(self, indicator: str) -> list[_Volume]:
+        partuuids: dict[int, str] = {}
         entries = (
-            self._gpt_entries()
+            self._gpt_entries(partuuids)
             if indicator == dfvfs_defs.TYPE_INDICATOR_GPT
-            else self._mbr_entries()
+            else self._mbr_entries(partuuids)
         )
         volumes = []
         for number, address, end in entries:
@@ -243,12 +244,19 @@ class NativeReader:
                     )
                 )
                 continue
-            volumes.extend(self._identify(device, address))
+            found = self._identify(device, address)
+            partuuid = partuuids.get(number)
+            volumes.extend(
+                replace(v, info=replace(v.info, partuuid=partuuid))
+                if v.info.device == device
+                else v
+                for v in found
+            )
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
         return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
 
-    def _gpt_entries(self) -> list[tuple[int, str, int]]:
+    def _gpt_entries(self, partuuids: dict[int, str]) -> list[tuple[int, str, int]]:
         """(partition number, volume address, end offset) of every GPT partition."""
         spec = dfvfs_factory.Factory.NewPathSpec(
             dfvfs_defs.TYPE_INDICATOR_GPT, location="/", parent=self._base
@@ -259,14 +267,20 @@ class NativeReader:
         for volume in system.volumes:
             identifier = volume.identifier  # "p1", "p2", ...: the partition entry number
             end = max((e.offset + e.size for e in volume.extents), default=0)
+            guid = volume.GetAttribute("identifier")
+            if guid is not None:
+                partuuids[int(identifier.lstrip("p"))] = str(guid.value).lower()
             entries.append((int(identifier.lstrip("p")), f"{self._disk}>GPT:/{identifier}", end))
         return entries
 
-    def _mbr_entries(self) -> list[tuple[int, str, int]]:
+    def _mbr_entries(self, partuuids: dict[int, str]) -> list[tuple[int, str, int]]:
         """(partition number, volume address, end offset) of every MBR partition, numbered as
         Linux numbers them: primary slots 1-4, then logical partitions 5, 6, ... along the chain
         of extended boot records. Extended containers themselves are not volumes."""
         handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
+        handle.seek(440)
+        # Linux names an MBR partition's PARTUUID after the disk signature and its number.
+        signature = int.from_bytes(handle.read(4), "little")
         table = pytsk3.Volume_Info(tsk_image.TSKFileSystemImage(handle))
         sector = table.info.block_size
         entries = []
@@ -279,6 +293,7 @@ class NativeReader:
             start = part.start * sector
             address = f"{self._disk}>{dfvfs_defs.TYPE_INDICATOR_TSK_PARTITION}:@{start}"
             entries.append((number, address, start + part.len * sector))
+            partuuids[number] = f"{signature:08x}-{number:02x}"
         return entries
 
     def _identify(self, device: str, address: str) -> list[_Volume]:
@@ -340,15 +355,13 @@ class NativeReader:
             names = [logical.name for logical in group.logical_volumes]
             physical = group.number_of_physical_volumes
         except _BACKEND_ERRORS as exc:
-            return [
-                _unread(
-                    pv_device,
-                    "LVM2_member",
-                    VolumeStatus.UNREADABLE,
-                    f"cannot read LVM metadata: {_one_line(exc)}",
-                    address,
-                )
-            ]
+            # libvslvm cannot assemble every group (one spread over several disks, say);
+            # libguestfs' LVM tools can.
+            reason = f"cannot read LVM metadata: {_one_line(exc)}"
+            info = VolumeInfo(
+                pv_device, "LVM2_member", VolumeStatus.UNREADABLE, reason, other_reader=True
+            )
+            return [_Volume(info, address, None)]
         volumes = [
             _unread(
                 pv_device,
@@ -478,12 +491,14 @@ class NativeReader:
             handle = dfvfs_resolver.Resolver.OpenFileObject(
                 _volume_spec(self._bases, volume.address), resolver_context=self._context
             )
-            yield FileRef(volume=device, path=mountpoint, size=handle.get_size(), locator=_RAW)
+            yield FileRef(
+                volume=device, path=mountpoint, size=handle.get_size(), locator=_RAW, raw=True
+            )
             return
         spec = _fs_spec(_volume_spec(self._bases, volume.address), volume.fs_indicator, "/")
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
         if volume.fs_indicator != "EXT":
-            yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint)
+            yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint, fs.PATH_SEPARATOR)
             return
         stack: list[tuple[Any, str]] = [(fs.GetEXTFileEntryByPathSpec(spec), "/")]
         while stack:
@@ -601,9 +616,16 @@ class NativeOpener:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""
 
 
-def _walk_entries(root: Any, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+def _walk_entries(
+    root: Any, device: str, mountpoint: str, separator: str
+) -> Iterator[FileRef | Skipped]:
     """Every regular file under a dfvfs directory entry (xfs, vfat, exfat, ntfs), addressed by
-    its location inside the filesystem. A directory that cannot be listed is reported."""
+    its location inside the filesystem (dfvfs writes FAT and NTFS locations with `separator`
+    "\\"; guest paths always use "/"). A directory that cannot be listed is reported."""
+
+    def guest(location: str) -> str:
+        return join_guest_path(mountpoint, location.replace(separator, "/"))
+
     stack = [root]
     while stack:
         directory = stack.pop()
@@ -611,9 +633,7 @@ def _walk_entries(root: Any, device: str, mountpoint: str) -> Iterator[FileRef |
         try:
             children = list(directory.sub_file_entries)
         except _BACKEND_ERRORS as exc:
-            yield Skipped(
-                join_guest_path(mountpoint, location), f"directory unreadable: {_one_line(exc)}"
-            )
+            yield Skipped(guest(location), f"directory unreadable: {_one_line(exc)}")
             continue
         for child in sorted(children, key=lambda e: e.name, reverse=True):
             child_location = child.path_spec.location
@@ -622,7 +642,7 @@ def _walk_entries(root: Any, device: str, mountpoint: str) -> Iterator[FileRef |
             elif child.IsFile():
                 yield FileRef(
                     volume=device,
-                    path=join_guest_path(mountpoint, child_location),
+                    path=guest(child_location),
                     size=int(child.size or 0),
                     locator=child_location,
                 )

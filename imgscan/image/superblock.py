@@ -56,7 +56,7 @@ def is_swap(first_page: bytes) -> bool:
     if len(first_page) < 4096 or first_page[4086:4096] not in SWAP_SIGNATURES:
         return False
     version, last_page = struct.unpack_from("<II", first_page, 1024)
-    return version == 1 and last_page > 0
+    return bool(version == 1 and last_page > 0)
 
 
 def fat_plausible(boot: bytes) -> bool:

@@ -69,7 +69,11 @@ class FileScanner:
             return FileOutcome(ref.volume, (), tuple(skipped), 0)
         try:
             stream = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
-            self._scan_stream(stream, ref.path, 0, _Budget(), findings, skipped)
+            if ref.raw:
+                hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
+                findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
+            else:
+                self._scan_stream(stream, ref.path, 0, _Budget(), findings, skipped)
         except (OSError, RuntimeError, ValueError) as exc:
             skipped.append(Skipped(ref.path, f"read error: {_one_line(exc)}"))
         finally:
