@@ -411,7 +411,23 @@ class _Session:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _tar_out(handle: Any, fd: int) -> None:
+_XATTR_STREAM = "SCHILY.xattr.user."
+
+
+def _streams(member: tarfile.TarInfo, device: str, mountpoint: str) -> Iterator[FileRef]:
+    """The NTFS data streams tar carried as user.* xattrs, each a file at `path:stream`."""
+    name = member.name[2:] if member.name.startswith("./") else member.name
+    path = join_guest_path(mountpoint, name)
+    for key, value in sorted(member.pax_headers.items()):
+        if key.startswith(_XATTR_STREAM):
+            data = value.encode("utf-8", "surrogateescape")
+            stream = key.removeprefix(_XATTR_STREAM)
+            yield FileRef(
+                volume=device, path=f"{path}:{stream}", size=len(data), locator="", inline=data
+            )
+
+
+def _tar_out(handle: Any, fd: int, xattrs: bool = False) -> None:
     """Stream the mounted filesystem as tar into pipe `fd`; runs on the handle's thread.
 
     The library reopens the pipe through /dev/fd (a pipe, unlike a named FIFO, has no blocking
@@ -419,7 +435,7 @@ def _tar_out(handle: Any, fd: int) -> None:
     the call returns is what gives the reading side its end of file.
     """
     try:
-        handle.tar_out("/", f"/dev/fd/{fd}", numericowner=True)
+        handle.tar_out("/", f"/dev/fd/{fd}", numericowner=True, xattrs=xattrs)
     finally:
         os.close(fd)
 
@@ -457,6 +473,7 @@ class GuestfsReader:
         self._finalizer = weakref.finalize(self, self._session.close)
         self._mounted: str | None = None
         self._partuuids: dict[str, str] = {}
+        self._by_fstype: dict[str, str] = {}
         self._parttype: dict[str, str | None] = {}
         try:
             drives = [
@@ -580,6 +597,8 @@ class GuestfsReader:
         except RuntimeError:
             fstype = str(self._appliance.call("vfs_type", device))
             return (fstype or None), None, None
+        if found.get("TYPE"):
+            self._by_fstype[device] = str(found["TYPE"])
         if found.get("PART_ENTRY_UUID"):
             self._partuuids[device] = str(found["PART_ENTRY_UUID"]).lower()
         return (
@@ -684,7 +703,12 @@ class GuestfsReader:
             self._appliance.call("umount_all")
         # The drive sits behind a writable throw-away overlay, so a dirty ext4/xfs journal is
         # replayed there and `ro` mounts work without norecovery/noload.
-        self._appliance.call("mount_ro", device, "/")
+        if self._by_fstype.get(device) == "btrfs":
+            # The top-level subvolume shows every subvolume as a directory (@, @home, ...);
+            # the default one (what a plain mount shows) may hide the others.
+            self._appliance.call("mount_options", "ro,subvolid=5", device, "/")
+        else:
+            self._appliance.call("mount_ro", device, "/")
         self._mounted = device
 
     def _check_idle(self) -> None:
@@ -767,7 +791,10 @@ class GuestfsReader:
         read_fd, write_fd = os.pipe()
         pipe = os.fdopen(read_fd, "rb")
         try:
-            future = self._appliance.submit(lambda handle: _tar_out(handle, write_fd))
+            # ntfs-3g shows a file's named data streams as user.* extended attributes, and tar
+            # carries extended attributes when asked: that is how streams come out.
+            ntfs = self._by_fstype.get(device) == "ntfs"
+            future = self._appliance.submit(lambda handle: _tar_out(handle, write_fd, ntfs))
         except BaseException:
             pipe.close()
             os.close(write_fd)
@@ -789,6 +816,8 @@ class GuestfsReader:
                         item = self._member(archive, member, device, mountpoint)
                         if item is not None:
                             yield item
+                        if ntfs and member.isreg():
+                            yield from _streams(member, device, mountpoint)
             except (tarfile.TarError, EOFError) as exc:
                 problem = f"tar stream broken: {_first_line(exc)}"
             # Past the end-of-archive blocks only record padding is left; read it so tar_out

@@ -45,6 +45,8 @@ except ImportError:  # pragma: no cover - exercised only on a broken install
 _CONTAINERS = {"qcow2": "QCOW", "vmdk": "VMDK", "vhd": "VHDI", "vhdx": "VHDI", "raw": "RAW"}
 # Marks a volume read as raw bytes (swap), and the one FileRef that stands for all of it.
 _RAW = "@raw"
+# Separates a file's location from the name of one of its NTFS data streams in a locator.
+_STREAM = "\0"
 # dfvfs filesystem indicators the native reader walks in this version.
 _WALKABLE = {"EXT", "XFS", "FAT", "NTFS"}
 _FS_NAMES = {
@@ -392,9 +394,15 @@ class NativeReader:
             # Paged-out memory holds passwords and keys: swap is scanned as raw bytes.
             return _Volume(VolumeInfo(device, "swap", VolumeStatus.SCANNED), address, _RAW)
         if indicator is None:
-            return _unread(
-                device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised", address
+            # libguestfs knows more filesystems (btrfs, reiserfs, jfs, ufs, ...): let it try.
+            info = VolumeInfo(
+                device,
+                None,
+                VolumeStatus.UNSUPPORTED,
+                "no filesystem recognised",
+                other_reader=True,
             )
+            return _Volume(info, address, None)
         if indicator not in _WALKABLE:
             name = _FS_NAMES.get(indicator, indicator.lower())
             return _not_read_yet(device, name, address, indicator)
@@ -606,6 +614,11 @@ class NativeOpener:
             spec = dfvfs_factory.Factory.NewPathSpec(
                 indicator, inode=int(ref.locator), parent=volume_spec
             )
+        elif _STREAM in ref.locator:
+            location, stream = ref.locator.split(_STREAM, 1)
+            spec = dfvfs_factory.Factory.NewPathSpec(
+                indicator, location=location, data_stream=stream, parent=volume_spec
+            )
         else:
             spec = _fs_spec(volume_spec, indicator, ref.locator)
         return cast(
@@ -623,6 +636,8 @@ def _walk_entries(
     its location inside the filesystem (dfvfs writes FAT and NTFS locations with `separator`
     "\\"; guest paths always use "/"). A directory that cannot be listed is reported."""
 
+    ntfs = root.type_indicator == "NTFS"
+
     def guest(location: str) -> str:
         return join_guest_path(mountpoint, location.replace(separator, "/"))
 
@@ -637,6 +652,8 @@ def _walk_entries(
             continue
         for child in sorted(children, key=lambda e: e.name, reverse=True):
             child_location = child.path_spec.location
+            if directory is root and ntfs and child.name.startswith("$"):
+                continue  # NTFS metadata ($MFT, $Extend, ...): not files the guest sees
             if child.IsDirectory():
                 stack.append(child)
             elif child.IsFile():
@@ -646,6 +663,28 @@ def _walk_entries(
                     size=int(child.size or 0),
                     locator=child_location,
                 )
+                if ntfs:
+                    yield from _alternate_streams(child, guest(child_location), device)
+
+
+def _alternate_streams(entry: Any, path: str, device: str) -> Iterator[FileRef | Skipped]:
+    """An NTFS file's named data streams, each a file of its own at `path:stream` (the
+    Windows notation): content hidden there is as much a part of the copy as the file."""
+    for stream in entry.data_streams:
+        name = stream.name
+        if not name:
+            continue
+        try:
+            size = entry.GetFileObject(data_stream_name=name).get_size()
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(f"{path}:{name}", f"stream unreadable: {_one_line(exc)}")
+            continue
+        yield FileRef(
+            volume=device,
+            path=f"{path}:{name}",
+            size=int(size),
+            locator=entry.path_spec.location + _STREAM + name,
+        )
 
 
 def _one_line(exc: BaseException) -> str:

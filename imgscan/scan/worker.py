@@ -74,7 +74,9 @@ class FileScanner:
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
                 self._scan_stream(stream, ref.path, 0, _Budget(), findings, skipped)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except Exception as exc:
+            # Per-file trouble is data, not a crash: a corrupt file (or a reader library's own
+            # error type) costs that file, recorded with the reason, never the whole scan.
             skipped.append(Skipped(ref.path, f"read error: {_one_line(exc)}"))
         finally:
             self.opener.release(ref)
