@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
   libguestfs-tools python3-guestfs libguestfs-xfs linux-image-amd64 qemu-utils
-  python3-venv e2fsprogs fdisk gdisk
+  python3-venv e2fsprogs fdisk gdisk dosfstools mtools exfatprogs cryptsetup-bin
 )
 VENV=.venv
 PY="$VENV/bin/python"

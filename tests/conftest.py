@@ -39,3 +39,18 @@ def images() -> Path:
 def manifest(images: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((images / "manifest.json").read_text())
     return {image["name"]: image for image in data["images"]}
+
+
+@pytest.fixture(scope="session")
+def rich_images() -> Path:
+    """Directory of the issue-3 images (LVM, LUKS, xfs, btrfs, ntfs, every container format),
+    built with libguestfs by testdata/build_rich.py and cached like the others."""
+    import build_rich
+
+    return Path(build_rich.build_rich())
+
+
+@pytest.fixture(scope="session")
+def rich_manifest(rich_images: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((rich_images / "manifest.json").read_text())
+    return {image["name"]: image for image in data["images"]}

@@ -65,3 +65,22 @@ def reported_decoys(result: ScanResult, image: dict[str, Any]) -> list[str]:
 
 def finding_keys(result: ScanResult) -> list[tuple[str, int, str, str]]:
     return [(f.path, f.line, f.rule, f.fingerprint) for f in result.findings]
+
+
+def volume_mismatches(result: ScanResult, image: dict[str, Any]) -> list[str]:
+    """Manifest volumes the report does not list as expected. An unlocked LUKS volume's content
+    is named after its container (/dev/mapper/luks-sda2) where the manifest uses the guest's
+    crypttab name; extra report volumes must be containers whose content is listed."""
+    by_device = {v.device: v for v in result.volumes}
+    problems = []
+    for want in image["volumes"]:
+        device = want["device"]
+        if want.get("parent"):
+            device = "/dev/mapper/luks-" + want["parent"].rsplit("/", 1)[-1]
+        got = by_device.pop(device, None)
+        actual = None if got is None else (got.fstype, got.mountpoint, got.status.value)
+        expected = (want["fstype"], want["mountpoint"], want["status"])
+        if actual != expected:
+            problems.append(f"{device}: {actual} != {expected}")
+    problems += [f"{v.device}: unexpected" for v in by_device.values() if not v.covered]
+    return problems
