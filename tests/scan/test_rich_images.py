@@ -103,7 +103,9 @@ def _by_volume(result: ScanResult, devices: set[str]) -> list[tuple[str, int, st
     return kept
 
 
-@pytest.mark.parametrize("name", ["lvm-server-qcow2", "mbr-logical-raw", "fs-zoo-qcow2"])
+@pytest.mark.parametrize(
+    "name", ["lvm-server-qcow2", "mbr-logical-raw", "fs-zoo-qcow2", "luks-qcow2", "two-disk-ova"]
+)
 def test_native_and_guestfs_agree(
     rich_images: Path, rich_manifest: dict[str, Any], name: str
 ) -> None:
