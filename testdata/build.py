@@ -1519,16 +1519,18 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build(out: Path | None = None, *, force: bool = False) -> Path:
-    """Build the images (or reuse the cached build) and return their directory.
+def cached(
+    out: Path | None, key: str, build_into: Callable[[Path, str], None], force: bool
+) -> Path:
+    """Return ``out/<key>/``, building it with ``build_into(stage, key)`` unless it is cached.
 
-    ``out`` is the cache root (default :func:`default_out`); the images live in
-    ``out/<key>/``. A build happens in ``out/.staging-<key>-<pid>/`` and is
-    renamed into place only when complete, so a cache entry is never partial.
+    ``out`` is the cache root (default :func:`default_out`). A build happens in
+    ``out/.staging-<key>-<pid>/`` and is renamed into place only when complete (the manifest
+    is written last), so a cache entry is never partial; builds of one key take turns.
+    Set IMGSCAN_TESTDATA_KEEP_FAILED to keep a failed build's staging directory.
     """
     base = (out if out is not None else default_out()).expanduser().resolve()
     base.mkdir(parents=True, exist_ok=True)
-    key = source_key()
     final = base / key
     if not force and (final / MANIFEST).is_file():
         return final
@@ -1547,9 +1549,15 @@ def build(out: Path | None = None, *, force: bool = False) -> Path:
                 shutil.rmtree(trash, ignore_errors=True)
             os.rename(stage, final)
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            if not os.environ.get("IMGSCAN_TESTDATA_KEEP_FAILED"):
+                shutil.rmtree(stage, ignore_errors=True)
             raise
     return final
+
+
+def build(out: Path | None = None, *, force: bool = False) -> Path:
+    """Build the images (or reuse the cached build) and return their directory."""
+    return cached(out, source_key(), build_into, force)
 
 
 def main(argv: list[str] | None = None) -> int:

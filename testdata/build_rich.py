@@ -2270,36 +2270,9 @@ def source_key() -> str:
 
 
 def build_rich(out: Path | None = None, *, force: bool = False) -> Path:
-    """Build the rich images (or reuse the cached build) and return their directory.
-
-    ``out`` is the cache root (default: build.py's); the images live in ``out/rich-<key>/``,
-    built in ``out/.staging-rich-<key>-<pid>/`` and renamed into place when complete.
-    """
-    root = (out if out is not None else base.default_out()).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    key = source_key()
-    final = root / key
-    if not force and (final / MANIFEST).is_file():
-        return final
-    with base.locked(root / f".{key}.lock"):
-        if not force and (final / MANIFEST).is_file():
-            return final
-        for stale in root.glob(f".staging-{key}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        stage = root / f".staging-{key}-{os.getpid()}"
-        stage.mkdir()
-        try:
-            build_into(stage, key)
-            if final.exists():
-                trash = root / f".trash-{key}-{os.getpid()}"
-                os.rename(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.rename(stage, final)
-        except BaseException:
-            if not os.environ.get("IMGSCAN_TESTDATA_KEEP_FAILED"):
-                shutil.rmtree(stage, ignore_errors=True)
-            raise
-    return final
+    """Build the rich images (or reuse the cached build) and return their directory:
+    ``out/rich-<key>/`` under build.py's cache root, built and cached the same way."""
+    return base.cached(out, source_key(), build_into, force)
 
 
 def main(argv: list[str] | None = None) -> int:
