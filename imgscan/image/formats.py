@@ -117,9 +117,10 @@ def detect_format(path: Path, allow_external: bool = False) -> FormatInfo:
     return info
 
 
-def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
-    disk = Disk(
-        None,
+def _disk(info: FormatInfo, source: _Source, member: str | None) -> Disk:
+    """The disk that `source` holds, as classified in `info`."""
+    return Disk(
+        member,
         source.offset,
         source.size,
         info.format,
@@ -127,6 +128,10 @@ def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
         info.virtual_size,
         info.compressed,
     )
+
+
+def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
+    disk = _disk(info, source, None)
     return FormatInfo(
         info.format, info.subformat, info.virtual_size, info.external, (disk,), info.compressed
     )
@@ -156,17 +161,7 @@ def _ova(path: Path, size: int) -> FormatInfo:
                     )
                 info = _classify(source, source.read_at(0, 4096))
                 external.extend(info.external)
-                disks.append(
-                    Disk(
-                        member.name,
-                        source.offset,
-                        source.size,
-                        info.format,
-                        info.subformat,
-                        info.virtual_size,
-                        info.compressed,
-                    )
-                )
+                disks.append(_disk(info, source, member.name))
     except tarfile.TarError as exc:
         raise ImageError(f"{path}: corrupt OVA archive: {exc}") from None
     if not disks:
