@@ -50,7 +50,7 @@ import uuid
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,7 @@ class Plant:
     kind: str
     value: str
     after: str | None = None
+    detail: str | None = None  # for a secret in raw bytes (swap): what kind of value it is
 
 
 @dataclass(frozen=True)
@@ -1255,17 +1256,20 @@ def locate(data: bytes, value: str, after: str | None, where: str) -> tuple[int,
     return offset, data.count(b"\n", 0, offset) + 1
 
 
-def describe(
-    disk: Disk, values: dict[str, str], rendered: dict[tuple[str, str], Path]
+def manifest_entries(
+    plants: Iterable[Plant],
+    decoys: Iterable[Decoy],
+    values: dict[str, str],
+    read: Callable[[str], bytes],
+    boundaries: dict[str, int],
+    where: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Manifest ``planted`` and ``decoys`` entries of ``disk``, checked against the trees."""
+    """Manifest ``planted`` and ``decoys`` entries, each located (offset, line) in the content
+    ``read(path)`` returns. ``boundaries`` names values that must straddle a byte offset."""
     planted: list[dict[str, Any]] = []
-    for plant in PLANTED:
-        if plant.disk != disk.name:
-            continue
+    for plant in plants:
         secret = values[plant.value]
-        data = read_guest(disk, plant.path, rendered)
-        offset, line = locate(data, secret, plant.after, f"{disk.name}:{plant.path}")
+        offset, line = locate(read(plant.path), secret, plant.after, f"{where}:{plant.path}")
         entry: dict[str, Any] = {
             "path": plant.path,
             "kind": plant.kind,
@@ -1273,23 +1277,36 @@ def describe(
             "offset": offset,
             "line": line,
         }
-        boundary = BIGLOG_BOUNDARIES.get(plant.value)
+        if plant.detail:
+            entry["detail"] = plant.detail
+        boundary = boundaries.get(plant.value)
         if boundary is not None:
             if not offset < boundary < offset + len(secret):
                 raise BuildError(f"{plant.value} does not straddle {boundary}")
             entry["boundary"] = boundary
         planted.append(entry)
-    decoys: list[dict[str, Any]] = []
-    for decoy in DECOYS:
-        if decoy.disk != disk.name:
-            continue
+    found: list[dict[str, Any]] = []
+    for decoy in decoys:
         value = values[decoy.value[1:]] if decoy.value.startswith("@") else decoy.value
-        data = read_guest(disk, decoy.path, rendered)
-        offset, line = locate(data, value, decoy.after, f"{disk.name}:{decoy.path}")
-        decoys.append(
+        offset, line = locate(read(decoy.path), value, decoy.after, f"{where}:{decoy.path}")
+        found.append(
             {"path": decoy.path, "kind": decoy.kind, "value": value, "offset": offset, "line": line}
         )
-    return planted, decoys
+    return planted, found
+
+
+def describe(
+    disk: Disk, values: dict[str, str], rendered: dict[tuple[str, str], Path]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest ``planted`` and ``decoys`` entries of ``disk``, checked against the trees."""
+    return manifest_entries(
+        [p for p in PLANTED if p.disk == disk.name],
+        [d for d in DECOYS if d.disk == disk.name],
+        values,
+        lambda path: read_guest(disk, path, rendered),
+        BIGLOG_BOUNDARIES,
+        disk.name,
+    )
 
 
 def iter_files(root: Path) -> Iterator[Path]:

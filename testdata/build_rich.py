@@ -550,20 +550,9 @@ LUKS_KEY_FILE = "luks.key"
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plant:
-    """A secret a scanner must report at ``path`` (see build.Plant).
-
-    ``kind`` ``swap-bytes`` marks a secret in a swap area's raw bytes; ``detail`` then says
-    what the bytes hold.
-    """
-
-    system: str
-    path: str
-    kind: str
-    value: str
-    after: str | None = None
-    detail: str | None = None
+# A secret a scanner must report (build.Plant): ``disk`` names the system here; kind
+# ``swap-bytes`` marks a secret in a swap area's raw bytes, ``detail`` says what they hold.
+Plant = base.Plant
 
 
 L, M, K, Z, T = "lvm-server", "mbr-logical", "luks", "fs-zoo", "two-disk"
@@ -1442,39 +1431,14 @@ def describe(
     swaps: dict[tuple[str, str], bytes],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Manifest ``planted`` and ``decoys`` of ``system``, located in what was rendered."""
-    planted: list[dict[str, Any]] = []
-    for plant in PLANTED:
-        if plant.system != system.name:
-            continue
-        secret = values[plant.value]
-        data = content(system, plant.path, trees, swaps)
-        where = f"{system.name}:{plant.path}"
-        offset, line = base.locate(data, secret, plant.after, where)
-        entry: dict[str, Any] = {
-            "path": plant.path,
-            "kind": plant.kind,
-            "secret": secret,
-            "offset": offset,
-            "line": line,
-        }
-        if plant.detail:
-            entry["detail"] = plant.detail
-        if plant.value == "LVM_SWAP_AWS_KEY":
-            if not offset < SWAP_BOUNDARY < offset + len(secret):
-                raise base.BuildError(f"{plant.value} does not straddle {SWAP_BOUNDARY}")
-            entry["boundary"] = SWAP_BOUNDARY
-        planted.append(entry)
-    decoys: list[dict[str, Any]] = []
-    for decoy in DECOYS:
-        if decoy.disk != system.name:
-            continue
-        value = values[decoy.value[1:]] if decoy.value.startswith("@") else decoy.value
-        data = content(system, decoy.path, trees, swaps)
-        offset, line = base.locate(data, value, decoy.after, f"{system.name}:{decoy.path}")
-        decoys.append(
-            {"path": decoy.path, "kind": decoy.kind, "value": value, "offset": offset, "line": line}
-        )
-    return planted, decoys
+    return base.manifest_entries(
+        [p for p in PLANTED if p.disk == system.name],
+        [d for d in DECOYS if d.disk == system.name],
+        values,
+        lambda path: content(system, path, trees, swaps),
+        {"LVM_SWAP_AWS_KEY": SWAP_BOUNDARY},
+        system.name,
+    )
 
 
 # --------------------------------------------------------------------------
