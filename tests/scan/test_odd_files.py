@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from imgscan.model import ScanResult
 from imgscan.options import ScanOptions
 from imgscan.scan.scanner import scan_image
 
-SECRET = "postgres://hr_app:" + "Zq8mT2vLp9XcQw7" + "@db.internal:5432/hr"
+# Generated per run: the repository holds no credential-shaped literal.
+PASSWORD = secrets.token_hex(8)
+SECRET = f"postgres://hr_app:{PASSWORD}@db.internal:5432/hr"
 _cache: dict[ReaderKind, ScanResult] = {}
 
 
@@ -58,7 +61,7 @@ def _scan(image: Path, reader: ReaderKind) -> ScanResult:
 def test_native_reads_odd_names_links_and_swap(odd_image: Path) -> None:
     result = _scan(odd_image, ReaderKind.NATIVE)
     assert result.complete
-    paths = {f.path for f in result.findings if f.secret and "Zq8mT2vLp9XcQw7" in f.secret}
+    paths = {f.path for f in result.findings if f.secret and PASSWORD in f.secret}
     assert paths == {
         "/@dev/sda1/etc/caf\udce9.conf",
         "/@dev/sda1/etc/app.conf",
