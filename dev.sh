@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(
-  libguestfs-tools python3-guestfs libguestfs-xfs linux-image-amd64 qemu-utils
+  libguestfs-tools python3-guestfs python3-hivex libguestfs-xfs linux-image-amd64 qemu-utils
   python3-venv e2fsprogs fdisk gdisk dosfstools mtools exfatprogs cryptsetup-bin
 )
 VENV=.venv

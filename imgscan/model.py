@@ -42,7 +42,8 @@ class VolumeStatus(StrEnum):
     SCANNED = "scanned"
     UNREADABLE = "unreadable"  # recognised, but reading it failed (corrupt, I/O error)
     UNSUPPORTED = "unsupported"  # a volume type or filesystem this reader cannot read
-    SKIPPED = "skipped"  # deliberately not scanned (swap, empty, ...)
+    SKIPPED = "skipped"  # deliberately not scanned (an LVM physical volume, ...)
+    EMPTY = "empty"  # no filesystem, and every byte read is zero: nothing to scan
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class Volume:
 
     @property
     def covered(self) -> bool:
-        """Whether the volume's content was read: scanned itself, or a container (an LVM
-        physical volume, an unlocked LUKS volume) whose content is listed, and judged, as
-        volumes of its own."""
-        if self.status is VolumeStatus.SCANNED:
+        """Whether the volume's content was read: scanned itself, read and found to be all
+        zeros (a Microsoft reserved partition), or a container (an LVM physical volume, an
+        unlocked LUKS volume) whose content is listed, and judged, as volumes of its own."""
+        if self.status in (VolumeStatus.SCANNED, VolumeStatus.EMPTY):
             return True
         return self.status is VolumeStatus.SKIPPED and self.fstype in CONTAINER_FSTYPES
 

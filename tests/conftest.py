@@ -35,10 +35,15 @@ def images() -> Path:
     return testdata_build.build()
 
 
+def _manifest(directory: Path) -> dict[str, Any]:
+    """The images of a build's manifest.json, by name."""
+    data: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
+    return {image["name"]: image for image in data["images"]}
+
+
 @pytest.fixture(scope="session")
 def manifest(images: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((images / "manifest.json").read_text())
-    return {image["name"]: image for image in data["images"]}
+    return _manifest(images)
 
 
 @pytest.fixture(scope="session")
@@ -52,5 +57,18 @@ def rich_images() -> Path:
 
 @pytest.fixture(scope="session")
 def rich_manifest(rich_images: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((rich_images / "manifest.json").read_text())
-    return {image["name"]: image for image in data["images"]}
+    return _manifest(rich_images)
+
+
+@pytest.fixture(scope="session")
+def windows_images() -> Path:
+    """Directory of the Windows images (GPT, EFI, MSR, NTFS with registry hives), built with
+    libguestfs by testdata/build_windows.py and cached like the others."""
+    import build_windows
+
+    return Path(build_windows.build_windows())
+
+
+@pytest.fixture(scope="session")
+def windows_manifest(windows_images: Path) -> dict[str, Any]:
+    return _manifest(windows_images)

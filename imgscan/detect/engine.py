@@ -25,6 +25,7 @@ from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
 
 RAW_PATH = "@raw"  # what path rules see for raw volume bytes
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
 _LEAD = 256  # context kept before the accept zone, for word boundaries and prefixes
 
 
@@ -63,16 +64,22 @@ class Engine:
         self._yara = YaraMatcher(spec.pack.yara)
         self._reach = max((r.window for r in rules), default=512) + 64
         self._free = frozenset(i for i, r in enumerate(rules) if not r.paths)
-        self._path_rules = [
-            (i, re.compile("|".join(path_glob_regex(g) for g in r.paths)))
-            for i, r in enumerate(rules)
-            if r.paths
-        ]
+        globs = [(i, "|".join(path_glob_regex(g) for g in r.paths)) for i, r in enumerate(rules)]
+        self._path_rules = [(i, re.compile(rx)) for i, rx in globs if rx]
+        # Windows names are case-insensitive: a rule for **/web.config also takes Web.Config.
+        self._windows_path_rules = [(i, re.compile(rx, re.IGNORECASE)) for i, rx in globs if rx]
         self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
 
     def allowed_rules(self, path: str) -> frozenset[int]:
-        """Indices of the pattern rules that apply to a file at guest `path`."""
-        extra = [i for i, rx in self._path_rules if rx.match(path)]
+        """Indices of the pattern rules that apply to a file at guest `path`.
+
+        Globs use "/"; a Windows path (C:\\Users\\alice\\web.config) is matched as
+        C:/Users/alice/web.config, regardless of case.
+        """
+        path_rules = self._path_rules
+        if _WINDOWS_PATH.match(path):
+            path, path_rules = path.replace("\\", "/"), self._windows_path_rules
+        extra = [i for i, rx in path_rules if rx.match(path)]
         return self._free.union(extra) if extra else self._free
 
     def scan_bytes(self, data: bytes, path: str) -> list[Hit]:

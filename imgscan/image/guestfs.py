@@ -44,7 +44,14 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import Disk, FormatInfo
-from imgscan.image.interface import OpenerSpec, VolumeInfo, device_sort_key, join_guest_path
+from imgscan.image.interface import (
+    ZERO_CHECK_LIMIT,
+    ZERO_REASON,
+    OpenerSpec,
+    VolumeInfo,
+    device_sort_key,
+    join_guest_path,
+)
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -69,6 +76,8 @@ INLINE_MAX = 1 << 20
 APPLIANCE_MEMSIZE = 768
 # Bytes per `pread` call: the protocol caps one message at 4 MiB.
 _PREAD_CHUNK = 2 << 20
+# Filesystems whose names Windows looks up case-insensitively.
+_CASE_INSENSITIVE = ("ntfs", "vfat", "exfat")
 _SPOOL_CHUNK = 1 << 20
 # How long to wait for an interrupted `tar_out` to notice its reader is gone (it takes ~0.1 s).
 _STREAM_STOP_TIMEOUT = 60.0
@@ -619,6 +628,8 @@ class GuestfsReader:
         if fstype is None:
             if self._is_extended_partition(device):
                 return None
+            if self._zeroed(device):
+                return VolumeInfo(device, None, VolumeStatus.EMPTY, ZERO_REASON)
             return VolumeInfo(device, None, VolumeStatus.UNSUPPORTED, "no filesystem recognised")
         if fstype == "LVM2_member":
             return VolumeInfo(
@@ -672,6 +683,15 @@ class GuestfsReader:
                 label,
             )
         return VolumeInfo(device, fstype, VolumeStatus.SCANNED, None, uuid, label)
+
+    def _zeroed(self, device: str) -> bool:
+        """Whether the volume is small enough to check and every byte of it is zero."""
+        try:
+            if self._appliance.call("blockdev_getsize64", device) > ZERO_CHECK_LIMIT:
+                return False
+            return bool(self._appliance.call("is_zero_device", device))
+        except RuntimeError:
+            return False
 
     def _partition_table(self, disk: str) -> str | None:
         if disk not in self._parttype:
@@ -737,6 +757,10 @@ class GuestfsReader:
         self._check_idle()
         try:
             self._mount(device)
+            if volume.fstype in _CASE_INSENSITIVE:
+                # Windows looks names up regardless of case; ntfs-3g and the kernel's FAT
+                # drivers do not, so resolve the path to the case the volume stores.
+                path = self._appliance.call("case_sensitive_path", path)
             if not self._appliance.call("is_file", path, followsymlinks=False):
                 return None
             parts: list[bytes] = []

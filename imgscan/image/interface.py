@@ -37,6 +37,13 @@ class VolumeInfo:
     partuuid: str | None = None  # partition-table id of a partition (fstab's PARTUUID=)
 
 
+# A volume with no filesystem is read to the end to see whether it holds anything at all (a
+# Microsoft reserved partition is all zeros). Past this size the read would cost more than it
+# tells: such a volume stays "unsupported" and makes coverage incomplete.
+ZERO_CHECK_LIMIT = 256 << 20
+ZERO_REASON = "no filesystem; every byte is zero"
+
+
 @dataclass(frozen=True)
 class OpenerSpec:
     """Plain data from which a worker process rebuilds its own access to file content."""
@@ -62,7 +69,11 @@ class Reader(Protocol):
         ...
 
     def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
-        """Content of a small regular file inside a readable volume, or None if absent."""
+        """Up to `limit` bytes of a regular file inside a readable volume, or None if absent.
+
+        `path` is absolute inside the volume, with "/" separators. On ntfs, vfat and exfat the
+        name matches regardless of case, as Windows looks it up.
+        """
         ...
 
     def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
@@ -90,9 +101,17 @@ class FileOpener(Protocol):
         ...
 
 
+_DRIVE_ROOT = re.compile(r"^[A-Z]:\\$")
+
+
 def join_guest_path(mountpoint: str, inner: str) -> str:
-    """Guest path of `inner` (absolute in its filesystem) on a volume mounted at `mountpoint`."""
+    """Guest path of `inner` (absolute in its filesystem) on a volume mounted at `mountpoint`.
+
+    A Windows drive mountpoint ("C:\\") gives a Windows path: C:\\Users\\alice\\notes.txt.
+    """
     inner = "/" + inner.lstrip("/")
+    if _DRIVE_ROOT.match(mountpoint):
+        return mountpoint + inner[1:].replace("/", "\\")
     if mountpoint in ("", "/"):
         return inner
     return mountpoint.rstrip("/") + (inner if inner != "/" else "")

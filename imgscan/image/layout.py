@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from imgscan.image.interface import Reader, VolumeInfo
+from imgscan.image.windows import WindowsSystem, drive_root
 from imgscan.model import VolumeStatus
 
 _DISK_DEVICE = re.compile(r"^/dev/(?:[shv]d|xvd)a(\d*)$")
@@ -104,12 +105,16 @@ def parse_crypttab(text: str) -> list[tuple[str, str]]:
     return entries
 
 
-def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
+def mount_layout(
+    reader: Reader, volumes: list[VolumeInfo], windows: WindowsSystem | None = None
+) -> dict[str, str]:
     """Map each readable volume's device to the guest mountpoint its files appear under.
 
     The root is the readable volume whose /etc/fstab mounts it at `/` (or, failing that, the
-    first one holding an /etc/fstab, or a lone filesystem). Other volumes take the mountpoint
-    the root's fstab gives them, else a synthetic one.
+    first one holding an /etc/fstab, or a lone filesystem that is not a Windows system
+    volume). Other volumes take the mountpoint the root's fstab gives them. A Windows system
+    volume (`windows`) and the volumes its registry gives letters appear under their drive
+    ("C:\\"). Any other volume gets a synthetic prefix.
     """
     readable = [v for v in volumes if v.status is VolumeStatus.SCANNED]
     # Swap is scanned as raw bytes but holds no tree: it is never the root, nor mounted.
@@ -128,7 +133,7 @@ def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
             break
     if root is None and candidates:
         root, entries = candidates[0]
-    if root is None and len(trees) == 1:
+    if root is None and len(trees) == 1 and windows is None:
         root = trees[0]
     if root is not None:
         layout[root.device] = "/"
@@ -137,6 +142,10 @@ def mount_layout(reader: Reader, volumes: list[VolumeInfo]) -> dict[str, str]:
             target = aliases.get(spec) or _resolve(spec, trees)
             if target is not None and target.device not in layout and mountpoint != "/":
                 layout[target.device] = mountpoint
+    if windows is not None:
+        layout.setdefault(windows.device, drive_root(windows.drive))
+        for device, letter in windows.letters.items():
+            layout.setdefault(device, drive_root(letter))
     for volume in readable:
         layout.setdefault(volume.device, synthetic_mountpoint(volume.device))
     return layout

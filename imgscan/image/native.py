@@ -14,7 +14,14 @@ from typing import Any, BinaryIO, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import FormatInfo
-from imgscan.image.interface import OpenerSpec, VolumeInfo, device_sort_key, join_guest_path
+from imgscan.image.interface import (
+    ZERO_CHECK_LIMIT,
+    ZERO_REASON,
+    OpenerSpec,
+    VolumeInfo,
+    device_sort_key,
+    join_guest_path,
+)
 from imgscan.image.superblock import (
     EXT_SUPERBLOCK_OFFSET,
     FsIdentity,
@@ -27,6 +34,7 @@ from imgscan.image.superblock import (
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
+    import pyfsntfs
     import pytsk3
     from dfvfs.analyzer import analyzer as dfvfs_analyzer
     from dfvfs.lib import definitions as dfvfs_defs
@@ -393,6 +401,8 @@ class NativeReader:
         if indicator is None and self._swap(spec):
             # Paged-out memory holds passwords and keys: swap is scanned as raw bytes.
             return _Volume(VolumeInfo(device, "swap", VolumeStatus.SCANNED), address, _RAW)
+        if indicator is None and self._zeroed(spec):
+            return _Volume(VolumeInfo(device, None, VolumeStatus.EMPTY, ZERO_REASON), address, None)
         if indicator is None:
             # libguestfs knows more filesystems (btrfs, reiserfs, jfs, ufs, ...): let it try.
             info = VolumeInfo(
@@ -443,7 +453,16 @@ class NativeReader:
         if indicator == "FAT":
             return fat_identity(head)
         if indicator == "NTFS":
-            return ntfs_identity(head)
+            ident = ntfs_identity(head)
+            if ident is None:
+                return None
+            # The label is not in the boot sector but in the $Volume file: libfsntfs reads it.
+            volume = pyfsntfs.volume()
+            try:
+                volume.open_file_object(handle)
+                return FsIdentity(ident.fstype, ident.uuid, volume.name or None)
+            finally:
+                volume.close()
         return None
 
     def _fat(self, spec: Any) -> bool:
@@ -451,6 +470,23 @@ class NativeReader:
             handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
             handle.seek(0)
             return fat_identity(handle.read(512)) is not None
+        except _BACKEND_ERRORS:
+            return False
+
+    def _zeroed(self, spec: Any) -> bool:
+        """Whether the volume is small enough to check and every byte of it is zero."""
+        try:
+            handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+            size = handle.get_size()
+            if size > ZERO_CHECK_LIMIT:
+                return False
+            handle.seek(0)
+            block = 1 << 20
+            for offset in range(0, size, block):
+                data = handle.read(min(block, size - offset))
+                if not data or data.count(0) != len(data):
+                    return False
+            return True
         except _BACKEND_ERRORS:
             return False
 
@@ -475,8 +511,13 @@ class NativeReader:
         return fs.GetFileEntryByPathSpec(spec)
 
     def read_small(self, device: str, path: str, limit: int = 1 << 16) -> bytes | None:
-        if self._by_device[device].fs_indicator == _RAW:
+        indicator = self._by_device[device].fs_indicator
+        if indicator == _RAW:
             return None  # raw bytes (swap): no files
+        if indicator in ("NTFS", "FAT"):
+            # dfvfs locations use the filesystem's own separator; libfsntfs and libfsfat look
+            # names up case-insensitively, as Windows does.
+            path = path.replace("/", "\\")
         try:
             entry = self._entry(device, path)
             if entry is None or not entry.IsFile():

@@ -19,6 +19,7 @@ from imgscan.image.formats import detect_format
 from imgscan.image.inspect import inspect_linux
 from imgscan.image.interface import Reader
 from imgscan.image.layout import mount_layout
+from imgscan.image.windows import find_windows
 from imgscan.model import (
     FileRef,
     Finding,
@@ -64,9 +65,12 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 f"{options.image}: no filesystem recognised on any of its {len(infos)} "
                 "volume(s); the partition table may be garbage"
             )
-        layout = mount_layout(reader, infos)
+        windows = find_windows(reader, infos)
+        layout = mount_layout(reader, infos, windows)
         root = next((device for device, mountpoint in layout.items() if mountpoint == "/"), None)
         os_info = inspect_linux(reader, root) if root is not None else None
+        if os_info is None and windows is not None:
+            os_info = windows.os
         spec = WorkerSpec(
             engine_spec,
             reader.opener_spec(),
@@ -112,7 +116,9 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 bytes=sum(sizes.values()),
                 seconds=round(time.monotonic() - started, 3),
             ),
-            warnings=engine_spec.compiled.warnings + reader.warnings,
+            warnings=engine_spec.compiled.warnings
+            + reader.warnings
+            + (windows.warnings if windows is not None else ()),
             os=os_info,
         )
     finally:
