@@ -1,25 +1,44 @@
-"""Archive expansion: the members of zip, tar and gzip files become files to scan.
+"""Archive expansion: the members of zip (jar, war, ear, ...), tar and compressed files
+(gzip, bzip2, xz, zstd; a compressed tar is a tar) become files to scan.
 
 A member is reported at `outer/path!/inner/path`; nested archives nest the marker. Expansion is
-bounded (depth, member count, expanded bytes) and every member that hits a bound is returned as
-Skipped with the reason, so coverage reports it.
+bounded (depth, member count, expanded bytes: an absolute cap and a ratio to the outermost
+archive's size) and every member that hits a bound is returned as Skipped with the reason, so
+coverage reports it. Formats are recognised by their magic bytes, never by file name.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import posixpath
 import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO, cast
+
+import zstandard
 
 from imgscan.model import Skipped
 
 MAX_DEPTH = 3
 MAX_MEMBERS = 10_000
 MAX_EXPANDED = 1 << 30  # bytes of member content per outermost archive
+# Text and code compress 3-10x, very repetitive logs up to ~100x; a decompression bomb expands
+# thousands of times. An archive may expand to MAX_RATIO times its size (but always to at
+# least RATIO_FLOOR, and never beyond MAX_EXPANDED).
+MAX_RATIO = 200
+RATIO_FLOOR = 16 << 20
+
+# Single-stream compressors: magic bytes, and the suffix their files usually carry.
+_COMPRESSED = {"gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst"}
+
+
+def expansion_limit(archive_size: int) -> int:
+    """Bytes an outermost archive of `archive_size` bytes may expand to, all levels counted."""
+    return min(MAX_EXPANDED, max(RATIO_FLOOR, MAX_RATIO * archive_size))
 
 
 @dataclass(frozen=True)
@@ -37,9 +56,34 @@ def archive_kind(head: bytes) -> str | None:
         return "zip"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"\x31\x41\x59\x26\x53\x59":
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if _is_tar(head):
         return "tar"
     return None
+
+
+def _is_tar(head: bytes) -> bool:
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def _decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
+    """A reader of the decompressed content of `stream` (read forward only)."""
+    if kind == "gzip":
+        return cast(BinaryIO, gzip.GzipFile(fileobj=stream))
+    if kind == "bzip2":
+        return cast(BinaryIO, bz2.BZ2File(stream))
+    if kind == "xz":
+        return cast(BinaryIO, lzma.LZMAFile(stream))
+    # read_across_frames: zstd's CLI writes one frame per input, but concatenations exist.
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        stream, read_across_frames=True, closefd=False
+    )
+    return cast(BinaryIO, reader)
 
 
 def _member_path(outer: str, inner: str) -> str:
@@ -75,25 +119,29 @@ def expand(
                 with archive.open(info) as member:
                     yield Member(member_path, info.file_size, member)  # type: ignore[arg-type]
     elif kind == "tar":
-        yield from _tar_members(stream, path, "r|", max_member_size)
-    elif kind == "gzip":
+        yield from _tar_members(stream, path, max_member_size)
+    elif kind in _COMPRESSED:
+        # A compressed tar is a tar; anything else is one compressed file. Peeking at the
+        # decompressed head decides, then a fresh decompressor streams from the start.
         start = stream.tell()
-        try:
-            yield from _tar_members(stream, path, "r|gz", max_member_size)
-            return
-        except tarfile.ReadError:
-            stream.seek(start)  # not a tar inside: a single compressed file
-        name = posixpath.basename(path)
-        inner = name[:-3] if name.endswith(".gz") else name + ".out"
-        with gzip.GzipFile(fileobj=stream) as member:
-            yield Member(_member_path(path, inner), None, member)  # type: ignore[arg-type]
+        with _decompressed(stream, kind) as peek:
+            is_tar = _is_tar(peek.read(512))
+        stream.seek(start)
+        with _decompressed(stream, kind) as content:
+            if is_tar:
+                yield from _tar_members(content, path, max_member_size)
+                return
+            name = posixpath.basename(path.rsplit("!/", 1)[-1])
+            suffix = _COMPRESSED[kind]
+            inner = (
+                name[: -len(suffix)] if name.endswith(suffix) and name != suffix else name + ".out"
+            )
+            yield Member(_member_path(path, inner), None, content)
 
 
-def _tar_members(
-    stream: BinaryIO, path: str, mode: Literal["r|", "r|gz"], max_member_size: int
-) -> Iterator[Member | Skipped]:
+def _tar_members(stream: BinaryIO, path: str, max_member_size: int) -> Iterator[Member | Skipped]:
     count = 0
-    with tarfile.open(fileobj=stream, mode=mode) as archive:
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
         for info in archive:
             if not info.isfile():
                 continue

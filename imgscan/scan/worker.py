@@ -8,16 +8,27 @@ the main process never sends it anything but FileRefs.
 from __future__ import annotations
 
 import io
+import lzma
 import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
+import zstandard
+
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import FileRef, Finding, Skipped, fingerprint, redact
-from imgscan.scan.archives import MAX_DEPTH, MAX_EXPANDED, Member, archive_kind, expand
+from imgscan.scan.archives import (
+    MAX_DEPTH,
+    MAX_EXPANDED,
+    MAX_RATIO,
+    Member,
+    archive_kind,
+    expand,
+    expansion_limit,
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,8 @@ _SPOOL_IN_MEMORY = 8 << 20
 class _Budget:
     """Expanded-bytes allowance of one outermost archive (decompression-bomb bound)."""
 
-    def __init__(self) -> None:
-        self.left = MAX_EXPANDED
+    def __init__(self, archive_size: int) -> None:
+        self.limit = self.left = expansion_limit(archive_size)
 
 
 class FileScanner:
@@ -73,7 +84,7 @@ class FileScanner:
                 hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
-                self._scan_stream(stream, ref.path, 0, _Budget(), findings, skipped)
+                self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped)
         except Exception as exc:
             # Per-file trouble is data, not a crash: a corrupt file (or a reader library's own
             # error type) costs that file, recorded with the reason, never the whole scan.
@@ -101,7 +112,14 @@ class FileScanner:
                         continue
                     self._scan_member(item, depth, budget, findings, skipped)
                 return
-            except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+            except (
+                zipfile.BadZipFile,
+                tarfile.TarError,
+                EOFError,
+                OSError,
+                lzma.LZMAError,
+                zstandard.ZstdError,
+            ) as exc:
                 skipped.append(Skipped(path, f"corrupt {kind} archive: {_one_line(exc)}"))
                 stream.seek(0)  # still scan the raw bytes: they may hold plain text
         elif kind is not None:
@@ -132,7 +150,11 @@ class FileScanner:
                 skipped.append(Skipped(member.path, "member larger than the size limit"))
                 return
             if size > budget.left:
-                skipped.append(Skipped(member.path, f"archive expands beyond {MAX_EXPANDED} bytes"))
+                reason = (
+                    f"archive expands beyond {budget.limit} bytes (the limit is {MAX_RATIO}x the "
+                    f"archive's size, at most {MAX_EXPANDED}): a possible decompression bomb"
+                )
+                skipped.append(Skipped(member.path, reason))
                 budget.left = 0
                 return
             budget.left -= size
