@@ -64,6 +64,47 @@ class FileRef:
     raw: bool = False  # the raw bytes of a whole volume (swap), not a file of a filesystem
 
 
+class CheckResult(StrEnum):
+    """What one offline check says about a value."""
+
+    PASS = "pass"  # the value's own structure checks out (checksum, parse, live hash)
+    FAIL = "fail"  # the value cannot work as it is (expired, does not parse)
+    INFO = "info"  # a fact worth knowing that judges nothing
+
+
+class ValidationStatus(StrEnum):
+    """The verdict of a finding's offline checks. Nothing is ever tried against a service."""
+
+    VERIFIED = "verified"  # at least one check passed and none failed
+    FAILED = "failed"  # a check failed: the finding is demoted to low severity
+    UNVERIFIED = "unverified"  # no offline check applies to this kind of value
+
+
+@dataclass(frozen=True)
+class Check:
+    """One offline check of a found value. `detail` never contains the value itself."""
+
+    name: str
+    result: CheckResult
+    detail: str
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Offline checks of a finding's value and their verdict."""
+
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def status(self) -> ValidationStatus:
+        results = {c.result for c in self.checks}
+        if CheckResult.FAIL in results:
+            return ValidationStatus.FAILED
+        if CheckResult.PASS in results:
+            return ValidationStatus.VERIFIED
+        return ValidationStatus.UNVERIFIED
+
+
 @dataclass(frozen=True)
 class Finding:
     """One secret found at one place. `secret` is None unless the user asked for raw values."""
@@ -76,6 +117,7 @@ class Finding:
     preview: str
     fingerprint: str
     secret: str | None = None
+    validation: Validation = Validation()
 
     def sort_key(self) -> tuple[str, int, str, str]:
         return (self.path, self.line, self.rule, self.fingerprint)

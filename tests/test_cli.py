@@ -67,7 +67,14 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
         "line",
         "preview",
         "fingerprint",
+        "validation",
     }
+    assert set(finding["validation"]) == {"status", "checks"}
+    # The planted keys are real generated keys: each PEM or OpenSSH one is captured whole and
+    # parses (PuTTY and PGP keys have no offline parser yet).
+    keys = {f["rule"]: f["validation"]["status"] for f in report["findings"]}
+    parsed = [r for r in keys if r.startswith(("pem-", "openssh-", "escaped-pem-"))]
+    assert len(parsed) >= 3 and {keys[r] for r in parsed} == {"verified"}, keys
     assert set(report["stats"]) == {"files", "bytes", "seconds"}
     paths = {f["path"] for f in report["findings"]}
     assert "/srv/app/releases/config-bundle.zip!/settings.ini" in paths

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from imgscan.detect.checks import NotASecret, offline_checks
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
 from imgscan.detect.rules import PatternRule, RuleMeta, RulePack, path_glob_regex
 from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
+from imgscan.model import Check
 
 RAW_PATH = "@raw"  # what path rules see for raw volume bytes
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
@@ -37,6 +39,7 @@ class Hit:
     secret: bytes
     offset: int
     line: int
+    checks: tuple[Check, ...] = ()  # offline checks of the secret (detect/checks.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Engine:
     """Runs every pattern and YARA rule of a pack. Build one per process."""
 
     def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
         self.pack = spec.pack
         self.warnings = spec.compiled.warnings
         rules: tuple[PatternRule, ...] = spec.pack.patterns
@@ -102,18 +106,25 @@ class Engine:
         ):
             if first:
                 for yhit in self._yara.find(buf):
-                    hits.append(
-                        Hit(yhit.meta, yhit.secret, yhit.start, buf.count(b"\n", 0, yhit.start) + 1)
-                    )
+                    try:
+                        checks = offline_checks(yhit.secret)
+                    except NotASecret:
+                        continue
+                    line = buf.count(b"\n", 0, yhit.start) + 1
+                    hits.append(Hit(yhit.meta, yhit.secret, yhit.start, line, checks))
             for phit in self._patterns.find(buf, allowed):
                 if not lead <= phit.start < stop:
                     continue
                 secret = buf[phit.secret_start : phit.secret_end]
                 if any(check(secret) for check in self._validators[phit.rule]):
                     continue
+                try:
+                    checks = offline_checks(secret)
+                except NotASecret:
+                    continue
                 line = lines_before + buf.count(b"\n", 0, phit.secret_start) + 1
                 hits.append(
-                    Hit(self._rules[phit.rule].meta, secret, base + phit.secret_start, line)
+                    Hit(self._rules[phit.rule].meta, secret, base + phit.secret_start, line, checks)
                 )
         hits.sort(key=lambda h: (h.offset, h.rule.id))
         return hits

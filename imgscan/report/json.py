@@ -24,6 +24,13 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "line": f.line,
             "preview": f.preview,
             "fingerprint": f.fingerprint,
+            "validation": {
+                "status": f.validation.status.value,
+                "checks": [
+                    {"check": c.name, "result": c.result.value, "detail": c.detail}
+                    for c in f.validation.checks
+                ],
+            },
         }
         if f.secret is not None:
             item["secret"] = f.secret

@@ -19,7 +19,16 @@ import zstandard
 
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
-from imgscan.model import FileRef, Finding, Skipped, fingerprint, redact
+from imgscan.model import (
+    FileRef,
+    Finding,
+    Severity,
+    Skipped,
+    Validation,
+    ValidationStatus,
+    fingerprint,
+    redact,
+)
 from imgscan.scan.archives import (
     MAX_DEPTH,
     MAX_EXPANDED,
@@ -165,15 +174,21 @@ class FileScanner:
 
     def _finding(self, hit: Hit, path: str) -> Finding:
         meta = hit.rule
+        validation = Validation(hit.checks)
+        severity = meta.severity
+        if validation.status is ValidationStatus.FAILED and severity.rank > Severity.LOW.rank:
+            # Expired or unparseable: still on the image, but it no longer grants access.
+            severity = Severity.LOW
         return Finding(
             rule=meta.id,
             category=meta.category,
-            severity=meta.severity,
+            severity=severity,
             path=path,
             line=hit.line,
             preview=redact(hit.secret, meta.preview_prefix),
             fingerprint=fingerprint(meta.id, path, hit.secret),
             secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
+            validation=validation,
         )
 
 

@@ -18,36 +18,9 @@ from collections.abc import Callable
 import pytest
 import zstandard
 
-from imgscan.detect.engine import EngineSpec
-from imgscan.image.interface import OpenerSpec
 from imgscan.model import FileRef
 from imgscan.scan.archives import MAX_DEPTH, RATIO_FLOOR, archive_kind
-from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
-
-
-class _NoOpener:
-    """Inline content only: nothing is ever opened."""
-
-    def open(self, ref: FileRef) -> io.BytesIO:
-        raise AssertionError(f"{ref.path} should have been inline")
-
-    def release(self, ref: FileRef) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def scanner(engine_spec: EngineSpec) -> FileScanner:
-    spec = WorkerSpec(engine_spec, OpenerSpec("inline", "-", "raw"), 1 << 20, 1 << 30, True)
-    return FileScanner(spec, _NoOpener())
-
-
-@pytest.fixture(scope="module")
-def engine_spec() -> EngineSpec:
-    from imgscan.detect.engine import build_spec
-    from imgscan.detect.rules import load_pack
-    from imgscan.options import default_signatures_dir
-
-    return build_spec(load_pack(default_signatures_dir()))
+from imgscan.scan.worker import FileOutcome, FileScanner
 
 
 def _secret() -> tuple[str, bytes]:
@@ -84,27 +57,29 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
-def test_a_compressed_file_is_expanded(scanner: FileScanner, suffix: str) -> None:
+def test_a_compressed_file_is_expanded(inline_scanner: FileScanner, suffix: str) -> None:
     password, text = _secret()
-    outcome = _scan(scanner, f"/srv/app/env.{suffix}", COMPRESSORS[suffix](text))
+    outcome = _scan(inline_scanner, f"/srv/app/env.{suffix}", COMPRESSORS[suffix](text))
     assert [(f.path, f.secret) for f in outcome.findings] == [
         (f"/srv/app/env.{suffix}!/env", password)
     ]
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
-def test_a_compressed_tar_is_a_tar(scanner: FileScanner, suffix: str) -> None:
+def test_a_compressed_tar_is_a_tar(inline_scanner: FileScanner, suffix: str) -> None:
     password, text = _secret()
     data = COMPRESSORS[suffix](_tar("app/.env", text))
-    outcome = _scan(scanner, f"/backup/app.tar.{suffix}", data)
+    outcome = _scan(inline_scanner, f"/backup/app.tar.{suffix}", data)
     assert [(f.path, f.secret) for f in outcome.findings] == [
         (f"/backup/app.tar.{suffix}!/app/.env", password)
     ]
 
 
-def test_formats_are_known_by_their_bytes_not_their_names(scanner: FileScanner) -> None:
+def test_formats_are_known_by_their_bytes_not_their_names(inline_scanner: FileScanner) -> None:
     password, text = _secret()
-    outcome = _scan(scanner, "/opt/app/lib/billing.war", _zip("WEB-INF/app.properties", text))
+    outcome = _scan(
+        inline_scanner, "/opt/app/lib/billing.war", _zip("WEB-INF/app.properties", text)
+    )
     assert [(f.path, f.secret) for f in outcome.findings] == [
         ("/opt/app/lib/billing.war!/WEB-INF/app.properties", password)
     ]
@@ -112,39 +87,41 @@ def test_formats_are_known_by_their_bytes_not_their_names(scanner: FileScanner) 
     assert archive_kind(b"BZh9 not really") is None
 
 
-def test_nesting_to_the_depth_limit(scanner: FileScanner) -> None:
+def test_nesting_to_the_depth_limit(inline_scanner: FileScanner) -> None:
     password, text = _secret()
     inner = _zip("conf/.env", text)  # depth 3
     middle = lzma.compress(_tar("bundle.zip", inner))  # depth 2
     outer = _zip("release.tar.xz", middle)  # depth 1
-    outcome = _scan(scanner, "/srv/release.jar", outer)
+    outcome = _scan(inline_scanner, "/srv/release.jar", outer)
     assert [(f.path, f.secret) for f in outcome.findings] == [
         ("/srv/release.jar!/release.tar.xz!/bundle.zip!/conf/.env", password)
     ]
     deeper = _zip("too-deep.jar", outer)
-    outcome = _scan(scanner, "/srv/wrapper.ear", deeper)
+    outcome = _scan(inline_scanner, "/srv/wrapper.ear", deeper)
     assert MAX_DEPTH == 3
     assert [s.reason for s in outcome.skipped] == ["archive nested deeper than 3 levels"]
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
-def test_a_decompression_bomb_is_skipped_with_the_reason(scanner: FileScanner, suffix: str) -> None:
+def test_a_decompression_bomb_is_skipped_with_the_reason(
+    inline_scanner: FileScanner, suffix: str
+) -> None:
     bomb = COMPRESSORS[suffix](b"\0" * (RATIO_FLOOR + (1 << 20)))
-    outcome = _scan(scanner, f"/tmp/bomb.{suffix}", bomb)
+    outcome = _scan(inline_scanner, f"/tmp/bomb.{suffix}", bomb)
     assert outcome.findings == ()
     assert len(outcome.skipped) == 1
     assert "possible decompression bomb" in outcome.skipped[0].reason
     assert outcome.skipped[0].path == f"/tmp/bomb.{suffix}!/bomb"
 
 
-def test_a_zip_bomb_is_bounded(scanner: FileScanner) -> None:
+def test_a_zip_bomb_is_bounded(inline_scanner: FileScanner) -> None:
     password, text = _secret()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.env", text)
         for i in range(3):
             zf.writestr(f"zeros{i}.bin", b"\0" * (RATIO_FLOOR // 2))
-    outcome = _scan(scanner, "/tmp/bomb.zip", buf.getvalue())
+    outcome = _scan(inline_scanner, "/tmp/bomb.zip", buf.getvalue())
     # Members within the bound are scanned; the one that crosses it and all after it are
     # listed with the reason, not read.
     assert [f.secret for f in outcome.findings] == [password]
@@ -154,9 +131,11 @@ def test_a_zip_bomb_is_bounded(scanner: FileScanner) -> None:
     ]
 
 
-def test_a_corrupt_archive_is_skipped_and_its_bytes_still_scanned(scanner: FileScanner) -> None:
+def test_a_corrupt_archive_is_skipped_and_its_bytes_still_scanned(
+    inline_scanner: FileScanner,
+) -> None:
     password, text = _secret()
     data = b"\xfd7zXZ\x00" + b"garbage" * 10 + b"\n" + text
-    outcome = _scan(scanner, "/var/tmp/broken.xz", data)
+    outcome = _scan(inline_scanner, "/var/tmp/broken.xz", data)
     assert [s.reason.split(":")[0] for s in outcome.skipped] == ["corrupt xz archive"]
     assert [f.secret for f in outcome.findings] == [password]

@@ -1,0 +1,219 @@
+"""Offline checks of a found value: what its own structure says about it. No network, ever.
+
+A check applies by the shape of the value, whatever rule found it (a GitHub token found by a
+generic `password =` rule is still checksummed). `offline_checks` returns the checks that
+applied, or raises `NotASecret` when a check proves the value cannot be real (a GitHub or npm
+token whose CRC32 does not match: GitHub's own scanning drops those too). Check details describe
+the value (algorithm, key size, expiry date) and never contain it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import time
+import warnings
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from imgscan.model import Check, CheckResult
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# GitHub classic, OAuth, user-to-server, server-to-server and refresh tokens, and npm tokens:
+# 30 base62 characters of entropy, then their CRC32 as 6 base62 characters.
+_CHECKSUMMED = re.compile(rb"^(?:gh[pousr]|npm)_([A-Za-z0-9]{30})([A-Za-z0-9]{6})$")
+_JWT = re.compile(rb"^(eyJ[A-Za-z0-9_-]+)\.(eyJ[A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)$")
+_AWS_KEY_ID = re.compile(rb"^(AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}$")
+_PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----")
+_CRYPT = re.compile(rb"^\$(1|2[abxy]|5|6|y|gy|7)\$[^\s:$]*\$[./A-Za-z0-9$]+$")
+_CRYPT_NAMES = {
+    b"1": "md5-crypt",
+    b"2a": "bcrypt",
+    b"2b": "bcrypt",
+    b"2x": "bcrypt",
+    b"2y": "bcrypt",
+    b"5": "sha256-crypt",
+    b"6": "sha512-crypt",
+    b"y": "yescrypt",
+    b"gy": "gost-yescrypt",
+    b"7": "scrypt",
+}
+# Passwords that images ship with or that people pick first. Kept short: every live hash is
+# hashed once per word, and yescrypt costs tens of milliseconds a time.
+COMMON_PASSWORDS = (
+    "123456",
+    "password",
+    "changeme",
+    "admin",
+    "root",
+    "toor",
+    "letmein",
+    "qwerty",
+    "12345678",
+    "password1",
+    "welcome",
+    "ubuntu",
+    "debian",
+    "centos",
+    "vagrant",
+    "raspberry",
+    "P@ssw0rd",
+    "Passw0rd",
+    "secret",
+    "test",
+)
+
+
+class NotASecret(Exception):
+    """A check proved the value cannot be a working secret; the message says why."""
+
+
+def offline_checks(secret: bytes) -> tuple[Check, ...]:
+    """Every check that applies to `secret`, in a fixed order."""
+    checks: list[Check] = []
+    for check in _CHECKS:
+        result = check(secret)
+        if result is not None:
+            checks.append(result)
+    return tuple(checks)
+
+
+def _base62(number: int, width: int) -> str:
+    digits = ""
+    while number:
+        number, rem = divmod(number, 62)
+        digits = _BASE62[rem] + digits
+    return digits.rjust(width, "0")
+
+
+def token_checksum(secret: bytes) -> Check | None:
+    """GitHub and npm tokens carry a CRC32 of their random part."""
+    match = _CHECKSUMMED.match(secret)
+    if match is None:
+        return None
+    body, checksum = match.group(1), match.group(2).decode()
+    if _base62(zlib.crc32(body), 6) != checksum:
+        raise NotASecret("token checksum does not match")
+    return Check("token-checksum", CheckResult.PASS, "CRC32 checksum matches")
+
+
+def _b64url_json(part: bytes) -> Any:
+    padded = part + b"=" * (-len(part) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded))
+
+
+def jwt_claims(secret: bytes, now: float | None = None) -> Check | None:
+    """A JWT's header and claims decode, and whether it has expired."""
+    match = _JWT.match(secret)
+    if match is None:
+        return None
+    try:
+        header = _b64url_json(match.group(1))
+        claims = _b64url_json(match.group(2))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return Check("jwt", CheckResult.FAIL, "header or claims do not decode as JSON")
+    if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
+        return Check("jwt", CheckResult.FAIL, "not a JWT header and claims set")
+    alg = str(header["alg"])[:16]
+    expiry = claims.get("exp")
+    if isinstance(expiry, int | float) and not isinstance(expiry, bool):
+        when = datetime.fromtimestamp(min(max(expiry, 0), 253402300799), UTC)
+        stamp = when.strftime("%Y-%m-%d %H:%M UTC")
+        if expiry < (time.time() if now is None else now):
+            return Check("jwt", CheckResult.FAIL, f"alg {alg}; expired {stamp}")
+        return Check("jwt", CheckResult.PASS, f"alg {alg}; expires {stamp}")
+    return Check("jwt", CheckResult.PASS, f"alg {alg}; no expiry")
+
+
+def aws_key_id(secret: bytes) -> Check | None:
+    """An AWS access key id: its prefix tells a long-term key from a temporary one."""
+    match = _AWS_KEY_ID.match(secret)
+    if match is None:
+        return None
+    kind = "temporary (STS) key" if match.group(1) == b"ASIA" else "long-term access key"
+    return Check("aws-key-id", CheckResult.PASS, f"well-formed {kind} id")
+
+
+def private_key(secret: bytes) -> Check | None:
+    """A PEM or OpenSSH private key parses (with `cryptography`), or is encrypted."""
+    match = _PEM_KEY.search(secret)
+    if match is None:
+        return None
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    data = secret.replace(b"\\n", b"\n") if b"\\n" in secret else secret
+    data = data[match.start() :]
+    try:
+        if match.group(1) == b"OPENSSH ":
+            key: Any = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(
+                data, password=None, unsafe_skip_rsa_key_validation=True
+            )
+    except TypeError:  # cryptography's way of saying a password is needed
+        return Check("private-key", CheckResult.PASS, "encrypted key: needs its passphrase")
+    except UnsupportedAlgorithm as exc:
+        return Check("private-key", CheckResult.INFO, f"key type not checked: {exc}"[:120])
+    except ValueError as exc:
+        if "encrypted" in str(exc).lower() or "password" in str(exc).lower():
+            return Check("private-key", CheckResult.PASS, "encrypted key: needs its passphrase")
+        return Check("private-key", CheckResult.FAIL, "does not parse as a private key")
+    size = getattr(key, "key_size", None)
+    kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
+    return Check(
+        "private-key", CheckResult.PASS, f"{kind} key parses" + (f" ({size} bits)" if size else "")
+    )
+
+
+def password_hash(secret: bytes) -> Check | None:
+    """A crypt(3) hash is live (not locked); the detail says whether it is a common password."""
+    match = _CRYPT.match(secret)
+    if match is None:
+        return None
+    algorithm = _CRYPT_NAMES[match.group(1)]
+    common = _matches_common_password(secret.decode("ascii"))
+    if common is None:
+        detail = f"live {algorithm} hash (common passwords not tried: no crypt(3) here)"
+    elif common:
+        detail = f"live {algorithm} hash of a common password (imgscan's built-in list)"
+    else:
+        detail = f"live {algorithm} hash; not one of imgscan's built-in common passwords"
+    return Check("password-hash", CheckResult.PASS, detail)
+
+
+@functools.lru_cache(maxsize=256)  # /etc/shadow and its backup shadow- hold the same hashes
+def _matches_common_password(hashed: str) -> bool | None:
+    """Whether `hashed` is the hash of a built-in common password; None if crypt(3) is missing.
+
+    The standard library's `crypt` (deprecated, removed in Python 3.13) calls the system's
+    libxcrypt, which knows every scheme Linux distributions write, yescrypt included.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+    except ImportError:
+        return None
+    for word in COMMON_PASSWORDS:
+        try:
+            if crypt.crypt(word, hashed) == hashed:
+                return True
+        except OSError:  # a scheme this libxcrypt does not know
+            return None
+    return False
+
+
+_CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
+    token_checksum,
+    jwt_claims,
+    aws_key_id,
+    private_key,
+    password_hash,
+)

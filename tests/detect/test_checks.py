@@ -1,0 +1,123 @@
+"""Offline checks of found values: token checksums, JWTs, AWS key ids, private keys, hashes.
+
+Every value is generated here at test time (the repository holds no credential-shaped literal).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+
+import build as testdata
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from imgscan.detect.checks import NotASecret, offline_checks
+from imgscan.model import CheckResult, FileRef, Severity, Validation, ValidationStatus
+from imgscan.scan.worker import FileScanner
+
+
+def _status(value: str | bytes) -> tuple[ValidationStatus, list[str]]:
+    data = value.encode() if isinstance(value, str) else value
+    checks = offline_checks(data)
+    return Validation(checks).status, [c.detail for c in checks]
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(32)}"
+
+
+@pytest.mark.parametrize("prefix", ["ghp_", "gho_", "ghs_", "npm_"])
+def test_token_checksum(prefix: str) -> None:
+    token = testdata.github_token(prefix)
+    assert _status(token) == (ValidationStatus.VERIFIED, ["CRC32 checksum matches"])
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(NotASecret):
+        offline_checks(forged.encode())
+
+
+def test_jwt_structure_and_expiry() -> None:
+    now = time.time()
+    live = _jwt({"sub": "job", "exp": int(now) + 3600})
+    expired = _jwt({"sub": "job", "exp": 1_600_000_000})
+    status, details = _status(live)
+    assert status is ValidationStatus.VERIFIED and details[0].startswith("alg HS256; expires ")
+    assert _status(expired) == (
+        ValidationStatus.FAILED,
+        ["alg HS256; expired 2020-09-13 12:26 UTC"],
+    )
+    assert _status(_jwt({"sub": "no expiry"}))[1] == ["alg HS256; no expiry"]
+    garbage = "eyJub3QganNvbg." + "eyJ" + secrets.token_urlsafe(12) + "." + secrets.token_urlsafe(8)
+    assert _status(garbage)[0] is ValidationStatus.FAILED
+
+
+def test_aws_key_id_shape() -> None:
+    assert _status(testdata.aws_key_id()) == (
+        ValidationStatus.VERIFIED,
+        ["well-formed long-term access key id"],
+    )
+    assert _status("ASIA" + testdata.aws_key_id()[4:])[1] == ["well-formed temporary (STS) key id"]
+
+
+def _pem(key: object, fmt: serialization.PrivateFormat, password: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, fmt, encryption)  # type: ignore[attr-defined]
+
+
+def test_private_keys_parse_or_are_encrypted() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    traditional = _pem(rsa_key, serialization.PrivateFormat.TraditionalOpenSSL)
+    assert _status(traditional) == (ValidationStatus.VERIFIED, ["RSA key parses (2048 bits)"])
+    assert _status(_pem(ec_key, serialization.PrivateFormat.PKCS8))[0] is ValidationStatus.VERIFIED
+    openssh = _pem(ed_key, serialization.PrivateFormat.OpenSSH)
+    assert _status(openssh) == (ValidationStatus.VERIFIED, ["Ed25519 key parses"])
+    locked = _pem(rsa_key, serialization.PrivateFormat.PKCS8, b"correct horse")
+    assert _status(locked) == (ValidationStatus.VERIFIED, ["encrypted key: needs its passphrase"])
+    escaped = traditional.replace(b"\n", b"\\n")  # as in a JSON string
+    assert _status(escaped)[0] is ValidationStatus.VERIFIED
+    truncated = traditional[:400] + b"\n-----END RSA PRIVATE KEY-----\n"
+    assert _status(truncated) == (ValidationStatus.FAILED, ["does not parse as a private key"])
+
+
+def test_password_hash_live_and_common() -> None:
+    common = testdata.sha512_crypt("changeme")
+    strong = testdata.sha512_crypt(secrets.token_urlsafe(16))
+    assert _status(common) == (
+        ValidationStatus.VERIFIED,
+        ["live sha512-crypt hash of a common password (imgscan's built-in list)"],
+    )
+    assert _status(strong)[1] == [
+        "live sha512-crypt hash; not one of imgscan's built-in common passwords"
+    ]
+    assert "changeme" not in " ".join(_status(common)[1])
+
+
+def test_values_without_structure_are_unverified() -> None:
+    assert _status(secrets.token_urlsafe(16)) == (ValidationStatus.UNVERIFIED, [])
+
+
+def test_failed_validation_demotes_and_checksum_failure_drops(inline_scanner: FileScanner) -> None:
+    expired = _jwt({"sub": "job", "exp": 1_600_000_000})
+    token = testdata.github_token()
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    text = f"AUTH_TOKEN={expired}\nGITHUB_TOKEN={token}\nOLD_GITHUB_TOKEN={forged}\n".encode()
+    outcome = inline_scanner.scan(FileRef("/dev/sda1", "/srv/app/.env", len(text), "-", text))
+    by_secret = {f.secret: f for f in outcome.findings}
+    assert forged not in by_secret  # a forged checksum is not a token at all
+    assert by_secret[token].validation.status is ValidationStatus.VERIFIED
+    jwt = by_secret[expired]
+    assert jwt.validation.status is ValidationStatus.FAILED
+    assert jwt.severity is Severity.LOW
+    assert [c.result for c in jwt.validation.checks] == [CheckResult.FAIL]
