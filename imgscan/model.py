@@ -147,6 +147,8 @@ class Volume:
     files: int = 0
     bytes: int = 0
     reader: str | None = None  # the reader that read (or tried to read) this volume
+    # btrfs: (subvolume path from the top level, guest path where its files appear)
+    subvolumes: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def covered(self) -> bool:

@@ -32,6 +32,7 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -350,22 +351,36 @@ def build_steps(stage: Path, key: str, run: base.Runner) -> None:
         }
         for name, file, fmt, subformat, copy_of in IMAGES
     ]
+    write_manifest(stage, key, images)
+
+
+def write_manifest(stage: Path, key: str, images: list[dict[str, Any]]) -> None:
+    """``manifest.json`` (written last, atomically: its presence marks a finished build)."""
     manifest = {"version": MANIFEST_VERSION, "key": key, "images": images}
     tmp = stage / (base.MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, stage / base.MANIFEST)
 
 
-def source_key() -> str:
-    """``win-`` and 16 hex digits of sha256 over the builders it uses and its tree."""
+def key_over(prefix: str, files: list[Path]) -> str:
+    """``prefix`` and 16 hex digits of sha256 over the shared builders and ``files``."""
     digest = hashlib.sha256()
-    files = [HERE / "build.py", HERE / "build_rich.py", HERE / "hives.py", Path(__file__).resolve()]
-    files += sorted(p for p in TREE.rglob("*") if p.is_file())
-    for path in files:
+    shared = [
+        HERE / "build.py",
+        HERE / "build_rich.py",
+        HERE / "hives.py",
+        Path(__file__).resolve(),
+    ]
+    for path in shared + files:
         digest.update(path.relative_to(HERE).as_posix().encode() + b"\0")
         data = path.read_bytes()
         digest.update(len(data).to_bytes(8, "big") + data)
-    return KEY_PREFIX + digest.hexdigest()[:16]
+    return prefix + digest.hexdigest()[:16]
+
+
+def source_key() -> str:
+    """``win-`` and 16 hex digits of sha256 over the builders it uses and its tree."""
+    return key_over(KEY_PREFIX, sorted(p for p in TREE.rglob("*") if p.is_file()))
 
 
 def build_windows(out: Path | None = None, *, force: bool = False) -> Path:
@@ -373,22 +388,29 @@ def build_windows(out: Path | None = None, *, force: bool = False) -> Path:
     return base.cached(out, source_key(), build_into, force)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def cli(
+    program: str, doc: str | None, build_fn: Callable[..., Path], argv: list[str] | None
+) -> int:
+    """The command line of a small builder: ``[--out DIR] [--force]``, the directory on stdout."""
+    parser = argparse.ArgumentParser(prog=program, description=(doc or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="cache root (as build.py)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = parser.parse_args(argv)
-    rich.progress.append(lambda line: print(f"build_windows.py: {line}", file=sys.stderr))
+    rich.progress.append(lambda line: print(f"{program}: {line}", file=sys.stderr))
     started = time.monotonic()
     try:
-        result = build_windows(args.out, force=args.force)
+        result = build_fn(args.out, force=args.force)
     except base.BuildError as exc:
-        print(f"build_windows.py: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return 1
-    print(f"build_windows.py: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"{program}: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
     print(result)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    return cli("build_windows.py", __doc__, build_windows, argv)
 
 
 if __name__ == "__main__":

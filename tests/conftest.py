@@ -92,3 +92,17 @@ def windows_images() -> Path:
 @pytest.fixture(scope="session")
 def windows_manifest(windows_images: Path) -> dict[str, Any]:
     return _manifest(windows_images)
+
+
+@pytest.fixture(scope="session")
+def btrfs_images() -> Path:
+    """Directory of the btrfs-root image (a Fedora-like root on btrfs subvolumes), built with
+    libguestfs by testdata/build_btrfs.py and cached like the others."""
+    import build_btrfs
+
+    return Path(build_btrfs.build_btrfs())
+
+
+@pytest.fixture(scope="session")
+def btrfs_manifest(btrfs_images: Path) -> dict[str, Any]:
+    return _manifest(btrfs_images)

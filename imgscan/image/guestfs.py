@@ -682,7 +682,38 @@ class GuestfsReader:
                 uuid,
                 label,
             )
-        return VolumeInfo(device, fstype, VolumeStatus.SCANNED, None, uuid, label)
+        subvolumes: tuple[tuple[int, str], ...] = ()
+        default = ""
+        if fstype == "btrfs":
+            try:
+                listed = self._appliance.call("btrfs_subvolume_list", "/")
+            except RuntimeError as exc:
+                return VolumeInfo(
+                    device,
+                    fstype,
+                    VolumeStatus.UNREADABLE,
+                    f"cannot list btrfs subvolumes: {_first_line(exc)}",
+                    uuid,
+                    label,
+                )
+            subvolumes = tuple(
+                sorted(
+                    (int(s["btrfssubvolume_id"]), str(s["btrfssubvolume_path"]).strip("/"))
+                    for s in listed
+                )
+            )
+            default_id = self._appliance.call("btrfs_subvolume_get_default", "/")
+            default = next((path for id_, path in subvolumes if id_ == default_id), "")
+        return VolumeInfo(
+            device,
+            fstype,
+            VolumeStatus.SCANNED,
+            None,
+            uuid,
+            label,
+            subvolumes=subvolumes,
+            default_subvolume=default,
+        )
 
     def _zeroed(self, device: str) -> bool:
         """Whether the volume is small enough to check and every byte of it is zero."""

@@ -46,18 +46,19 @@ def parse_passwd(text: str) -> tuple[OsUser, ...]:
     return tuple(users)
 
 
-def inspect_linux(reader: Reader, root_device: str) -> OsInfo | None:
-    """OS facts from the root filesystem on `root_device`, or None if it is not a Linux root."""
+def inspect_linux(reader: Reader, root_device: str, root_dir: str = "") -> OsInfo | None:
+    """OS facts from the root filesystem in directory `root_dir` (a btrfs subvolume, or "")
+    of `root_device`, or None if it is not a Linux root."""
     release: dict[str, str] = {}
     for path in _OS_RELEASE:
-        data = reader.read_small(root_device, path)
+        data = reader.read_small(root_device, root_dir + path)
         if data is not None:
             release = parse_os_release(data.decode("utf-8", "replace"))
             break
-    passwd = reader.read_small(root_device, "/etc/passwd")
+    passwd = reader.read_small(root_device, root_dir + "/etc/passwd")
     if not release and passwd is None:
         return None
-    hostname_data = reader.read_small(root_device, "/etc/hostname", 256)
+    hostname_data = reader.read_small(root_device, root_dir + "/etc/hostname", 256)
     hostname = hostname_data.decode("utf-8", "replace").strip() if hostname_data else None
     return OsInfo(
         type="linux",

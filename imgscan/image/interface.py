@@ -35,6 +35,10 @@ class VolumeInfo:
     other_reader: bool = False
     parent: str | None = None  # the unlocked container a /dev/mapper volume comes from
     partuuid: str | None = None  # partition-table id of a partition (fstab's PARTUUID=)
+    # btrfs: (id, path from the top-level subvolume) of every subvolume, nested ones included.
+    # The reader walks the top level, where each subvolume is a directory at its path.
+    subvolumes: tuple[tuple[int, str], ...] = ()
+    default_subvolume: str = ""  # btrfs: what a mount without subvol= shows ("" = top level)
 
 
 # A volume with no filesystem is read to the end to see whether it holds anything at all (a

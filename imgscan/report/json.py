@@ -57,6 +57,10 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                     "files": v.files,
                     "bytes": v.bytes,
                     "reader": v.reader,
+                    "subvolumes": [
+                        {"path": path, "mountpoint": mountpoint}
+                        for path, mountpoint in v.subvolumes
+                    ],
                 }
                 for v in result.volumes
             ],

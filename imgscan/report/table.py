@@ -58,6 +58,9 @@ def _volume_lines(result: ScanResult) -> list[str]:
         if v.status is not VolumeStatus.SCANNED and v.reason:
             state += f": {printable(v.reason)}"
         where = printable(v.mountpoint) if v.mountpoint else "-"
+        mounted = [(p, m) for p, m in v.subvolumes if m and not m.startswith("/@dev/")]
+        if mounted:
+            where += " (" + ", ".join(f"{printable(p)} at {printable(m)}" for p, m in mounted) + ")"
         rows.append((printable(v.device), v.fstype or "?", where, f"{v.files} files", state))
     if not rows:
         return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from imgscan.detect.engine import build_spec
 from imgscan.detect.rules import load_pack
@@ -17,8 +18,13 @@ from imgscan.errors import ImageError
 from imgscan.image import open_reader
 from imgscan.image.formats import detect_format
 from imgscan.image.inspect import inspect_linux
-from imgscan.image.interface import Reader
-from imgscan.image.layout import mount_layout
+from imgscan.image.interface import Reader, join_guest_path
+from imgscan.image.layout import (
+    mount_layout,
+    relocate,
+    relocations,
+    root_filesystem,
+)
 from imgscan.image.windows import find_windows
 from imgscan.model import (
     FileRef,
@@ -67,8 +73,8 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
             )
         windows = find_windows(reader, infos)
         layout = mount_layout(reader, infos, windows)
-        root = next((device for device, mountpoint in layout.items() if mountpoint == "/"), None)
-        os_info = inspect_linux(reader, root) if root is not None else None
+        root = root_filesystem(layout, infos)
+        os_info = inspect_linux(reader, *root) if root is not None else None
         if os_info is None and windows is not None:
             os_info = windows.os
         spec = WorkerSpec(
@@ -102,6 +108,9 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 files=files.get(v.device, 0),
                 bytes=sizes.get(v.device, 0),
                 reader=v.reader or reader.info.name,
+                subvolumes=tuple(
+                    (path, _subvolume_place(layout, v.device, path)) for _, path in v.subvolumes
+                ),
             )
             for v in infos
         )
@@ -125,9 +134,25 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         reader.close()
 
 
+def _subvolume_place(layout: dict[str, str], device: str, path: str) -> str | None:
+    """Where the files of btrfs subvolume `path` appear: its mountpoint, its place inside a
+    mounted parent, or under the volume's own prefix."""
+    top = layout.get(device)
+    if top is None:
+        return None
+    return relocate(join_guest_path(top, "/" + path), relocations(layout, device))
+
+
 def _walk(
     reader: Reader, devices: list[str], layout: dict[str, str]
 ) -> Iterator[FileRef | Skipped]:
     for device in devices:
         _log.info("scanning %s at %s", device, layout[device])
-        yield from reader.files(device, layout[device])
+        moves = relocations(layout, device)
+        if not moves:
+            yield from reader.files(device, layout[device])
+            continue
+        # A btrfs volume is walked from its top level; mounted subvolumes move to their
+        # mountpoints (the files under /@dev/sda2/@home appear under /home).
+        for item in reader.files(device, layout[device]):
+            yield replace(item, path=relocate(item.path, moves))

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from imgscan.image.interface import OpenerSpec, VolumeInfo
-from imgscan.image.layout import mount_layout, parse_fstab
+from imgscan.image.layout import (
+    mount_layout,
+    parse_fstab,
+    relocate,
+    relocations,
+    root_filesystem,
+)
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 OK = VolumeStatus.SCANNED
@@ -42,7 +48,10 @@ def test_parse_fstab_skips_swap_and_comments() -> None:
         "# comment\nUUID=a / ext4 defaults 0 1\nUUID=b none swap sw 0 0\n"
         "LABEL=data /srv/my\\040data ext4 defaults 0 2\n\n"
     )
-    assert parse_fstab(text) == [("UUID=a", "/"), ("LABEL=data", "/srv/my data")]
+    assert parse_fstab(text) == [
+        ("UUID=a", "/", "defaults"),
+        ("LABEL=data", "/srv/my data", "defaults"),
+    ]
 
 
 def test_layout_by_uuid_label_and_device() -> None:
@@ -118,3 +127,51 @@ def test_layout_through_crypttab() -> None:
         "/dev/sda1": "/",
         "/dev/mapper/luks-sda2": "/srv",
     }
+
+
+def test_btrfs_subvolumes_by_name_id_and_default() -> None:
+    btrfs = VolumeInfo(
+        "/dev/sda2",
+        "btrfs",
+        OK,
+        uuid="22222222-0000-0000-0000-000000000001",
+        subvolumes=((256, "@"), (257, "@home"), (258, "@log"), (259, "@/var/lib/machines/x")),
+        default_subvolume="@",
+    )
+    volumes = [btrfs, VolumeInfo("/dev/sda1", "vfat", OK, uuid="ABCD-1234")]
+    uuid = "UUID=22222222-0000-0000-0000-000000000001"
+    fstab = (
+        f"{uuid} / btrfs defaults 0 0\n"  # no subvol=: the default subvolume, @
+        f"{uuid} /home btrfs subvol=/@home,compress=zstd 0 0\n"
+        f"{uuid} /var/log btrfs subvolid=258 0 0\n"
+        "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 2\n"
+    ).encode()
+    reader = FakeReader(volumes, {("/dev/sda2", "/@/etc/fstab"): fstab})
+    layout = mount_layout(reader, volumes)
+    assert layout == {
+        "btrfsvol:/dev/sda2/@": "/",
+        "btrfsvol:/dev/sda2/@home": "/home",
+        "btrfsvol:/dev/sda2/@log": "/var/log",
+        "/dev/sda1": "/boot/efi",
+        "/dev/sda2": "/@dev/sda2",
+    }
+    assert root_filesystem(layout, volumes) == ("/dev/sda2", "/@")
+    moves = relocations(layout, "/dev/sda2")
+    assert [
+        relocate(path, moves)
+        for path in (
+            "/@dev/sda2/@/etc/passwd",
+            "/@dev/sda2/@/var/lib/machines/x/etc/app.env",  # nested: inside its parent
+            "/@dev/sda2/@home/alice/.pgpass",
+            "/@dev/sda2/@log/app.log",
+            "/@dev/sda2/@snapshots/1/etc/passwd",  # not mounted: stays under the top level
+            "/@dev/sda2/@homework/x",  # a prefix of a name is not its directory
+        )
+    ] == [
+        "/etc/passwd",
+        "/var/lib/machines/x/etc/app.env",
+        "/home/alice/.pgpass",
+        "/var/log/app.log",
+        "/@dev/sda2/@snapshots/1/etc/passwd",
+        "/@dev/sda2/@homework/x",
+    ]
