@@ -1,17 +1,25 @@
-"""Pattern rules: Hyperscan locates candidates of every rule in one pass, `regex` confirms.
+"""Pattern rules: Hyperscan locates candidates, `regex` confirms and captures.
 
 A per-rule regex loop in Python cannot be fast (../shared/FACTS.md: 0.2 MB/s for 221 rules),
-while one Hyperscan database over all rules scans hundreds of MB/s. Hyperscan reports where a
-candidate starts (start-of-match on) and the rule's own `regex` pattern then runs on a bounded
-window there to confirm it and capture the `secret` group.
+and neither is one Hyperscan database of every rule with start of match on: reporting where
+matches start costs Hyperscan most of its speed (~40 MB/s for 300 rules here). So locating
+takes two passes over a buffer:
 
-Each rule is located in the best mode Hyperscan accepts for it:
-  som      the locator itself, with start of match: the window starts at the candidate;
-  end      the locator without start of match: the window ends `window` bytes before the end;
+  1. one database of every rule that applies to any path, without start of match and with
+     single-match on: it says only which rules occur at all (hundreds of MB/s; most buffers
+     of most files name no rule at all);
+  2. for each rule that occurred (and each path-scoped rule whose glob matched the file), the
+     rule's own database finds its candidates, and the rule's `regex` pattern confirms each on
+     a bounded window and captures the `secret` group.
+
+A rule's own database is the best Hyperscan accepts for its locator:
+  som      with start of match: the window starts at the candidate;
+  end      without: the window ends `window` bytes before the candidate's end;
   keyword  the rule's literal keywords, when Hyperscan rejects the locator (look-arounds):
            the window spans `window` bytes either side of the keyword.
 Without the hyperscan module, every rule runs in keyword mode through Python (much slower);
-the engine warns when that happens.
+the engine warns when that happens. Path globs are matched by Hyperscan too (a regex per rule
+per file was most of the time on trees of small files).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 
 import regex
 
-from imgscan.detect.rules import PatternRule
+from imgscan.detect.rules import PatternRule, path_glob_regex
 
 try:
     import hyperscan
@@ -38,136 +46,160 @@ except ImportError:  # pragma: no cover - hyperscan has x86-64 wheels; other hos
 
 MODE_SOM, MODE_END, MODE_KEYWORD = "som", "end", "keyword"
 _END_SLACK = 64  # bytes after a candidate's end the confirm regex may still look at
+_FORMAT = 2  # of the cached compiled form
 
 
 @dataclass(frozen=True)
 class CompiledPatterns:
-    """The compiled locator, as plain data for worker processes.
+    """The compiled locators, as plain data for worker processes.
 
-    `database` is a serialized Hyperscan database (None without hyperscan); `entries` maps each
-    Hyperscan expression id to (rule index, mode).
+    `screen` is the serialized pass-1 database (ids are rule indices; None without hyperscan),
+    `rules` each rule's own serialized database (None in keyword mode) and `modes` its mode;
+    `paths` and `paths_nocase` match path globs (ids are rule indices; None when no rule has
+    paths, or without hyperscan).
     """
 
-    database: bytes | None
-    entries: tuple[tuple[int, str], ...]
+    screen: bytes | None
+    rules: tuple[bytes | None, ...]
+    modes: tuple[str, ...]
+    paths: bytes | None
+    paths_nocase: bytes | None
     warnings: tuple[str, ...]
 
+    @classmethod
+    def keyword_only(cls, count: int, warning: str) -> CompiledPatterns:
+        """Every rule located by its keywords in Python: the fallback without hyperscan."""
+        return cls(None, (None,) * count, (MODE_KEYWORD,) * count, None, None, (warning,))
 
-def _try_compile(expression: bytes, flags: int) -> bool:
+
+def _database(expressions: list[bytes], flags: list[int], ids: list[int]) -> Any:
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    try:
-        database.compile(expressions=[expression], ids=[0], elements=1, flags=[flags])
-    except hyperscan.error:
-        return False
-    return True
+    database.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+    return database
 
 
-def _plan(
-    rules: tuple[PatternRule, ...],
-) -> tuple[list[bytes], list[int], list[tuple[int, str]], list[str]]:
-    """Choose each rule's locating mode. Trying rules one by one costs a compile each, so it
-    happens only when the database of every locator with start of match does not compile."""
-    som = hyperscan.HS_FLAG_SOM_LEFTMOST
-    locators = [rule.locate.encode() for rule in rules]
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    try:
-        database.compile(
-            expressions=locators,
-            ids=list(range(len(locators))),
-            elements=len(locators),
-            flags=[som] * len(locators),
-        )
-    except hyperscan.error:
-        pass
-    else:
-        return locators, [som] * len(locators), [(i, MODE_SOM) for i in range(len(rules))], []
+def _rule_database(rule: PatternRule) -> tuple[Any, str]:
+    """A rule's own locating database and its mode (None, keyword: Hyperscan rejects it)."""
+    locate = rule.locate.encode()
+    for flag, mode in ((hyperscan.HS_FLAG_SOM_LEFTMOST, MODE_SOM), (0, MODE_END)):
+        try:
+            return _database([locate], [flag], [0]), mode
+        except hyperscan.error:
+            continue
+    return None, MODE_KEYWORD
+
+
+def _screen_expressions(rule: PatternRule, mode: str) -> list[tuple[bytes, int]]:
+    """What pass 1 looks for to tell whether `rule` may occur in a buffer."""
+    if mode == MODE_KEYWORD:
+        return [(re.escape(k).encode(), hyperscan.HS_FLAG_CASELESS) for k in rule.keywords]
+    return [(rule.locate.encode(), 0)]
+
+
+def _compile(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
+    single = hyperscan.HS_FLAG_SINGLEMATCH
+    serialized: list[bytes | None] = []
+    modes: list[str] = []
+    warnings: list[str] = []
     expressions: list[bytes] = []
     flags: list[int] = []
-    entries: list[tuple[int, str]] = []
-    warnings: list[str] = []
-    for index, (rule, locate) in enumerate(zip(rules, locators, strict=True)):
-        if _try_compile(locate, som):
-            expressions.append(locate)
-            flags.append(som)
-            entries.append((index, MODE_SOM))
-        elif _try_compile(locate, 0):
-            expressions.append(locate)
-            flags.append(0)
-            entries.append((index, MODE_END))
-        else:
+    ids: list[int] = []
+    for index, rule in enumerate(rules):
+        database, mode = _rule_database(rule)
+        serialized.append(hyperscan.dumpb(database) if database is not None else None)
+        modes.append(mode)
+        if mode == MODE_KEYWORD:
             warnings.append(
                 f"rule {rule.id}: Hyperscan cannot compile its locator; located by keywords instead"
             )
-            for keyword in rule.keywords:
-                expressions.append(re.escape(keyword).encode())
-                flags.append(som | hyperscan.HS_FLAG_CASELESS)
-                entries.append((index, MODE_KEYWORD))
-    return expressions, flags, entries, warnings
+        if not rule.paths:
+            for expression, flag in _screen_expressions(rule, mode):
+                expressions.append(expression)
+                flags.append(flag | single)
+                ids.append(index)
+    screen = hyperscan.dumpb(_database(expressions, flags, ids)) if expressions else None
+    globs = [(i, path_glob_regex(g).encode()) for i, r in enumerate(rules) for g in r.paths]
+    paths = paths_nocase = None
+    if globs:
+        ids = [i for i, _ in globs]
+        exprs = [g for _, g in globs]
+        paths = hyperscan.dumpb(_database(exprs, [single] * len(exprs), ids))
+        caseless = [single | hyperscan.HS_FLAG_CASELESS] * len(exprs)
+        paths_nocase = hyperscan.dumpb(_database(exprs, caseless, ids))
+    return CompiledPatterns(
+        screen, tuple(serialized), tuple(modes), paths, paths_nocase, tuple(warnings)
+    )
 
 
 def compile_patterns(
     rules: tuple[PatternRule, ...], cache_dir: Path | None = None
 ) -> CompiledPatterns:
-    """Build one Hyperscan database over every rule (done once, in the main process).
+    """Build the Hyperscan databases for every rule (done once, in the main process).
 
-    Compiling a few hundred locators with start of match takes seconds, so the result is kept
-    in `cache_dir` (when given and writable) under a digest of the locators and the Hyperscan
-    version; a cache file that does not load is ignored and rebuilt.
+    Compiling a few hundred locators takes seconds, so the result is kept in `cache_dir` (when
+    given and writable) under a digest of the rules' locators, keywords and globs and the
+    Hyperscan version; a cache file that does not load is ignored and rebuilt.
     """
     if not HAS_HYPERSCAN:
-        return CompiledPatterns(
-            None,
-            tuple((i, MODE_KEYWORD) for i in range(len(rules))),
-            ("hyperscan is not installed: matching falls back to a slow pure-Python path",),
+        return CompiledPatterns.keyword_only(
+            len(rules), "hyperscan is not installed: matching falls back to a slow pure-Python path"
         )
-    digest = hashlib.sha256(str(getattr(hyperscan, "__version__", "")).encode())
+    digest = hashlib.sha256(f"{getattr(hyperscan, '__version__', '')}:{_FORMAT}".encode())
     for rule in rules:
         digest.update(rule.id.encode() + b"\0" + rule.locate.encode() + b"\0")
         digest.update(b"\0".join(k.encode() for k in rule.keywords) + b"\1")
+        digest.update(b"\0".join(g.encode() for g in rule.paths) + b"\2")
     cache = cache_dir / f"{digest.hexdigest()[:32]}.json" if cache_dir else None
     if cache is not None:
         cached = _load_cached(cache)
         if cached is not None:
             return cached
-    expressions, flags, entries, warnings = _plan(rules)
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=expressions,
-        ids=list(range(len(expressions))),
-        elements=len(expressions),
-        flags=flags,
-    )
-    compiled = CompiledPatterns(hyperscan.dumpb(database), tuple(entries), tuple(warnings))
+    compiled = _compile(rules)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             partial = cache.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(
-                json.dumps(
-                    {
-                        "database": base64.b64encode(compiled.database or b"").decode(),
-                        "entries": compiled.entries,
-                        "warnings": compiled.warnings,
-                    }
-                )
-            )
+            partial.write_text(json.dumps(_to_json(compiled)))
             partial.replace(cache)
         except OSError:
             pass  # a read-only home: compile again next time
     return compiled
 
 
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data is not None else None
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return base64.b64decode(text) if text is not None else None
+
+
+def _to_json(compiled: CompiledPatterns) -> dict[str, Any]:
+    return {
+        "screen": _b64(compiled.screen),
+        "rules": [_b64(r) for r in compiled.rules],
+        "modes": list(compiled.modes),
+        "paths": _b64(compiled.paths),
+        "paths_nocase": _b64(compiled.paths_nocase),
+        "warnings": list(compiled.warnings),
+    }
+
+
 def _load_cached(cache: Path) -> CompiledPatterns | None:
-    """A cached compiled locator, or None when absent or unusable (plain JSON: no pickle)."""
+    """A cached compiled form, or None when absent or unusable (plain JSON: no pickle)."""
     try:
         data = json.loads(cache.read_text())
-        database = base64.b64decode(data["database"])
-        hyperscan.loadb(database, hyperscan.HS_MODE_BLOCK)
         compiled = CompiledPatterns(
-            database,
-            tuple((int(i), str(mode)) for i, mode in data["entries"]),
+            _unb64(data["screen"]),
+            tuple(_unb64(r) for r in data["rules"]),
+            tuple(str(m) for m in data["modes"]),
+            _unb64(data["paths"]),
+            _unb64(data["paths_nocase"]),
             tuple(str(w) for w in data["warnings"]),
         )
+        for blob in (compiled.screen, compiled.paths, compiled.paths_nocase, *compiled.rules):
+            if blob is not None:
+                hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
     except (OSError, ValueError, KeyError, TypeError, hyperscan.error):
         return None
     return compiled
@@ -183,84 +215,114 @@ class PatternHit:
     secret_end: int
 
 
+def _load(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    database = hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
+    # A deserialized database has no scratch space until it is given one.
+    database.scratch = hyperscan.Scratch(database)
+    return database
+
+
 class PatternMatcher:
     """Finds confirmed matches of every pattern rule in a buffer (one per worker process)."""
 
     def __init__(self, rules: tuple[PatternRule, ...], compiled: CompiledPatterns) -> None:
         self.rules = rules
         self._regexes = [regex.compile(rule.pattern.encode()) for rule in rules]
-        self._entries = compiled.entries
-        self._database: Any = None
-        if compiled.database is not None:
-            self._database = hyperscan.loadb(compiled.database, hyperscan.HS_MODE_BLOCK)
-            # A deserialized database has no scratch space until it is given one.
-            self._database.scratch = hyperscan.Scratch(self._database)
+        self._modes = compiled.modes
+        self._serialized = compiled.rules
+        self._databases: dict[int, Any] = {}  # rule index -> its own database, loaded on use
+        self._screen = _load(compiled.screen)
+        self._paths = _load(compiled.paths)
+        self._paths_nocase = _load(compiled.paths_nocase)
         self._keywords = [[k.encode() for k in rule.keywords] for rule in rules]
+        self._free = frozenset(i for i, rule in enumerate(rules) if not rule.paths)
+        self._fallback = compiled.screen is None
+
+    def path_rules(self, path: str, caseless: bool) -> set[int] | None:
+        """Indices of the path-scoped rules whose globs match `path`; None if this matcher
+        has no path database (the caller matches the globs itself)."""
+        database = self._paths_nocase if caseless else self._paths
+        if database is None:
+            return None
+        found: set[int] = set()
+        if path:
+            database.scan(
+                path.encode("utf-8", "surrogateescape"), match_event_handler=_collect(found)
+            )
+        return found
 
     def find(self, buf: bytes, allowed: frozenset[int] | None) -> list[PatternHit]:
         """Confirmed matches in `buf` of the rules whose index is in `allowed` (None: all)."""
-        spans: dict[int, list[tuple[int, int]]] = {}
         if not buf:
             return []  # Hyperscan rejects an empty buffer
-        if self._database is not None:
-            self._locate(buf, allowed, spans)
+        wanted = set(range(len(self.rules))) if allowed is None else set(allowed)
+        if self._fallback:
+            candidates = wanted
         else:
-            self._locate_by_keywords(buf, allowed, spans)
+            fired: set[int] = set()
+            self._screen.scan(buf, match_event_handler=_collect(fired))
+            # Pass 1 covers the rules for every path; path-scoped ones are always tried.
+            candidates = (fired & wanted) | (wanted - self._free)
         hits: list[PatternHit] = []
-        size = len(buf)
-        for index, windows in spans.items():
-            pattern = self._regexes[index]
-            windows.sort()
-            merged: list[list[int]] = []
-            for start, end in windows:
-                if merged and start <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], end)
-                else:
-                    merged.append([start, end])
-            for start, end in merged:
-                for match in pattern.finditer(buf, max(0, start), min(size, end)):
-                    secret_start, secret_end = match.span("secret")
-                    if secret_end > secret_start:
-                        hits.append(PatternHit(index, match.start(), secret_start, secret_end))
+        for index in sorted(candidates):
+            spans = self._spans(index, buf)
+            if spans:
+                hits.extend(self._confirm(index, buf, spans))
         return hits
 
-    def _locate(
-        self, buf: bytes, allowed: frozenset[int] | None, spans: dict[int, list[tuple[int, int]]]
-    ) -> None:
-        entries = self._entries
-        rules = self.rules
-        last: list[tuple[int, int]] = [(-1, -1)]
-
-        def on_match(expression: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            index, mode = entries[expression]
-            if allowed is not None and index not in allowed:
-                return
-            window = rules[index].window
-            if mode == MODE_SOM:
-                if last[0] == (expression, start):
-                    return  # the same candidate reported again at a later end
-                last[0] = (expression, start)
-                span = (start, start + window)
-            elif mode == MODE_END:
-                span = (end - window, end + _END_SLACK)
-            else:
-                span = (start - window, end + window)
-            spans.setdefault(index, []).append(span)
-
-        self._database.scan(buf, match_event_handler=on_match)
-
-    def _locate_by_keywords(
-        self, buf: bytes, allowed: frozenset[int] | None, spans: dict[int, list[tuple[int, int]]]
-    ) -> None:
-        lowered = buf.lower()
-        for index, keywords in enumerate(self._keywords):
-            if allowed is not None and index not in allowed:
-                continue
-            window = self.rules[index].window
-            for keyword in keywords:
+    def _spans(self, index: int, buf: bytes) -> list[tuple[int, int]]:
+        """Windows of `buf` where rule `index` may match."""
+        window = self.rules[index].window
+        mode = self._modes[index]
+        spans: list[tuple[int, int]] = []
+        if mode == MODE_KEYWORD or self._fallback:
+            lowered = buf.lower()
+            for keyword in self._keywords[index]:
                 position = lowered.find(keyword)
                 while position != -1:
-                    spans.setdefault(index, []).append(
-                        (position - window, position + len(keyword) + window)
-                    )
+                    spans.append((position - window, position + len(keyword) + window))
                     position = lowered.find(keyword, position + 1)
+            return spans
+        database = self._databases.get(index)
+        if database is None:
+            database = self._databases[index] = _load(self._serialized[index])
+        last = [-1]
+
+        def on_match(_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            if mode == MODE_SOM:
+                if start == last[0]:
+                    return  # the same candidate reported again at a later end
+                last[0] = start
+                spans.append((start, start + window))
+            else:
+                spans.append((end - window, end + _END_SLACK))
+
+        database.scan(buf, match_event_handler=on_match)
+        return spans
+
+    def _confirm(self, index: int, buf: bytes, spans: list[tuple[int, int]]) -> list[PatternHit]:
+        pattern = self._regexes[index]
+        size = len(buf)
+        spans.sort()
+        merged: list[list[int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        hits = []
+        for start, end in merged:
+            for match in pattern.finditer(buf, max(0, start), min(size, end)):
+                secret_start, secret_end = match.span("secret")
+                if secret_end > secret_start:
+                    hits.append(PatternHit(index, match.start(), secret_start, secret_end))
+        return hits
+
+
+def _collect(into: set[int]) -> Any:
+    def on_match(rule: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+        into.add(rule)
+
+    return on_match

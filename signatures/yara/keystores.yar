@@ -109,15 +109,12 @@ rule gnupg_private_key
         category = "private-key"
         severity = "high"
         preview_prefix = 0
-        description = "gpg-agent stores each secret key in ~/.gnupg/private-keys-v1.d/<keygrip>.key, either as a canonical S-expression '(11:private-key(' / '(21:protected-private-key(' / '(20:shadowed-private-key' (smartcard stub, not matched) or, since 2.2.20, in the extended 'Key: (private-key ...' text format."
+        description = "gpg-agent stores each secret key in ~/.gnupg/private-keys-v1.d/<keygrip>.key as a canonical S-expression '(11:private-key(' / '(21:protected-private-key(' / '(20:shadowed-private-key' (smartcard stub, not matched), with the key material as raw bytes. The extended 'Key: (private-key ...' text format (gpg >= 2.2.20) is the pattern rule gnupg-extended-private-key."
 
     strings:
         $csexp_plain = "(11:private-key("
         $csexp_protected = "(21:protected-private-key("
-        $ext_plain = "Key: (private-key"
-        $ext_protected = "Key: (protected-private-key"
 
     condition:
-        $csexp_plain at 0 or $csexp_protected at 0 or
-        (filesize < 65536 and ($ext_plain or $ext_protected))
+        $csexp_plain at 0 or $csexp_protected at 0
 }

@@ -124,10 +124,7 @@ def test_keyword_fallback_matches_hyperscan(small_engine: Engine, tmp_path: Path
     """Without Hyperscan the engine still finds the same secrets (slower)."""
     spec = build_spec(small_engine.pack)
     slow_spec = replace(
-        spec,
-        compiled=CompiledPatterns(
-            None, tuple((i, "keyword") for i in range(len(spec.pack.patterns))), ("slow",)
-        ),
+        spec, compiled=CompiledPatterns.keyword_only(len(spec.pack.patterns), "slow")
     )
     slow = Engine(slow_spec)
     data = filler(10_000) + b"x " + token() + b" y\n" + b"bob:" + token()[4:16] + b"\n"
