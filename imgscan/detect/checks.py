@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import re
 import time
@@ -209,6 +210,61 @@ def _matches_common_password(hashed: str) -> bool | None:
             return None
     return False
 
+
+# Keystore passwords worth a try: none, the Java default, and the common list.
+_STORE_PASSWORDS = ("", "changeit", *COMMON_PASSWORDS)
+
+
+def file_checks(rule_id: str, data: bytes) -> tuple[Check, ...]:
+    """Checks of a whole small file that a binary (YARA) rule found: whether a key store opens
+    with no password or a common one. `data` must be the complete file."""
+    check = _FILE_CHECKS.get(rule_id)
+    result = check(data) if check is not None else None
+    return (result,) if result is not None else ()
+
+
+def pkcs12_password(data: bytes) -> Check | None:
+    """Whether a PKCS#12 file opens with no password or a common one (`cryptography` tries)."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    for index, password in enumerate((None, *(p.encode() for p in _STORE_PASSWORDS))):
+        try:
+            pkcs12.load_key_and_certificates(data, password)
+        except (ValueError, TypeError):
+            continue  # wrong password (or not a PKCS#12 it can read)
+        return Check("store-password", CheckResult.PASS, _opens(index))
+    return Check("store-password", CheckResult.INFO, "does not open with a common password")
+
+
+def jks_password(data: bytes) -> Check | None:
+    """Whether a Java key store's integrity digest is keyed by no password or a common one.
+
+    The store ends with SHA-1(password as UTF-16BE, "Mighty Aphrodite", the store's bytes);
+    keystores usually protect their keys with the same password.
+    """
+    if len(data) < 32 or data[:4] != b"\xfe\xed\xfe\xed":
+        return None
+    body, digest = data[:-20], data[-20:]
+    for index, password in enumerate(_STORE_PASSWORDS, start=1):
+        keyed = hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + body)
+        if keyed.digest() == digest:
+            return Check("store-password", CheckResult.PASS, _opens(index))
+    return Check("store-password", CheckResult.INFO, "does not open with a common password")
+
+
+def _opens(index: int) -> str:
+    """How a store opened: 0 no password, 1 an empty one, 2+ one of the common ones."""
+    if index == 0:
+        return "opens without a password"
+    if index == 1:
+        return "opens with an empty password"
+    return "opens with a common password (imgscan's built-in list)"
+
+
+_FILE_CHECKS: dict[str, Callable[[bytes], Check | None]] = {
+    "pkcs12-private-key": pkcs12_password,
+    "java-keystore-private-key": jks_password,
+}
 
 _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
     token_checksum,

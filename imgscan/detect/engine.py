@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imgscan.detect.checks import NotASecret, offline_checks
+from imgscan.detect.checks import NotASecret, file_checks, offline_checks
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
 from imgscan.detect.rules import PatternRule, RuleMeta, RulePack, path_glob_regex
 from imgscan.detect.validate import VALIDATORS
@@ -108,11 +108,14 @@ class Engine:
             stream, chunk_size, self._reach + _LEAD
         ):
             if first and _binary(buf):
+                whole = stop == len(buf)  # the first buffer is the whole file
                 for yhit in self._yara.find(buf):
                     try:
                         checks = offline_checks(yhit.secret)
                     except NotASecret:
                         continue
+                    if whole:
+                        checks += file_checks(yhit.meta.id, buf)
                     line = buf.count(b"\n", 0, yhit.start) + 1
                     hits.append(Hit(yhit.meta, yhit.secret, yhit.start, line, checks))
             for phit in self._patterns.find(buf, allowed):

@@ -6,9 +6,13 @@ Every value is generated here at test time (the repository holds no credential-s
 from __future__ import annotations
 
 import base64
+import datetime
+import hashlib
 import json
 import secrets
+import struct
 import time
+from collections.abc import Callable
 
 import build as testdata
 import pytest
@@ -16,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from imgscan.detect.checks import NotASecret, offline_checks
+from imgscan.detect.engine import Engine
 from imgscan.model import CheckResult, FileRef, Severity, Validation, ValidationStatus
 from imgscan.scan.worker import FileScanner
 
@@ -121,3 +126,63 @@ def test_failed_validation_demotes_and_checksum_failure_drops(inline_scanner: Fi
     assert jwt.validation.status is ValidationStatus.FAILED
     assert jwt.severity is Severity.LOW
     assert [c.result for c in jwt.validation.checks] == [CheckResult.FAIL]
+
+
+def _p12(password: bytes | None) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app.internal")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return pkcs12.serialize_key_and_certificates(b"app", key, cert, None, encryption)
+
+
+def _jks(password: str) -> bytes:
+    """A one-entry Java key store laid out as keytool writes it (the key blob is filler)."""
+    alias = b"app"
+    # EncryptedPrivateKeyInfo naming Sun's JKS key protector, 1.3.6.1.4.1.42.2.17.1.1.
+    protector = bytes.fromhex("060a2b060104012a02110101")
+    blob = b"\x30\x20\x30\x0e" + protector + b"\x05\x00\x04\x0c" + secrets.token_bytes(12)
+    body = b"\xfe\xed\xfe\xed" + struct.pack(">III", 2, 1, 1)
+    body += struct.pack(">H", len(alias)) + alias + struct.pack(">Q", 1_700_000_000_000)
+    body += struct.pack(">I", len(blob)) + blob + struct.pack(">I", 0)
+    digest = hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()
+    return body + digest
+
+
+@pytest.mark.parametrize(
+    ("store", "detail"),
+    [
+        (lambda: _p12(None), "opens without a password"),
+        (lambda: _p12(b"changeit"), "opens with a common password (imgscan's built-in list)"),
+        (lambda: _p12(secrets.token_urlsafe(12).encode()), "does not open with a common password"),
+        (lambda: _jks("changeit"), "opens with a common password (imgscan's built-in list)"),
+        (lambda: _jks(""), "opens with an empty password"),
+        (lambda: _jks(secrets.token_urlsafe(12)), "does not open with a common password"),
+    ],
+)
+def test_key_stores_are_tried_with_common_passwords(
+    engine: Engine, store: Callable[[], bytes], detail: str
+) -> None:
+    hits = engine.scan_bytes(store(), "/etc/ssl/private/app.store")
+    assert len(hits) == 1
+    assert [c.detail for c in hits[0].checks] == [detail]
+    assert "changeit" not in detail
