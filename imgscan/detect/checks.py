@@ -30,6 +30,8 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # 30 base62 characters of entropy, then their CRC32 as 6 base62 characters.
 _CHECKSUMMED = re.compile(rb"^(?:gh[pousr]|npm)_([A-Za-z0-9]{30})([A-Za-z0-9]{6})$")
 _JWT = re.compile(rb"^(eyJ[A-Za-z0-9_-]+)\.(eyJ[A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)$")
+# The claims of the sample token jwt.io and countless READMEs show.
+_JWT_IO_SAMPLE = {"sub": "1234567890", "name": "John Doe", "iat": 1516239022}
 _AWS_KEY_ID = re.compile(rb"^(AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}$")
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----")
 _CRYPT = re.compile(rb"^\$(1|2[abxy]|5|6|y|gy|7)\$[^\s:$]*\$[./A-Za-z0-9$]+$")
@@ -121,6 +123,8 @@ def jwt_claims(secret: bytes, now: float | None = None) -> Check | None:
         return Check("jwt", CheckResult.FAIL, "header or claims do not decode as JSON")
     if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
         return Check("jwt", CheckResult.FAIL, "not a JWT header and claims set")
+    if claims == _JWT_IO_SAMPLE:
+        raise NotASecret("the jwt.io documentation token")
     alg = str(header["alg"])[:16]
     expiry = claims.get("exp")
     if isinstance(expiry, int | float) and not isinstance(expiry, bool):
@@ -209,6 +213,35 @@ def _matches_common_password(hashed: str) -> bool | None:
         except OSError:  # a scheme this libxcrypt does not know
             return None
     return False
+
+
+# Directories that hold test data of the software they ship with: a key in
+# /usr/lib/python3/dist-packages/twisted/conch/test/ is the library's fixture, not this
+# machine's secret. Names only ("example" and "sample" directories also hold live configs).
+_FIXTURE_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "testing",
+        "testdata",
+        "test-data",
+        "test_data",
+        "fixtures",
+        "fixture",
+        "__tests__",
+        "__fixtures__",
+        "__mocks__",
+        "spec",
+    }
+)
+
+
+def fixture_location(path: str) -> Check | None:
+    """An INFO check when `path` lies in a test-fixture directory (the caller demotes it)."""
+    directories = re.split(r"[/\\!]", path)[:-1]
+    if any(part.lower() in _FIXTURE_DIRS for part in directories):
+        return Check("location", CheckResult.INFO, "in a test or fixture directory")
+    return None
 
 
 # Keystore passwords worth a try: none, the Java default, and the common list.

@@ -66,6 +66,8 @@ PLACEHOLDER_WORDS = frozenset(
         "secret123",
         "password123",
         "insert_here",
+        "anonymous",
+        "anonymous@",
     }
 )
 
@@ -90,6 +92,12 @@ _CODE_REFERENCE = re.compile(
 )
 
 
+# DB_PASSWORD, API_TOKEN: a configuration value that names the variable holding the secret
+# (node-config's custom-environment-variables.json, Spring's ${} defaults, compose files).
+_ENV_NAME = re.compile(rb"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+_SECRET_WORD = re.compile(rb"PASS|SECRET|TOKEN|KEY|PWD|AUTH|CRED")
+
+
 def placeholder(secret: bytes) -> str | None:
     """Drop values that stand in for a secret rather than being one."""
     value = secret.strip().strip(b"'\"")
@@ -108,6 +116,8 @@ def placeholder(secret: bytes) -> str | None:
         return "placeholder word"
     if re.fullmatch(rb"(?:x+|\*+|\.+|-+|_+|0+|#+|\?+)", lowered):
         return "masked value"
+    if _ENV_NAME.fullmatch(value) and _SECRET_WORD.search(value):
+        return "name of an environment variable"
     return None
 
 

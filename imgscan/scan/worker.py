@@ -17,6 +17,7 @@ from typing import BinaryIO, cast
 
 import zstandard
 
+from imgscan.detect.checks import fixture_location
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import (
@@ -174,11 +175,16 @@ class FileScanner:
 
     def _finding(self, hit: Hit, path: str) -> Finding:
         meta = hit.rule
-        validation = Validation(hit.checks)
+        location = fixture_location(path)
+        validation = Validation(hit.checks + ((location,) if location else ()))
         severity = meta.severity
         if validation.status is ValidationStatus.FAILED and severity.rank > Severity.LOW.rank:
             # Expired or unparseable: still on the image, but it no longer grants access.
             severity = Severity.LOW
+        if location is not None:
+            # A fixture of the software it ships with: listed, but it does not fail a gate
+            # unless --fail-on info asks for that.
+            severity = Severity.INFO
         return Finding(
             rule=meta.id,
             category=meta.category,

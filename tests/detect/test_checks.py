@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from imgscan.detect.checks import NotASecret, offline_checks
 from imgscan.detect.engine import Engine
+from imgscan.detect.validate import placeholder
 from imgscan.model import CheckResult, FileRef, Severity, Validation, ValidationStatus
 from imgscan.scan.worker import FileScanner
 
@@ -186,3 +187,37 @@ def test_key_stores_are_tried_with_common_passwords(
     assert len(hits) == 1
     assert [c.detail for c in hits[0].checks] == [detail]
     assert "changeit" not in detail
+
+
+def test_fixture_locations_are_listed_but_demoted(inline_scanner: FileScanner) -> None:
+    token = testdata.github_token()
+    text = f"GITHUB_TOKEN={token}\n".encode()
+    for path, severity in (
+        ("/srv/app/.env", Severity.HIGH),
+        ("/usr/lib/python3/dist-packages/lib/tests/fixtures/.env", Severity.INFO),
+        ("/opt/tool/spec/data.zip!/.env", Severity.INFO),
+    ):
+        outcome = inline_scanner.scan(FileRef("/dev/sda1", path, len(text), "-", text))
+        assert [(f.secret, f.severity) for f in outcome.findings] == [(token, severity)], path
+
+
+def test_references_and_documentation_samples_are_dropped(inline_scanner: FileScanner) -> None:
+    sample = (  # the token jwt.io shows, assembled so the source holds no token literal
+        base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(b'{"sub":"1234567890","name":"John Doe","iat":1516239022}')
+        .rstrip(b"=")
+        .decode()
+        + "."
+        + secrets.token_urlsafe(32)
+    )
+    text = f'{{"password": "DB_PASSWORD", "token": "{sample}"}}\n'.encode()
+    outcome = inline_scanner.scan(
+        FileRef("/dev/sda1", "/srv/app/config.json", len(text), "-", text)
+    )
+    assert outcome.findings == ()
+    # Each is dropped by its own judge, not merely missed by the rules.
+    assert placeholder(b"DB_PASSWORD") == "name of an environment variable"
+    assert placeholder(b"Db_Passw0rd_2024") is None
+    with pytest.raises(NotASecret):
+        offline_checks(sample.encode())
