@@ -104,13 +104,14 @@ def _by_volume(result: ScanResult, devices: set[str]) -> list[tuple[str, int, st
     return kept
 
 
-# libqcow misreads qemu's compressed clusters, so the native reader refuses these images and
-# names the other reader (the auto reader then hands the whole image to libguestfs).
-NATIVE_REFUSES = ["lvm-server-z-qcow2", "lvm-server-zstd-qcow2"]
+# libqcow misreads qemu's compressed clusters and dfvfs has no VDI support, so the native
+# reader refuses these images and names the other reader (the auto reader then hands the whole
+# image to libguestfs).
+NATIVE_REFUSES = ["lvm-server-z-qcow2", "lvm-server-zstd-qcow2", "lvm-server-vdi"]
 
 
 @pytest.mark.parametrize("name", NATIVE_REFUSES)
-def test_native_reader_refuses_compressed_qcow2(
+def test_native_reader_refuses_what_it_cannot_read(
     rich_images: Path, rich_manifest: dict[str, Any], name: str
 ) -> None:
     with pytest.raises(ImageError, match="--reader guestfs"):
