@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
 from imgscan.detect.engine import Engine, build_spec
 from imgscan.detect.rules import RulePack, load_pack
 from imgscan.image.interface import OpenerSpec
-from imgscan.model import FileRef
 from imgscan.options import default_signatures_dir
-from imgscan.scan.worker import FileScanner, WorkerSpec
+from imgscan.scan.worker import FileScanner, InlineOpener, WorkerSpec
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "testdata"))
@@ -32,21 +31,11 @@ def engine(pack: RulePack) -> Engine:
     return Engine(build_spec(pack))
 
 
-class _InlineOnly:
-    """A FileOpener for FileRefs that carry their content inline: nothing is ever opened."""
-
-    def open(self, ref: FileRef) -> BinaryIO:
-        raise AssertionError(f"{ref.path} should have been inline")
-
-    def release(self, ref: FileRef) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def inline_scanner(engine: Engine) -> FileScanner:
     """A worker's FileScanner over the full pack, for FileRefs with inline content."""
     spec = WorkerSpec(engine.spec, OpenerSpec("inline", "-", "raw"), 1 << 20, 1 << 30, True)
-    return FileScanner(spec, _InlineOnly())
+    return FileScanner(spec, InlineOpener())
 
 
 @pytest.fixture(scope="session")

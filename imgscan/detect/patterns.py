@@ -12,11 +12,15 @@ takes two passes over a buffer:
      rule's own database finds its candidates, and the rule's `regex` pattern confirms each on
      a bounded window and captures the `secret` group.
 
-A rule's own database is the best Hyperscan accepts for its locator:
-  som      with start of match: the window starts at the candidate;
-  end      without: the window ends `window` bytes before the candidate's end;
-  keyword  the rule's literal keywords, when Hyperscan rejects the locator (look-arounds):
-           the window spans `window` bytes either side of the keyword.
+A rule is located in one of two modes:
+  end      its locator, compiled without start of match: a match is at most `window` bytes
+           long and contains the locator's match, so the window spans `window` bytes either
+           side of where the locator's match ends;
+  keyword  its literal keywords, when Hyperscan rejects the locator (look-arounds): the window
+           spans `window` bytes either side of the keyword.
+Start of match is never asked for: besides its cost, the Vectorscan build behind the
+`hyperscan` wheel crashes the process on some inputs with some start-of-match patterns, and
+a hostile image must not be able to choose that input.
 Without the hyperscan module, every rule runs in keyword mode through Python (much slower);
 the engine warns when that happens. Path globs are matched by Hyperscan too (a regex per rule
 per file was most of the time on trees of small files).
@@ -44,8 +48,7 @@ try:
 except ImportError:  # pragma: no cover - hyperscan has x86-64 wheels; other hosts fall back
     HAS_HYPERSCAN = False
 
-MODE_SOM, MODE_END, MODE_KEYWORD = "som", "end", "keyword"
-_END_SLACK = 64  # bytes after a candidate's end the confirm regex may still look at
+MODE_END, MODE_KEYWORD = "end", "keyword"
 _FORMAT = 2  # of the cached compiled form
 
 
@@ -80,13 +83,10 @@ def _database(expressions: list[bytes], flags: list[int], ids: list[int]) -> Any
 
 def _rule_database(rule: PatternRule) -> tuple[Any, str]:
     """A rule's own locating database and its mode (None, keyword: Hyperscan rejects it)."""
-    locate = rule.locate.encode()
-    for flag, mode in ((hyperscan.HS_FLAG_SOM_LEFTMOST, MODE_SOM), (0, MODE_END)):
-        try:
-            return _database([locate], [flag], [0]), mode
-        except hyperscan.error:
-            continue
-    return None, MODE_KEYWORD
+    try:
+        return _database([rule.locate.encode()], [0], [0]), MODE_END
+    except hyperscan.error:
+        return None, MODE_KEYWORD
 
 
 def _screen_expressions(rule: PatternRule, mode: str) -> list[tuple[bytes, int]]:
@@ -288,16 +288,9 @@ class PatternMatcher:
         database = self._databases.get(index)
         if database is None:
             database = self._databases[index] = _load(self._serialized[index])
-        last = [-1]
 
-        def on_match(_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            if mode == MODE_SOM:
-                if start == last[0]:
-                    return  # the same candidate reported again at a later end
-                last[0] = start
-                spans.append((start, start + window))
-            else:
-                spans.append((end - window, end + _END_SLACK))
+        def on_match(_id: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+            spans.append((end - window, end + window))
 
         database.scan(buf, match_event_handler=on_match)
         return spans

@@ -70,6 +70,17 @@ class _Budget:
         self.limit = self.left = expansion_limit(archive_size)
 
 
+class InlineOpener:
+    """A FileOpener for FileRefs that carry their content inline (callers of the API that scan
+    bytes they already hold): nothing is ever opened."""
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        raise ValueError(f"{ref.path}: no inline content to scan")
+
+    def release(self, ref: FileRef) -> None:
+        pass
+
+
 class FileScanner:
     def __init__(self, spec: WorkerSpec, opener: FileOpener) -> None:
         self.spec = spec

@@ -13,6 +13,7 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import build as testdata
 import pytest
@@ -71,13 +72,14 @@ def test_aws_key_id_shape() -> None:
     assert _status("ASIA" + testdata.aws_key_id()[4:])[1] == ["well-formed temporary (STS) key id"]
 
 
-def _pem(key: object, fmt: serialization.PrivateFormat, password: bytes | None = None) -> bytes:
+def _pem(key: Any, fmt: serialization.PrivateFormat, password: bytes | None = None) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(password)
         if password
         else serialization.NoEncryption()
     )
-    return key.private_bytes(serialization.Encoding.PEM, fmt, encryption)  # type: ignore[attr-defined]
+    data: bytes = key.private_bytes(serialization.Encoding.PEM, fmt, encryption)
+    return data
 
 
 def test_private_keys_parse_or_are_encrypted() -> None:

@@ -22,6 +22,7 @@ class FakeReader:
 
     image = ImageInfo("fake", "raw", 0)
     info = ReaderInfo("fake")
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, volumes: list[VolumeInfo], files: dict[tuple[str, str], bytes]) -> None:
         self._volumes = volumes
