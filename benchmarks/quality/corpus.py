@@ -210,6 +210,9 @@ SECRET_KINDS: dict[str, str] = {
     "systemd-env-password": "password",
     "php-env-password": "password",
     "ansible-password": "password",
+    # Issue 4 asks for Ansible vault files to be reported: the vault password often sits on the
+    # same host, so the encrypted data is a lead to secrets (imgscan reports it at low severity).
+    "ansible-vault": "password",
     "ansible-vault-password-file": "password",
     "tfvars-password": "password",
     "tfstate-password": "password",
@@ -3531,7 +3534,7 @@ def _w_infra(c: CorpusBuilder, g: Shapes) -> None:
         """)
     f = c.file("home/deploy/ansible/group_vars/all/vault.yml")
     vault = "\n".join(wrap(g.randbytes(320).hex(), 80))
-    f.raw("$ANSIBLE_VAULT;1.1;AES256\n" + f.d(vault, "encrypted-blob") + "\n")
+    f.raw("$ANSIBLE_VAULT;1.1;AES256\n" + f.s(vault, "ansible-vault", block=True) + "\n")
     f = c.file("home/deploy/ansible/host_vars/db01.prod.lan.yml")
     f.text(f"""\
         ---

@@ -33,6 +33,7 @@ _JWT = re.compile(rb"^(eyJ[A-Za-z0-9_-]+)\.(eyJ[A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)
 # The claims of the sample token jwt.io and countless READMEs show.
 _JWT_IO_SAMPLE = {"sub": "1234567890", "name": "John Doe", "iat": 1516239022}
 _AWS_KEY_ID = re.compile(rb"^(AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}$")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]{8,2048}={0,2}")
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----")
 _CRYPT = re.compile(rb"^\$(1|2[abxy]|5|6|y|gy|7)\$[^\s:$]*\$[./A-Za-z0-9$]+$")
 _CRYPT_NAMES = {
@@ -327,10 +328,31 @@ _FILE_CHECKS: dict[str, Callable[[bytes], Check | None]] = {
     "java-keystore-private-key": jks_password,
 }
 
+
+def unattend_encoding(secret: bytes) -> Check | None:
+    """Windows Setup's "encrypted" answer-file passwords are base64 of UTF-16LE password +
+    "Password" (or "AdministratorPassword"): the check says it decodes, never to what."""
+    if not _BASE64.fullmatch(secret) or len(secret) % 4:
+        return None
+    try:
+        text = base64.b64decode(secret, validate=True).decode("utf-16-le")
+    except (binascii.Error, ValueError):
+        return None
+    for suffix in ("AdministratorPassword", "Password"):
+        if text.endswith(suffix) and len(text) > len(suffix):
+            return Check(
+                "unattend-encoding",
+                CheckResult.PASS,
+                f"base64 of the password + '{suffix}': decodes offline",
+            )
+    return None
+
+
 _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
     token_checksum,
     jwt_claims,
     aws_key_id,
     private_key,
     password_hash,
+    unattend_encoding,
 )

@@ -14,14 +14,14 @@ left to the next buffer, which sees it whole: secrets straddling a chunk boundar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from imgscan.detect.checks import NotASecret, file_checks, offline_checks
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
-from imgscan.detect.rules import PatternRule, RuleMeta, RulePack, path_glob_regex
+from imgscan.detect.rules import FileRule, PatternRule, RuleMeta, RulePack, path_glob_regex
 from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
 from imgscan.model import Check
@@ -52,7 +52,8 @@ class EngineSpec:
 
 def build_spec(pack: RulePack, cache_dir: Path | None = None) -> EngineSpec:
     """Compile the pack's locator once; `cache_dir` keeps the compiled database across runs."""
-    return EngineSpec(pack, compile_patterns(pack.patterns, cache_dir))
+    globs = tuple(rule.paths for rule in pack.files)
+    return EngineSpec(pack, compile_patterns(pack.patterns, cache_dir, globs))
 
 
 class Engine:
@@ -68,10 +69,10 @@ class Engine:
         self._yara = YaraMatcher(spec.pack.yara)
         self._reach = max((r.window for r in rules), default=512) + 64
         self._free = frozenset(i for i, r in enumerate(rules) if not r.paths)
-        globs = [(i, "|".join(path_glob_regex(g) for g in r.paths)) for i, r in enumerate(rules)]
-        self._path_rules = [(i, re.compile(rx)) for i, rx in globs if rx]
-        # Windows names are case-insensitive: a rule for **/web.config also takes Web.Config.
-        self._windows_path_rules = [(i, re.compile(rx, re.IGNORECASE)) for i, rx in globs if rx]
+        # Without Hyperscan, globs are matched one regex per rule. Windows names are
+        # case-insensitive: a rule for **/web.config also takes Web.Config.
+        self._path_rules = _glob_regexes(rules)
+        self._file_rules = _glob_regexes(spec.pack.files)
         self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
 
     def allowed_rules(self, path: str) -> frozenset[int]:
@@ -80,14 +81,19 @@ class Engine:
         Globs use "/"; a Windows path (C:\\Users\\alice\\web.config) is matched as
         C:/Users/alice/web.config, regardless of case.
         """
-        caseless = bool(_WINDOWS_PATH.match(path))
-        if caseless:
-            path = path.replace("\\", "/")
+        path, caseless = _glob_form(path)
         extra = self._patterns.path_rules(path, caseless)
         if extra is None:  # no Hyperscan: match the globs one by one
-            rules = self._windows_path_rules if caseless else self._path_rules
-            extra = {i for i, rx in rules if rx.match(path)}
+            extra = {i for i, rx in self._path_rules[caseless] if rx.match(path)}
         return self._free.union(extra) if extra else self._free
+
+    def file_rule(self, path: str) -> FileRule | None:
+        """The first file rule whose globs match guest `path`, if any."""
+        path, caseless = _glob_form(path)
+        found = self._patterns.file_rules(path, caseless)
+        if found is None:
+            found = {i for i, rx in self._file_rules[caseless] if rx.match(path)}
+        return self.pack.files[min(found)] if found else None
 
     def scan_bytes(self, data: bytes, path: str) -> list[Hit]:
         """Scan an in-memory file (examples, small members)."""
@@ -147,6 +153,27 @@ def _binary(buf: bytes) -> bool:
     stores, binary key files), and scanning every text file with them costs a third of the
     engine's time."""
     return bool(buf[:4096].translate(None, _TEXT))
+
+
+def _glob_form(path: str) -> tuple[str, bool]:
+    """A guest path as globs see it, and whether to match regardless of case: Windows paths
+    (C:\\Users\\alice\\web.config) are matched as C:/Users/alice/web.config, ignoring case."""
+    if _WINDOWS_PATH.match(path):
+        return path.replace("\\", "/"), True
+    return path, False
+
+
+def _glob_regexes(
+    rules: Sequence[PatternRule | FileRule],
+) -> dict[bool, list[tuple[int, re.Pattern[str]]]]:
+    """For each rule with globs: (index, one regex of them all), exact and caseless."""
+    alternatives = [(i, "|".join(path_glob_regex(g) for g in r.paths)) for i, r in enumerate(rules)]
+    return {
+        caseless: [
+            (i, re.compile(rx, re.IGNORECASE if caseless else 0)) for i, rx in alternatives if rx
+        ]
+        for caseless in (False, True)
+    }
 
 
 def _buffers(

@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - hyperscan has x86-64 wheels; other hos
     HAS_HYPERSCAN = False
 
 MODE_END, MODE_KEYWORD = "end", "keyword"
-_FORMAT = 2  # of the cached compiled form
+_FORMAT = 3  # of the cached compiled form
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class CompiledPatterns:
 
     `screen` is the serialized pass-1 database (ids are rule indices; None without hyperscan),
     `rules` each rule's own serialized database (None in keyword mode) and `modes` its mode;
-    `paths` and `paths_nocase` match path globs (ids are rule indices; None when no rule has
-    paths, or without hyperscan).
+    `paths` and `paths_nocase` match the pattern rules' path globs, `files` and `files_nocase`
+    the file rules' (ids are rule indices; None when there are no globs, or without hyperscan).
     """
 
     screen: bytes | None
@@ -68,6 +68,8 @@ class CompiledPatterns:
     paths: bytes | None
     paths_nocase: bytes | None
     warnings: tuple[str, ...]
+    files: bytes | None = None
+    files_nocase: bytes | None = None
 
     @classmethod
     def keyword_only(cls, count: int, warning: str) -> CompiledPatterns:
@@ -96,7 +98,21 @@ def _screen_expressions(rule: PatternRule, mode: str) -> list[tuple[bytes, int]]
     return [(rule.locate.encode(), 0)]
 
 
-def _compile(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
+def _glob_databases(globs: list[tuple[int, str]]) -> tuple[bytes | None, bytes | None]:
+    """Serialized databases matching guest-path globs (ids: rule indices), exact and caseless."""
+    if not globs:
+        return None, None
+    ids = [i for i, _ in globs]
+    exprs = [path_glob_regex(g).encode() for _, g in globs]
+    single = hyperscan.HS_FLAG_SINGLEMATCH
+    exact = hyperscan.dumpb(_database(exprs, [single] * len(exprs), ids))
+    caseless = [single | hyperscan.HS_FLAG_CASELESS] * len(exprs)
+    return exact, hyperscan.dumpb(_database(exprs, caseless, ids))
+
+
+def _compile(
+    rules: tuple[PatternRule, ...], files: tuple[tuple[str, ...], ...]
+) -> CompiledPatterns:
     single = hyperscan.HS_FLAG_SINGLEMATCH
     serialized: list[bytes | None] = []
     modes: list[str] = []
@@ -118,23 +134,20 @@ def _compile(rules: tuple[PatternRule, ...]) -> CompiledPatterns:
                 flags.append(flag | single)
                 ids.append(index)
     screen = hyperscan.dumpb(_database(expressions, flags, ids)) if expressions else None
-    globs = [(i, path_glob_regex(g).encode()) for i, r in enumerate(rules) for g in r.paths]
-    paths = paths_nocase = None
-    if globs:
-        ids = [i for i, _ in globs]
-        exprs = [g for _, g in globs]
-        paths = hyperscan.dumpb(_database(exprs, [single] * len(exprs), ids))
-        caseless = [single | hyperscan.HS_FLAG_CASELESS] * len(exprs)
-        paths_nocase = hyperscan.dumpb(_database(exprs, caseless, ids))
+    paths, paths_nocase = _glob_databases([(i, g) for i, r in enumerate(rules) for g in r.paths])
+    file_dbs = _glob_databases([(i, g) for i, globs in enumerate(files) for g in globs])
     return CompiledPatterns(
-        screen, tuple(serialized), tuple(modes), paths, paths_nocase, tuple(warnings)
+        screen, tuple(serialized), tuple(modes), paths, paths_nocase, tuple(warnings), *file_dbs
     )
 
 
 def compile_patterns(
-    rules: tuple[PatternRule, ...], cache_dir: Path | None = None
+    rules: tuple[PatternRule, ...],
+    cache_dir: Path | None = None,
+    files: tuple[tuple[str, ...], ...] = (),
 ) -> CompiledPatterns:
-    """Build the Hyperscan databases for every rule (done once, in the main process).
+    """Build the Hyperscan databases for every rule (done once, in the main process); `files`
+    are the globs of each file rule.
 
     Compiling a few hundred locators takes seconds, so the result is kept in `cache_dir` (when
     given and writable) under a digest of the rules' locators, keywords and globs and the
@@ -149,12 +162,14 @@ def compile_patterns(
         digest.update(rule.id.encode() + b"\0" + rule.locate.encode() + b"\0")
         digest.update(b"\0".join(k.encode() for k in rule.keywords) + b"\1")
         digest.update(b"\0".join(g.encode() for g in rule.paths) + b"\2")
+    for globs in files:
+        digest.update(b"\0".join(g.encode() for g in globs) + b"\3")
     cache = cache_dir / f"{digest.hexdigest()[:32]}.json" if cache_dir else None
     if cache is not None:
         cached = _load_cached(cache)
         if cached is not None:
             return cached
-    compiled = _compile(rules)
+    compiled = _compile(rules, files)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +196,8 @@ def _to_json(compiled: CompiledPatterns) -> dict[str, Any]:
         "modes": list(compiled.modes),
         "paths": _b64(compiled.paths),
         "paths_nocase": _b64(compiled.paths_nocase),
+        "files": _b64(compiled.files),
+        "files_nocase": _b64(compiled.files_nocase),
         "warnings": list(compiled.warnings),
     }
 
@@ -196,8 +213,11 @@ def _load_cached(cache: Path) -> CompiledPatterns | None:
             _unb64(data["paths"]),
             _unb64(data["paths_nocase"]),
             tuple(str(w) for w in data["warnings"]),
+            _unb64(data["files"]),
+            _unb64(data["files_nocase"]),
         )
-        for blob in (compiled.screen, compiled.paths, compiled.paths_nocase, *compiled.rules):
+        blobs = (compiled.screen, compiled.paths, compiled.paths_nocase, *compiled.rules)
+        for blob in (*blobs, compiled.files, compiled.files_nocase):
             if blob is not None:
                 hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
     except (OSError, ValueError, KeyError, TypeError, hyperscan.error):
@@ -236,6 +256,8 @@ class PatternMatcher:
         self._screen = _load(compiled.screen)
         self._paths = _load(compiled.paths)
         self._paths_nocase = _load(compiled.paths_nocase)
+        self._files = _load(compiled.files)
+        self._files_nocase = _load(compiled.files_nocase)
         self._keywords = [[k.encode() for k in rule.keywords] for rule in rules]
         self._free = frozenset(i for i, rule in enumerate(rules) if not rule.paths)
         self._fallback = compiled.screen is None
@@ -243,15 +265,11 @@ class PatternMatcher:
     def path_rules(self, path: str, caseless: bool) -> set[int] | None:
         """Indices of the path-scoped rules whose globs match `path`; None if this matcher
         has no path database (the caller matches the globs itself)."""
-        database = self._paths_nocase if caseless else self._paths
-        if database is None:
-            return None
-        found: set[int] = set()
-        if path:
-            database.scan(
-                path.encode("utf-8", "surrogateescape"), match_event_handler=_collect(found)
-            )
-        return found
+        return _globbed(self._paths_nocase if caseless else self._paths, path)
+
+    def file_rules(self, path: str, caseless: bool) -> set[int] | None:
+        """Indices of the file rules whose globs match `path` (None: no database)."""
+        return _globbed(self._files_nocase if caseless else self._files, path)
 
     def find(self, buf: bytes, allowed: frozenset[int] | None) -> list[PatternHit]:
         """Confirmed matches in `buf` of the rules whose index is in `allowed` (None: all)."""
@@ -312,6 +330,15 @@ class PatternMatcher:
                 if secret_end > secret_start:
                     hits.append(PatternHit(index, match.start(), secret_start, secret_end))
         return hits
+
+
+def _globbed(database: Any, path: str) -> set[int] | None:
+    if database is None:
+        return None
+    found: set[int] = set()
+    if path:
+        database.scan(path.encode("utf-8", "surrogateescape"), match_event_handler=_collect(found))
+    return found
 
 
 def _collect(into: set[int]) -> Any:

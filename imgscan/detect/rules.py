@@ -1,4 +1,5 @@
-"""The rule pack: loading and checking `signatures/patterns/*.toml` and `signatures/yara/*.yar`.
+"""The rule pack: loading and checking `signatures/patterns/*.toml`, `signatures/yara/*.yar`
+and `signatures/files.toml`.
 
 Loading is strict: a malformed entry raises RulePackError naming the file and the rule id, so a
 broken pack never scans silently with fewer rules. The schema is in signatures/README.md.
@@ -99,13 +100,33 @@ class YaraSource:
 
 
 @dataclass(frozen=True)
+class FileRule:
+    """A credential store known by its path: reported when no content rule fired on the file
+    (a binary or odd-format store, an encrypted keyring). Examples are guest paths."""
+
+    meta: RuleMeta
+    paths: tuple[str, ...]
+    min_size: int
+    comment: str
+    examples: tuple[str, ...]
+    negative_examples: tuple[str, ...]
+    source: str
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(frozen=True)
 class RulePack:
     patterns: tuple[PatternRule, ...]
     yara: tuple[YaraSource, ...]
     version: str  # digest of every rule file: identifies the pack in reports and caches
+    files: tuple[FileRule, ...] = ()
 
     def meta(self, rule_id: str) -> RuleMeta:
-        for rule in self.patterns:
+        rules: list[PatternRule | FileRule] = [*self.patterns, *self.files]
+        for rule in rules:
             if rule.id == rule_id:
                 return rule.meta
         for source in self.yara:
@@ -151,9 +172,55 @@ def load_pack(directory: Path) -> RulePack:
                 raise RulePackError(f"{file}: rule {meta.id}: id already used in {seen[meta.id]}")
             seen[meta.id] = str(file)
         yara_sources.append(source)
-    if not patterns and not yara_sources:
+    files: list[FileRule] = []
+    files_toml = directory / "files.toml"
+    if files_toml.exists():
+        raw = files_toml.read_bytes()
+        digest.update(files_toml.name.encode() + b"\0" + raw)
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RulePackError(f"{files_toml}: not valid TOML: {exc}") from None
+        entries = data.get("files")
+        if not isinstance(entries, list):
+            raise RulePackError(f"{files_toml}: expected an array of [[files]] tables")
+        for entry in entries:
+            file_rule = _file_rule(files_toml, entry)
+            if file_rule.id in seen:
+                raise RulePackError(
+                    f"{files_toml}: rule {file_rule.id}: id already used in {seen[file_rule.id]}"
+                )
+            seen[file_rule.id] = str(files_toml)
+            files.append(file_rule)
+    if not patterns and not yara_sources and not files:
         raise RulePackError(f"{directory}: no rules found")
-    return RulePack(tuple(patterns), tuple(yara_sources), digest.hexdigest()[:16])
+    return RulePack(tuple(patterns), tuple(yara_sources), digest.hexdigest()[:16], tuple(files))
+
+
+def _file_rule(file: Path, entry: object) -> FileRule:
+    if not isinstance(entry, dict):
+        raise RulePackError(f"{file}: every [[files]] entry must be a table")
+    meta = _meta(file, entry)
+    paths = entry.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise _fail(file, meta.id, "paths must be a non-empty list of globs")
+    min_size = entry.get("min_size", 1)
+    if not isinstance(min_size, int) or min_size < 0:
+        raise _fail(file, meta.id, "min_size must be a non-negative integer")
+    comment = entry.get("comment")
+    if not isinstance(comment, str) or not comment.strip():
+        raise _fail(file, meta.id, "missing comment saying what the file holds")
+    lists = []
+    for key in ("examples", "negative_examples"):
+        values = entry.get(key)
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
+            raise _fail(file, meta.id, f"{key} must be a non-empty list of guest paths")
+        lists.append(tuple(values))
+    return FileRule(meta, tuple(paths), min_size, comment, lists[0], lists[1], str(file))
 
 
 def _fail(file: Path, rule_id: object, message: str) -> RulePackError:

@@ -7,6 +7,7 @@ the main process never sends it anything but FileRefs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import lzma
 import tarfile
@@ -21,6 +22,8 @@ from imgscan.detect.checks import fixture_location
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import (
+    Check,
+    CheckResult,
     FileRef,
     Finding,
     Severity,
@@ -145,8 +148,39 @@ class FileScanner:
                 stream.seek(0)  # still scan the raw bytes: they may hold plain text
         elif kind is not None:
             skipped.append(Skipped(path, f"archive nested deeper than {MAX_DEPTH} levels"))
-        for hit in _dedupe(self.engine.scan(stream, path, self.spec.chunk_size)):
+        hits = _dedupe(self.engine.scan(stream, path, self.spec.chunk_size))
+        for hit in hits:
             findings.append(self._finding(hit, path))
+        if not hits:
+            file_finding = self._file_finding(stream, path)
+            if file_finding is not None:
+                findings.append(file_finding)
+
+    def _file_finding(self, stream: BinaryIO, path: str) -> Finding | None:
+        """A finding for a credential store known by its path (a file rule), when no content
+        rule fired on it. The evidence is the file itself: the preview gives its size and the
+        fingerprint is taken over its first MiB; its content is never put in the report."""
+        rule = self.engine.file_rule(path)
+        if rule is None or not stream.seekable():
+            return None
+        size = stream.seek(0, io.SEEK_END)
+        if size < rule.min_size:
+            return None
+        stream.seek(0)
+        digest = hashlib.sha256(stream.read(1 << 20)).hexdigest().encode()
+        checks = (Check("file", CheckResult.INFO, "known by its path; no content rule fired"),)
+        location = fixture_location(path)
+        validation = Validation(checks + ((location,) if location else ()))
+        return Finding(
+            rule=rule.id,
+            category=rule.meta.category,
+            severity=Severity.INFO if location else rule.meta.severity,
+            path=path,
+            line=0,
+            preview=f"file of {size} bytes",
+            fingerprint=fingerprint(rule.id, path, digest),
+            validation=validation,
+        )
 
     def _scan_member(
         self,

@@ -223,3 +223,17 @@ def test_references_and_documentation_samples_are_dropped(inline_scanner: FileSc
     assert placeholder(b"Db_Passw0rd_2024") is None
     with pytest.raises(NotASecret):
         offline_checks(sample.encode())
+
+
+def test_unattend_base64_password_decodes(inline_scanner: FileScanner) -> None:
+    password = secrets.token_urlsafe(12)
+    encoded = base64.b64encode((password + "Password").encode("utf-16-le")).decode()
+    text = (
+        "<AutoLogon><Password><Value>"
+        + encoded
+        + "</Value><PlainText>false</PlainText></Password></AutoLogon>\n"
+    ).encode()
+    outcome = inline_scanner.scan(FileRef("/dev/sda3", "C:\\unattend.xml", len(text), "-", text))
+    assert [(f.secret, [c.detail for c in f.validation.checks]) for f in outcome.findings] == [
+        (encoded, ["base64 of the password + 'Password': decodes offline"])
+    ]
