@@ -267,22 +267,7 @@ def verify(app: rich.Appliance, items: list[dict[str, Any]], ids: dict[str, int]
         if (mounts.get(mountpoint) or "").replace("//", "/") != device:
             errors.append(f"inspection mounts {mounts.get(mountpoint)} at {mountpoint}")
     app("mount_options", "ro,subvolid=5", BTRFS.device, "/")
-    for item in items:
-        value = (item.get("secret") or item["value"]).encode()
-        data = app("read_file", "/" + top_level_path(item["path"]))
-        if data[item["offset"] : item["offset"] + len(value)] != value:
-            errors.append(f"{item['path']} lacks its value at {item['offset']}")
-    app("umount_all")
-    return errors
-
-
-def build_into(stage: Path, key: str) -> None:
-    """Build the image and the manifest into the empty directory ``stage``."""
-    run = base.Runner(stage)
-    try:
-        build_steps(stage, key, run)
-    finally:
-        (stage / "commands.txt").write_text("\n".join(run.log) + "\n")
+    return errors + small.read_back(app, items, top_level_path)
 
 
 def source_key() -> str:
@@ -293,7 +278,7 @@ def source_key() -> str:
 
 def build_btrfs(out: Path | None = None, *, force: bool = False) -> Path:
     """Build the btrfs-root image (or reuse the cached build) and return its directory."""
-    return base.cached(out, source_key(), build_into, force)
+    return base.cached(out, source_key(), small.logged(build_steps), force)
 
 
 if __name__ == "__main__":

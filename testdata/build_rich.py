@@ -762,7 +762,8 @@ def skeleton(root: Path, dirs: tuple[str, ...]) -> None:
         (root / d).mkdir(parents=True, exist_ok=True)
 
 
-ROOT_DIRS = ("bin", "boot", "dev", "etc", "home", "media", "mnt", "opt", "proc", "root", "run")
+ROOT_DIRS: tuple[str, ...] = ("bin", "boot", "dev", "etc", "home", "media", "mnt", "opt")
+ROOT_DIRS += ("proc", "root", "run")
 ROOT_DIRS += ("sbin", "srv", "sys", "tmp", "usr/bin", "usr/lib", "usr/local/bin", "usr/sbin")
 VAR_DIRS = ("backups", "cache", "lib", "local", "log", "mail", "opt", "spool", "tmp")
 
@@ -1615,9 +1616,9 @@ def make_ova(run: base.Runner, img: Image, disks: list[tuple[Path, int]]) -> Non
         if names != [f"{stem}.ovf", f"{stem}.mf", *img.ova_disks]:
             raise base.BuildError(f"{img.file}: members {names}")
         for name, (path, _) in members:
-            fh = tf.extractfile(name)
-            assert fh is not None
-            if hashlib.sha256(fh.read()).hexdigest() != sha256_file(path):
+            member = tf.extractfile(name)
+            assert member is not None
+            if hashlib.sha256(member.read()).hexdigest() != sha256_file(path):
                 raise base.BuildError(f"{img.file}: {name} differs from {path.name}")
 
 

@@ -251,22 +251,38 @@ def verify(app: rich.Appliance, values: dict[str, str], expect: dict[str, Any]) 
     if got != want:
         errors.append(f"inspection says {got}, not {want}")
     app("mount_ro", WINDOWS.device, "/")
-    for item in expect["planted"] + expect["decoys"]:
+    return errors + read_back(app, expect["planted"] + expect["decoys"], guest_to_inner)
+
+
+def read_back(
+    app: rich.Appliance, items: list[dict[str, Any]], inner: Callable[[str], str]
+) -> list[str]:
+    """Every planted secret and decoy at its recorded offset, read from the file system
+    mounted at the appliance's root (``inner`` turns a guest path into a path there)."""
+    errors = []
+    for item in items:
         value = (item.get("secret") or item["value"]).encode()
-        data = app("read_file", "/" + guest_to_inner(item["path"]))
+        data = app("read_file", "/" + inner(item["path"]))
         if data[item["offset"] : item["offset"] + len(value)] != value:
             errors.append(f"{item['path']} lacks its value at {item['offset']}")
     app("umount_all")
     return errors
 
 
-def build_into(stage: Path, key: str) -> None:
-    """Build the images and the manifest into the empty directory ``stage``."""
-    run = base.Runner(stage)
-    try:
-        build_steps(stage, key, run)
-    finally:
-        (stage / "commands.txt").write_text("\n".join(run.log) + "\n")
+def logged(
+    steps: Callable[[Path, str, base.Runner], None],
+) -> Callable[[Path, str], None]:
+    """A ``build_into`` for :func:`build.cached` that runs ``steps`` and always leaves the
+    command log in ``commands.txt``, even when a step fails."""
+
+    def build_into(stage: Path, key: str) -> None:
+        run = base.Runner(stage)
+        try:
+            steps(stage, key, run)
+        finally:
+            (stage / "commands.txt").write_text("\n".join(run.log) + "\n")
+
+    return build_into
 
 
 def build_steps(stage: Path, key: str, run: base.Runner) -> None:
@@ -385,7 +401,7 @@ def source_key() -> str:
 
 def build_windows(out: Path | None = None, *, force: bool = False) -> Path:
     """Build the Windows images (or reuse the cached build) and return their directory."""
-    return base.cached(out, source_key(), build_into, force)
+    return base.cached(out, source_key(), logged(build_steps), force)
 
 
 def cli(

@@ -45,6 +45,8 @@ from typing import Any
 
 from shapes import B64URL, DOMAINS, Shapes, wrap
 
+from imgscan.detect.rules import CATEGORIES  # the rule pack's categories, in report order
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 LOWER_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 UPPER_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -55,18 +57,6 @@ LABELS = "labels.json"
 FS = "fs"
 FORMAT = "imgscan-quality-corpus/1"
 
-CATEGORIES = (
-    "private-key",
-    "cloud",
-    "vcs",
-    "saas",
-    "database",
-    "password",
-    "password-hash",
-    "token",
-    "container",
-    "kubernetes",
-)
 
 # kind -> imgscan category. A kind names what the value is and, for passwords, where it sits.
 SECRET_KINDS: dict[str, str] = {

@@ -20,19 +20,18 @@ from imgscan.detect.validate import VALIDATORS
 from imgscan.errors import RulePackError
 from imgscan.model import Severity
 
-CATEGORIES = frozenset(
-    {
-        "private-key",
-        "cloud",
-        "vcs",
-        "saas",
-        "database",
-        "password",
-        "password-hash",
-        "token",
-        "container",
-        "kubernetes",
-    }
+# In the order reports list them.
+CATEGORIES = (
+    "private-key",
+    "cloud",
+    "vcs",
+    "saas",
+    "database",
+    "password",
+    "password-hash",
+    "token",
+    "container",
+    "kubernetes",
 )
 DEFAULT_WINDOW = 512
 MAX_WINDOW = 65536
@@ -144,20 +143,9 @@ def load_pack(directory: Path) -> RulePack:
     patterns: list[PatternRule] = []
     seen: dict[str, str] = {}
     for file in sorted((directory / "patterns").glob("*.toml")):
-        raw = file.read_bytes()
-        digest.update(file.name.encode() + b"\0" + raw)
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RulePackError(f"{file}: not valid TOML: {exc}") from None
-        entries = data.get("rules")
-        if not isinstance(entries, list):
-            raise RulePackError(f"{file}: expected an array of [[rules]] tables")
-        for entry in entries:
+        for entry in _tables(file, "rules", digest):
             rule = _pattern_rule(file, entry)
-            if rule.id in seen:
-                raise RulePackError(f"{file}: rule {rule.id}: id already used in {seen[rule.id]}")
-            seen[rule.id] = str(file)
+            _claim(seen, file, rule.id)
             patterns.append(rule)
     yara_sources = []
     for file in sorted((directory / "yara").glob("*.yar")):
@@ -168,33 +156,39 @@ def load_pack(directory: Path) -> RulePack:
             digest.update(examples_file.read_bytes())
         source = _yara_source(file, raw.decode("utf-8"), examples_file)
         for meta in source.rules:
-            if meta.id in seen:
-                raise RulePackError(f"{file}: rule {meta.id}: id already used in {seen[meta.id]}")
-            seen[meta.id] = str(file)
+            _claim(seen, file, meta.id)
         yara_sources.append(source)
     files: list[FileRule] = []
     files_toml = directory / "files.toml"
     if files_toml.exists():
-        raw = files_toml.read_bytes()
-        digest.update(files_toml.name.encode() + b"\0" + raw)
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RulePackError(f"{files_toml}: not valid TOML: {exc}") from None
-        entries = data.get("files")
-        if not isinstance(entries, list):
-            raise RulePackError(f"{files_toml}: expected an array of [[files]] tables")
-        for entry in entries:
+        for entry in _tables(files_toml, "files", digest):
             file_rule = _file_rule(files_toml, entry)
-            if file_rule.id in seen:
-                raise RulePackError(
-                    f"{files_toml}: rule {file_rule.id}: id already used in {seen[file_rule.id]}"
-                )
-            seen[file_rule.id] = str(files_toml)
+            _claim(seen, files_toml, file_rule.id)
             files.append(file_rule)
     if not patterns and not yara_sources and not files:
         raise RulePackError(f"{directory}: no rules found")
     return RulePack(tuple(patterns), tuple(yara_sources), digest.hexdigest()[:16], tuple(files))
+
+
+def _tables(file: Path, key: str, digest: Any) -> list[object]:
+    """The `[[key]]` tables of a TOML rule file (whose bytes go into the pack's digest)."""
+    raw = file.read_bytes()
+    digest.update(file.name.encode() + b"\0" + raw)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RulePackError(f"{file}: not valid TOML: {exc}") from None
+    entries = data.get(key)
+    if not isinstance(entries, list):
+        raise RulePackError(f"{file}: expected an array of [[{key}]] tables")
+    return entries
+
+
+def _claim(seen: dict[str, str], file: Path, rule_id: str) -> None:
+    """Record that `file` defines `rule_id`; ids are unique across the whole pack."""
+    if rule_id in seen:
+        raise RulePackError(f"{file}: rule {rule_id}: id already used in {seen[rule_id]}")
+    seen[rule_id] = str(file)
 
 
 def _file_rule(file: Path, entry: object) -> FileRule:
