@@ -40,6 +40,9 @@ examples:
   imgscan scan disk.vmdk --format json -o report.json
   imgscan scan disk.raw --reader guestfs       libguestfs only (real kernel; slower)
   imgscan scan disk.qcow2 --fail-on high       gate: exit 1 only for high and critical
+  imgscan baseline disk.qcow2 -o accepted.json accept today's findings ...
+  imgscan scan disk.qcow2 --baseline accepted.json   ... and report only new ones
+  imgscan scan disk.qcow2 --ignore imgscan-ignore.toml   accept by rule, path or fingerprint
 """
 
 
@@ -91,20 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
-    scan.add_argument("image", type=Path, metavar="IMAGE", help="disk image file")
-    scan.add_argument(
-        "--reader",
-        type=ReaderKind,
-        choices=list(ReaderKind),
-        default=ReaderKind.AUTO,
-        metavar="{auto,native,guestfs}",
-        help="auto (default): the native reader for every volume it can read, libguestfs for "
-        "the rest; native: in-process, fast, no VM; guestfs: libguestfs appliance (real "
-        "kernel), retried under TCG when KVM fails",
-    )
-    scan.add_argument(
-        "-j", "--jobs", type=_jobs, default=0, help="worker processes (default: one per core)"
-    )
+    _add_image_options(scan)
     scan.add_argument(
         "-f",
         "--format",
@@ -133,19 +123,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="include raw secret values in the report (off by default)",
     )
     scan.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="accept the findings listed in FILE (made by `imgscan baseline`): they are "
+        "reported as suppressed and do not fail the gate",
+    )
+    scan.add_argument(
+        "--ignore",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="accept findings matching the [[ignore]] entries of FILE (rule, path glob or "
+        "fingerprint, a reason, an optional expiry date); repeatable",
+    )
+    baseline = commands.add_parser(
+        "baseline",
+        help="record an image's current findings as accepted",
+        description="Scan one disk image and write its findings' fingerprints to a baseline "
+        "file; `imgscan scan IMAGE --baseline FILE` then reports only new findings. The file "
+        "holds fingerprints, rules and paths, never a secret. Coverage must be complete "
+        "(or --allow-incomplete given): a baseline of a half-read image accepts too little.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_image_options(baseline)
+    baseline.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", required=True, help="baseline file to write"
+    )
+    return parser
+
+
+def _add_image_options(command: argparse.ArgumentParser) -> None:
+    """Options that say how to open and read an image (shared by scan and baseline)."""
+    command.add_argument("image", type=Path, metavar="IMAGE", help="disk image file")
+    command.add_argument(
+        "--reader",
+        type=ReaderKind,
+        choices=list(ReaderKind),
+        default=ReaderKind.AUTO,
+        metavar="{auto,native,guestfs}",
+        help="auto (default): the native reader for every volume it can read, libguestfs for "
+        "the rest; native: in-process, fast, no VM; guestfs: libguestfs appliance (real "
+        "kernel), retried under TCG when KVM fails",
+    )
+    command.add_argument(
+        "-j", "--jobs", type=_jobs, default=0, help="worker processes (default: one per core)"
+    )
+    command.add_argument(
         "--max-file-size",
         type=_size,
         default=DEFAULT_MAX_FILE_SIZE,
         metavar="SIZE",
         help="skip (and report) files larger than SIZE (default: 1G)",
     )
-    scan.add_argument(
+    command.add_argument(
         "--allow-external-files",
         action="store_true",
         help="allow a qcow2 backing file or vmdk extents in other files "
         "(refused by default: a hostile image could name host files)",
     )
-    scan.add_argument(
+    command.add_argument(
         "--key-file",
         type=Path,
         action="append",
@@ -153,36 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a LUKS passphrase in FILE (a trailing newline is also tried without); repeatable",
     )
-    scan.add_argument(
+    command.add_argument(
         "--passphrase-env",
         action="append",
         default=[],
         metavar="VAR",
         help="a LUKS passphrase in environment variable VAR; repeatable. imgscan never prompts",
     )
-    scan.add_argument(
+    command.add_argument(
         "--allow-incomplete",
         action="store_true",
         help="do not turn incomplete coverage into exit code 2",
     )
-    scan.add_argument(
+    command.add_argument(
         "--signatures",
         type=Path,
         metavar="DIR",
         help="rule pack directory (default: the bundled signatures/)",
     )
-    scan.add_argument(
+    command.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (it is shown only when stderr is a terminal)",
     )
-    scan.add_argument(
+    command.add_argument(
         "-v", "--verbose", action="store_true", help="say what is happening on stderr"
     )
-    scan.add_argument(
+    command.add_argument(
         "--debug", action="store_true", help="show tracebacks of errors and debug messages"
     )
-    return parser
 
 
 def exit_code(result: ScanResult, fail_on: Severity, allow_incomplete: bool) -> int:
@@ -211,6 +248,7 @@ def _summary(result: ScanResult) -> str:
     return (
         f"imgscan: {len(result.findings)} finding(s)"
         + (f" ({detail})" if detail else "")
+        + (f", {len(result.suppressed)} suppressed" if result.suppressed else "")
         + f" in {result.stats.files} files, {result.stats.bytes / 1e6:.1f} MB, "
         f"{scanned}/{len(result.volumes)} volume(s), {result.stats.seconds:.1f} s; {coverage}"
     )
@@ -266,7 +304,8 @@ def _luks_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _run_scan(args: argparse.Namespace) -> int:
+def _scan(args: argparse.Namespace) -> ScanResult:
+    """Scan the image the arguments name, with a progress bar on a terminal."""
     from imgscan.scan.scanner import scan_image
 
     options = ScanOptions(
@@ -274,7 +313,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         reader=args.reader,
         jobs=args.jobs,
         max_file_size=args.max_file_size,
-        show_secrets=args.show_secrets,
+        show_secrets=getattr(args, "show_secrets", False),
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
         progress=not args.no_progress,
@@ -282,23 +321,58 @@ def _run_scan(args: argparse.Namespace) -> int:
     )
     bar, update = _progress(options.progress)
     try:
-        result = scan_image(options, update)
+        return scan_image(options, update)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _write(path: Path | None, text: str, what: str) -> None:
+    """`text` to `path`, or to stdout when there is none."""
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ImgscanError(f"{path}: cannot write {what}: {exc.strerror}") from None
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
+
+    # Read the acceptance files first: a typo in one should not cost a whole scan.
+    baseline = load_baseline(args.baseline) if args.baseline else frozenset()
+    ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
+    result = apply_suppressions(_scan(args), baseline, ignore)
     for warning in result.warnings:
         print(f"imgscan: warning: {warning}", file=sys.stderr)
-    report = _renderer(args.format)(result)
-    if args.output is not None:
-        try:
-            args.output.write_text(report, encoding="utf-8")
-        except OSError as exc:
-            raise ImgscanError(f"{args.output}: cannot write report: {exc.strerror}") from None
-    else:
-        sys.stdout.write(report)
-        sys.stdout.flush()
+    _write(args.output, _renderer(args.format)(result), "report")
     print(_summary(result), file=sys.stderr)
     return exit_code(result, args.fail_on, args.allow_incomplete)
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    from imgscan.suppress import render_baseline
+
+    result = _scan(args)
+    for warning in result.warnings:
+        print(f"imgscan: warning: {warning}", file=sys.stderr)
+    print(_summary(result), file=sys.stderr)
+    if not result.complete and not args.allow_incomplete:
+        print(
+            "imgscan: error: coverage incomplete: no baseline written (a baseline of a half-read "
+            "image accepts too little; pass --allow-incomplete to write it anyway)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    _write(args.output, render_baseline(result), "baseline")
+    print(
+        f"imgscan: baseline of {len(result.findings)} finding(s) written to {args.output}",
+        file=sys.stderr,
+    )
+    return EXIT_CLEAN
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match args.command:
             case "scan":
                 return _run_scan(args)
+            case "baseline":
+                return _run_baseline(args)
             case _:
                 parser.error(f"unknown command {args.command}")
     except KeyboardInterrupt:

@@ -124,6 +124,18 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """A finding a baseline or an ignore entry accepted: kept out of the gate's verdict, but
+    still listed (without its value) with what accepted it."""
+
+    rule: str
+    path: str
+    line: int
+    fingerprint: str
+    by: str  # "baseline", or "ignore: <the entry's reason>"
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A file (or archive member) that was not scanned, with the reason. Never silently dropped."""
 
@@ -215,6 +227,7 @@ class ScanResult:
     stats: Stats
     warnings: tuple[str, ...] = field(default=())
     os: OsInfo | None = None
+    suppressed: tuple[Suppressed, ...] = ()
 
     @property
     def complete(self) -> bool:

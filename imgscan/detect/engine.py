@@ -21,13 +21,19 @@ from typing import BinaryIO
 
 from imgscan.detect.checks import NotASecret, file_checks, offline_checks
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
-from imgscan.detect.rules import FileRule, PatternRule, RuleMeta, RulePack, path_glob_regex
+from imgscan.detect.rules import (
+    FileRule,
+    PatternRule,
+    RuleMeta,
+    RulePack,
+    glob_form,
+    path_glob_regex,
+)
 from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
 from imgscan.model import Check
 
 RAW_PATH = "@raw"  # what path rules see for raw volume bytes
-_WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
 _LEAD = 256  # context kept before the accept zone, for word boundaries and prefixes
 
 
@@ -81,7 +87,7 @@ class Engine:
         Globs use "/"; a Windows path (C:\\Users\\alice\\web.config) is matched as
         C:/Users/alice/web.config, regardless of case.
         """
-        path, caseless = _glob_form(path)
+        path, caseless = glob_form(path)
         extra = self._patterns.path_rules(path, caseless)
         if extra is None:  # no Hyperscan: match the globs one by one
             extra = {i for i, rx in self._path_rules[caseless] if rx.match(path)}
@@ -89,7 +95,7 @@ class Engine:
 
     def file_rule(self, path: str) -> FileRule | None:
         """The first file rule whose globs match guest `path`, if any."""
-        path, caseless = _glob_form(path)
+        path, caseless = glob_form(path)
         found = self._patterns.file_rules(path, caseless)
         if found is None:
             found = {i for i, rx in self._file_rules[caseless] if rx.match(path)}
@@ -153,14 +159,6 @@ def _binary(buf: bytes) -> bool:
     stores, binary key files), and scanning every text file with them costs a third of the
     engine's time."""
     return bool(buf[:4096].translate(None, _TEXT))
-
-
-def _glob_form(path: str) -> tuple[str, bool]:
-    """A guest path as globs see it, and whether to match regardless of case: Windows paths
-    (C:\\Users\\alice\\web.config) are matched as C:/Users/alice/web.config, ignoring case."""
-    if _WINDOWS_PATH.match(path):
-        return path.replace("\\", "/"), True
-    return path, False
 
 
 def _glob_regexes(

@@ -350,6 +350,17 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
     return YaraSource(str(file), text, tuple(metas), tuple(examples))
 
 
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
+
+
+def glob_form(path: str) -> tuple[str, bool]:
+    """A guest path as globs see it, and whether to match regardless of case: Windows paths
+    (C:\\Users\\alice\\web.config) are matched as C:/Users/alice/web.config, ignoring case."""
+    if _WINDOWS_PATH.match(path):
+        return path.replace("\\", "/"), True
+    return path, False
+
+
 def path_glob_regex(glob: str) -> str:
     """A regex for a guest-path glob: `**` crosses directories, `*` and `?` do not."""
     out = []

@@ -66,6 +66,16 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             ],
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
         },
+        "suppressed": [
+            {
+                "rule": s.rule,
+                "path": s.path,
+                "line": s.line,
+                "fingerprint": s.fingerprint,
+                "by": s.by,
+            }
+            for s in result.suppressed
+        ],
         "findings": findings,
         "stats": {
             "files": result.stats.files,

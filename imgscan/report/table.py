@@ -47,6 +47,12 @@ def render_table(result: ScanResult) -> str:
     lines.extend(_volume_lines(result))
     for s in result.skipped:
         lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
+    if result.suppressed:
+        lines.append(f"Suppressed ({len(result.suppressed)}), not counted by the gate:")
+        for sup in result.suppressed:
+            lines.append(
+                f"  {sup.rule}  {printable(f'{sup.path}:{sup.line}')}  ({printable(sup.by)})"
+            )
     return "\n".join(lines) + "\n"
 
 
