@@ -24,6 +24,7 @@ from imgscan.image import ReaderKind
 from imgscan.model import ScanResult, Severity
 from imgscan.options import DEFAULT_MAX_FILE_SIZE, ScanOptions, parse_severity
 from imgscan.report.json import render_json
+from imgscan.report.markdown import render_markdown
 from imgscan.report.table import render_table
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -98,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "-f",
         "--format",
-        choices=["table", "json"],
+        choices=["table", "json", "markdown"],
         default="table",
-        help="report format (default: table)",
+        help="report format (default: table); markdown: a short summary for a merge-request "
+        "or registry comment (never shows values)",
     )
     scan.add_argument(
         "-o",
@@ -257,6 +259,8 @@ def _summary(result: ScanResult) -> str:
 def _renderer(name: str) -> Callable[[ScanResult], str]:
     if name == "json":
         return render_json
+    if name == "markdown":
+        return render_markdown
     return render_table
 
 

@@ -1,0 +1,71 @@
+"""A Markdown summary short enough for a merge-request or image-registry comment.
+
+The verdict line first (findings by severity, coverage), then the most severe findings as a
+table (at most MAX_ROWS), then what was not read. Strings from the image (paths, rule-given
+text) go into code spans whose fence is longer than any backtick run inside them, with table
+pipes escaped, so a hostile file name can neither break the table nor inject Markdown or HTML.
+Values are never shown, not even with --show-secrets: a comment is read by many people.
+"""
+
+from __future__ import annotations
+
+import re
+
+from imgscan.model import ScanResult, Severity
+from imgscan.report.interface import printable
+
+MAX_ROWS = 20
+
+
+def _code(text: str) -> str:
+    """`text` as an inline code span that survives any content, table cells included."""
+    text = printable(text).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def render_markdown(result: ScanResult) -> str:
+    counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
+    detail = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    read = sum(1 for v in result.volumes if v.covered)
+    coverage = (
+        "coverage complete"
+        if result.complete
+        else f"**coverage incomplete** ({len(result.volumes) - read} volume(s) not read, "
+        f"{len(result.skipped)} file(s) skipped)"
+    )
+    image = result.image.path.rsplit("/", 1)[-1]
+    lines = [
+        f"### imgscan: {_code(image)}: {len(result.findings)} finding(s)"
+        + (f" ({detail})" if detail else "")
+        + f", {coverage}",
+        "",
+    ]
+    if result.os is not None:
+        about = result.os.name or result.os.distro or result.os.type
+        lines += [f"OS: {_code(about)}, host name {_code(result.os.hostname or '?')}", ""]
+    findings = sorted(result.findings, key=lambda f: (-f.severity.rank, f.sort_key()))
+    if findings:
+        lines += ["| Severity | Rule | Location | Check |", "|---|---|---|---|"]
+        for f in findings[:MAX_ROWS]:
+            where = _code(f"{f.path}:{f.line}")
+            check = f.validation.status.value
+            lines.append(f"| {f.severity.value} | {_code(f.rule)} | {where} | {check} |")
+        if len(findings) > MAX_ROWS:
+            lines.append(f"| | and {len(findings) - MAX_ROWS} more | | |")
+        lines.append("")
+    unread = [v for v in result.volumes if not v.covered]
+    if unread or result.skipped:
+        lines.append("Not read:")
+        for v in unread:
+            lines.append(f"- volume {_code(v.device)}: {_code(v.reason or v.status.value)}")
+        for s in result.skipped[:MAX_ROWS]:
+            lines.append(f"- file {_code(s.path)}: {_code(s.reason)}")
+        if len(result.skipped) > MAX_ROWS:
+            lines.append(f"- and {len(result.skipped) - MAX_ROWS} more file(s)")
+        lines.append("")
+    if result.suppressed:
+        lines += [f"{len(result.suppressed)} accepted finding(s) suppressed.", ""]
+    return "\n".join(lines)
