@@ -25,6 +25,7 @@ from imgscan.model import ScanResult, Severity
 from imgscan.options import DEFAULT_MAX_FILE_SIZE, ScanOptions, parse_severity
 from imgscan.report.json import render_json
 from imgscan.report.markdown import render_markdown
+from imgscan.report.sarif import render_sarif
 from imgscan.report.table import render_table
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -99,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "-f",
         "--format",
-        choices=["table", "json", "markdown"],
+        choices=["table", "json", "sarif", "markdown"],
         default="table",
-        help="report format (default: table); markdown: a short summary for a merge-request "
-        "or registry comment (never shows values)",
+        help="report format (default: table); sarif: SARIF 2.1.0 for code hosts and "
+        "pipelines; markdown: a short summary for a merge-request or registry comment (never "
+        "shows values)",
     )
     scan.add_argument(
         "-o",
@@ -261,6 +263,8 @@ def _renderer(name: str) -> Callable[[ScanResult], str]:
         return render_json
     if name == "markdown":
         return render_markdown
+    if name == "sarif":
+        return render_sarif
     return render_table
 
 

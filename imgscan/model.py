@@ -124,6 +124,17 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class RuleDoc:
+    """What a report says about a rule that produced findings (SARIF's rule metadata)."""
+
+    id: str
+    name: str
+    category: str
+    severity: Severity
+    help: str
+
+
+@dataclass(frozen=True)
 class Suppressed:
     """A finding a baseline or an ignore entry accepted: kept out of the gate's verdict, but
     still listed (without its value) with what accepted it."""
@@ -228,6 +239,7 @@ class ScanResult:
     warnings: tuple[str, ...] = field(default=())
     os: OsInfo | None = None
     suppressed: tuple[Suppressed, ...] = ()
+    rules: tuple[RuleDoc, ...] = ()  # every rule that produced a finding, by id
 
     @property
     def complete(self) -> bool:

@@ -96,6 +96,7 @@ class YaraSource:
     text: str
     rules: tuple[RuleMeta, ...]
     examples: tuple[YaraExample, ...]
+    descriptions: tuple[tuple[str, str], ...] = ()  # (rule id, its meta description)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,18 @@ class RulePack:
                 if meta.id == rule_id:
                     return meta
         raise KeyError(rule_id)
+
+    def help(self, rule_id: str) -> str:
+        """What a rule looks for and why (its comment or YARA description), for reports."""
+        rules: list[PatternRule | FileRule] = [*self.patterns, *self.files]
+        for rule in rules:
+            if rule.id == rule_id:
+                return rule.comment
+        for source in self.yara:
+            for described, text in source.descriptions:
+                if described == rule_id:
+                    return text
+        return self.meta(rule_id).name
 
 
 def load_pack(directory: Path) -> RulePack:
@@ -323,11 +336,14 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
     except yara.Error as exc:
         raise RulePackError(f"{file}: does not compile: {exc}") from None
     metas = []
+    descriptions = []
     for rule in compiled:
         entry = dict(rule.meta)
         entry.setdefault("id", rule.identifier)
         meta = _meta(file, entry)
         metas.append(meta)
+        if isinstance(entry.get("description"), str):
+            descriptions.append((meta.id, entry["description"]))
     examples: list[YaraExample] = []
     if examples_file.exists():
         try:
@@ -347,7 +363,7 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
                     expect=bool(item.get("expect", True)),
                 )
             )
-    return YaraSource(str(file), text, tuple(metas), tuple(examples))
+    return YaraSource(str(file), text, tuple(metas), tuple(examples), tuple(descriptions))
 
 
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")

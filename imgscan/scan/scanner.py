@@ -29,6 +29,7 @@ from imgscan.image.windows import find_windows
 from imgscan.model import (
     FileRef,
     Finding,
+    RuleDoc,
     ScanResult,
     Skipped,
     Stats,
@@ -124,6 +125,10 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 files=sum(files.values()),
                 bytes=sum(sizes.values()),
                 seconds=round(time.monotonic() - started, 3),
+            ),
+            rules=tuple(
+                RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
+                for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))
             ),
             warnings=engine_spec.compiled.warnings
             + reader.warnings
