@@ -118,9 +118,29 @@ class Finding:
     fingerprint: str
     secret: str | None = None
     validation: Validation = Validation()
+    # What the secret opens, from the settings around it: (key, value) with keys among user,
+    # host, port, database, scheme, ssid. Never the secret itself.
+    context: tuple[tuple[str, str], ...] = ()
 
     def sort_key(self) -> tuple[str, int, str, str]:
         return (self.path, self.line, self.rule, self.fingerprint)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What a copy of the image grants: a kind (database, cloud, saas, ssh, identity, account,
+    network, kubernetes, key, credential), its target and principal, the worst severity of
+    the findings behind it (`evidence`: their fingerprints; `paths`), what to do about it,
+    and the virt-sysprep operations that remove the artifacts, where there are some."""
+
+    kind: str
+    target: str
+    principal: str | None
+    severity: Severity
+    evidence: tuple[str, ...]
+    paths: tuple[str, ...]
+    remediation: str
+    sysprep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,6 +260,7 @@ class ScanResult:
     os: OsInfo | None = None
     suppressed: tuple[Suppressed, ...] = ()
     rules: tuple[RuleDoc, ...] = ()  # every rule that produced a finding, by id
+    exposures: tuple[Exposure, ...] = ()  # what the findings grant (imgscan/exposures.py)
 
     @property
     def complete(self) -> bool:

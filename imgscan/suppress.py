@@ -22,6 +22,7 @@ from typing import Any
 from imgscan import __version__
 from imgscan.detect.rules import glob_form, path_glob_regex
 from imgscan.errors import ImgscanError
+from imgscan.exposures import build_exposures
 from imgscan.model import Finding, ScanResult, Suppressed
 
 BASELINE_SCHEMA = "imgscan.baseline/v1"
@@ -153,6 +154,7 @@ def apply_suppressions(
     return replace(
         result,
         findings=tuple(kept),
+        exposures=build_exposures(kept),
         suppressed=result.suppressed + tuple(suppressed),
         warnings=result.warnings + tuple(warnings),
     )

@@ -68,6 +68,7 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
         "preview",
         "fingerprint",
         "validation",
+        "context",
     }
     assert set(finding["validation"]) == {"status", "checks"}
     # The planted keys are real generated keys: each PEM or OpenSSH one is captured whole and

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imgscan.detect.checks import NotASecret, file_checks, offline_checks
+from imgscan.detect.context import Context, secret_context
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
 from imgscan.detect.rules import (
     FileRule,
@@ -46,6 +47,7 @@ class Hit:
     offset: int
     line: int
     checks: tuple[Check, ...] = ()  # offline checks of the secret (detect/checks.py)
+    context: Context = ()  # what it opens: user, host, port, database (detect/context.py)
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,9 @@ class Engine:
                 except NotASecret:
                     continue
                 line = lines_before + buf.count(b"\n", 0, phit.secret_start) + 1
-                hits.append(
-                    Hit(self._rules[phit.rule].meta, secret, base + phit.secret_start, line, checks)
-                )
+                context = secret_context(buf, phit.secret_start, phit.secret_end)
+                meta = self._rules[phit.rule].meta
+                hits.append(Hit(meta, secret, base + phit.secret_start, line, checks, context))
         hits.sort(key=lambda h: (h.offset, h.rule.id))
         return hits
 

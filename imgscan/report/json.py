@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from imgscan import __version__
+from imgscan.exposures import sysprep_command
 from imgscan.model import ScanResult
 
 SCHEMA = "imgscan.report/v1"
@@ -32,6 +33,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                 ],
             },
         }
+        item["context"] = dict(f.context)
         if f.secret is not None:
             item["secret"] = f.secret
         findings.append(item)
@@ -76,6 +78,20 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             }
             for s in result.suppressed
         ],
+        "exposures": [
+            {
+                "kind": e.kind,
+                "target": e.target,
+                "principal": e.principal,
+                "severity": e.severity.value,
+                "evidence": list(e.evidence),
+                "paths": list(e.paths),
+                "remediation": e.remediation,
+                "sysprep": list(e.sysprep),
+            }
+            for e in result.exposures
+        ],
+        "sysprep_command": sysprep_command(result.image.path, result.exposures),
         "findings": findings,
         "stats": {
             "files": result.stats.files,

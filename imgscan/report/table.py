@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from imgscan.exposures import sysprep_command
 from imgscan.model import ScanResult, VolumeStatus
 from imgscan.report.interface import printable
 
 
 def render_table(result: ScanResult) -> str:
-    lines: list[str] = []
+    lines: list[str] = _exposure_lines(result)
     if result.findings:
         rows = [
             (
@@ -54,6 +55,25 @@ def render_table(result: ScanResult) -> str:
                 f"  {sup.rule}  {printable(f'{sup.path}:{sup.line}')}  ({printable(sup.by)})"
             )
     return "\n".join(lines) + "\n"
+
+
+def _exposure_lines(result: ScanResult) -> list[str]:
+    """What a copy grants, first: one line per exposure, then the virt-sysprep command."""
+    if not result.exposures:
+        return []
+    lines = ["What a copy of this image grants:"]
+    for e in result.exposures:
+        who = f" as {printable(e.principal)}" if e.principal else ""
+        count = len(e.evidence)
+        lines.append(
+            f"  {e.severity.value.upper():8s} {e.kind:10s} {printable(e.target)}{who}"
+            f"  ({count} finding{'s' if count != 1 else ''}): {e.remediation}"
+        )
+    command = sysprep_command(result.image.path, result.exposures)
+    if command:
+        lines.append(f"  virt-sysprep removes part of it: {printable(command)}")
+    lines.append("")
+    return lines
 
 
 def _volume_lines(result: ScanResult) -> list[str]:

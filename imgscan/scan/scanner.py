@@ -15,6 +15,7 @@ from dataclasses import replace
 from imgscan.detect.engine import build_spec
 from imgscan.detect.rules import load_pack
 from imgscan.errors import ImageError
+from imgscan.exposures import build_exposures
 from imgscan.image import open_reader
 from imgscan.image.formats import detect_format
 from imgscan.image.inspect import inspect_linux
@@ -126,6 +127,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 bytes=sum(sizes.values()),
                 seconds=round(time.monotonic() - started, 3),
             ),
+            exposures=build_exposures(findings),
             rules=tuple(
                 RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
                 for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))

@@ -240,6 +240,7 @@ class FileScanner:
             fingerprint=fingerprint(meta.id, path, hit.secret),
             secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
             validation=validation,
+            context=hit.context,
         )
 
 

@@ -1,0 +1,134 @@
+"""What a found secret is for: the non-secret settings around it (user, host, port, database).
+
+An exposure says "a copy can log into the HR database on db.internal:5432 as hr_app", so a
+finding needs more than its secret. This module reads it from the secret's own line (a URL's
+user and host, a .pgpass entry, a shadow entry's account, a JDBC or ADO.NET string) or, for a
+password in a settings file, from the settings nearest to it (`host = ...`, `user: ...`).
+Values equal to the secret are never returned. Extraction is bounded: one line of at most
+LINE_LIMIT bytes each side and NEIGHBOUR_LINES lines around.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+LINE_LIMIT = 2048
+NEIGHBOUR_LINES = 12
+Context = tuple[tuple[str, str], ...]
+
+_URL = (
+    rb"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{1,20})://(?P<user>[^:@/\s'\"]{0,128}):%s@"
+    rb"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253})(?::(?P<port>\d{1,5}))?"
+    rb"(?:/(?P<database>[A-Za-z0-9_.-]{1,128}))?"
+)
+_PGPASS = (
+    rb"^(?P<host>[^:\s]{1,253}):(?P<port>[^:\s]{1,16}):(?P<database>[^:\s]{1,128}):"
+    rb"(?P<user>[^:\s]{1,128}):%s$"
+)
+_NETRC = (
+    rb"machine[ \t]+(?P<host>\S{1,253})(?:[ \t]+login[ \t]+(?P<user>\S{1,128}))?"
+    rb"[ \t]+password[ \t]+%s"
+)
+_PASSWD_LINE = rb"^(?P<user>[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31})\$?:%s(?::|$)"
+_JDBC = re.compile(
+    rb"jdbc:(?P<scheme>[a-z0-9]{2,20}):(?:thin:[^@\s]*@)?(?://)?(?P<host>[A-Za-z0-9._-]{1,253})"
+    rb"(?::(?P<port>\d{1,5}))?(?:[/:](?P<database>[A-Za-z0-9_.-]{1,128}))?"
+)
+# key = value settings on nearby lines, in ini, yaml, .env, properties, shell and code forms.
+_SETTING = re.compile(
+    rb"(?im)^[ \t]*(?:export[ \t]+|[$@]?)?['\"]?(?:[A-Za-z0-9_.-]{0,40}?[_.-])?"
+    rb"(?P<key>host|hostname|server|address|addr|port|user|username|login|uid|user[_ ]?id|"
+    rb"database|dbname|db|db_name|database_name|initial catalog|ssid)"
+    rb"['\"]?[ \t]*(?:=>|[:=])[ \t]*['\"]?(?P<value>[A-Za-z0-9_.@%+-]{1,253})"
+)
+_PAIR = re.compile(rb"(?i)(?P<key>[A-Za-z ]{2,24})=(?P<value>[^;]{1,253})")
+_KEYS = {
+    b"host": "host",
+    b"hostname": "host",
+    b"server": "host",
+    b"address": "host",
+    b"addr": "host",
+    b"data source": "host",
+    b"port": "port",
+    b"user": "user",
+    b"username": "user",
+    b"login": "user",
+    b"uid": "user",
+    b"userid": "user",
+    b"user id": "user",
+    b"user_id": "user",
+    b"database": "database",
+    b"dbname": "database",
+    b"db": "database",
+    b"db_name": "database",
+    b"database_name": "database",
+    b"initial catalog": "database",
+    b"databasename": "database",
+    b"ssid": "ssid",
+}
+
+
+def secret_context(buf: bytes, start: int, end: int) -> Context:
+    """Non-secret settings that say what the secret at buf[start:end] opens."""
+    secret = buf[start:end]
+    if not secret or b"\n" in secret:
+        return ()  # a key block: its context is its path
+    line_start = buf.rfind(b"\n", max(0, start - LINE_LIMIT), start) + 1
+    line_end = buf.find(b"\n", end, end + LINE_LIMIT)
+    line = buf[line_start : line_end if line_end >= 0 else min(len(buf), end + LINE_LIMIT)]
+    line = line.rstrip(b"\r")
+    escaped = re.escape(secret)
+    for template in (_URL, _PGPASS, _NETRC, _PASSWD_LINE):
+        match = re.search(template % escaped, line)
+        if match:
+            return _clean(match.groupdict(), secret)
+    found: dict[str, bytes] = {}
+    jdbc = _JDBC.search(line)
+    if jdbc:
+        found.update({k: v for k, v in jdbc.groupdict().items() if v})
+    if b";" in line:  # ADO.NET / ODBC: Server=x;Database=y;User Id=z;Password=secret
+        for pair in _PAIR.finditer(line):
+            key = _KEYS.get(pair.group("key").strip().lower())
+            if key is not None:
+                found.setdefault(key, pair.group("value").strip().split(b",")[0])
+    if not found:
+        found = _neighbours(buf, line_start, line_end if line_end >= 0 else len(buf), secret)
+    return _clean(found, secret)
+
+
+def _neighbours(buf: bytes, line_start: int, line_end: int, secret: bytes) -> dict[str, bytes]:
+    """The settings nearest to the secret's line, within NEIGHBOUR_LINES either side."""
+    before = line_start
+    for _ in range(NEIGHBOUR_LINES):
+        before = buf.rfind(b"\n", 0, max(0, before - 1)) + 1
+        if before == 0:
+            break
+    after = line_end
+    for _ in range(NEIGHBOUR_LINES):
+        nxt = buf.find(b"\n", after + 1)
+        if nxt < 0:
+            after = len(buf)
+            break
+        after = nxt
+    window = buf[before:after]
+    centre = line_start - before
+    best: dict[str, tuple[int, bytes]] = {}
+    for match in _SETTING.finditer(window):
+        key = _KEYS.get(match.group("key").lower())
+        value = match.group("value")
+        if key is None or value == secret:
+            continue
+        distance = abs(match.start() - centre)
+        if key not in best or distance < best[key][0]:
+            best[key] = (distance, value)
+    return {key: value for key, (_, value) in best.items()}
+
+
+def _clean(found: Mapping[str, bytes | None], secret: bytes) -> Context:
+    items = []
+    for key, value in sorted(found.items()):
+        if value is None or not value or secret in value:
+            continue
+        items.append((key, value.decode("utf-8", "replace")[:253]))
+    return tuple(items)

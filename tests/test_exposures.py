@@ -1,0 +1,78 @@
+"""Exposures: what a copy of the server image grants, with targets and principals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli import run
+
+from imgscan.detect.context import secret_context
+
+SECRET = b"Zq8-wPx3_kT"  # not credential-shaped on purpose: only its position matters here
+
+
+@pytest.mark.parametrize(
+    ("text", "context"),
+    [
+        (
+            b"DATABASE_URL=postgres://hr_app:%s@db.internal:5432/hr\n",
+            {
+                "scheme": "postgres",
+                "user": "hr_app",
+                "host": "db.internal",
+                "port": "5432",
+                "database": "hr",
+            },
+        ),
+        (
+            b"db.internal:5432:hr:hr_app:%s\n",
+            {"host": "db.internal", "port": "5432", "database": "hr", "user": "hr_app"},
+        ),
+        (
+            b"[database]\nhost = db01.corp\nport = 3306\nuser = billing\npassword = %s\n",
+            {"host": "db01.corp", "port": "3306", "user": "billing"},
+        ),
+        (
+            b"Server=sql01;Database=Billing;User Id=billing_app;Password=%s;\n",
+            {"host": "sql01", "database": "Billing", "user": "billing_app"},
+        ),
+        (
+            b"url=jdbc:sqlserver://db:1433;databaseName=hr;user=sa;password=%s\n",
+            {"scheme": "sqlserver", "host": "db", "port": "1433", "database": "hr", "user": "sa"},
+        ),
+        (
+            b"machine git.internal login deploy password %s\n",
+            {"host": "git.internal", "user": "deploy"},
+        ),
+        (b"-----BEGIN KEY-----\n%s\n", {}),
+    ],
+)
+def test_context_of_a_secret(text: bytes, context: dict[str, str]) -> None:
+    data = text % SECRET
+    start = data.index(SECRET)
+    got = dict(secret_context(data, start, start + len(SECRET)))
+    assert got == context
+    assert SECRET.decode() not in "".join(got.values())
+
+
+def test_the_server_image_exposures(images: Path) -> None:
+    proc = run("scan", images / "server.qcow2", "--format", "json")
+    report: dict[str, Any] = json.loads(proc.stdout)
+    exposures = {(e["kind"], e["target"], e["principal"]): e for e in report["exposures"]}
+    assert ("database", "postgresql://db.internal:5432/hr", "hr_app") in exposures
+    assert ("ssh", "SSH servers that trust this key", "alice") in exposures
+    host_keys = exposures[("identity", "this host's SSH identity (host keys)", None)]
+    assert host_keys["sysprep"] == ["ssh-hostkeys"] and host_keys["severity"] == "critical"
+    assert ("identity", "this host's TLS identity (private key)", None) in exposures
+    assert any(kind == "account" and principal == "root" for kind, _, principal in exposures)
+    assert any(kind == "cloud" and target == "Amazon Web Services" for kind, target, _ in exposures)
+    assert (
+        "--operations" in report["sysprep_command"] and "ssh-hostkeys" in report["sysprep_command"]
+    )
+    # Every finding is behind exactly the exposures that cite it, and none is lost.
+    cited = {fp for e in report["exposures"] for fp in e["evidence"]}
+    assert cited == {f["fingerprint"] for f in report["findings"] if f["severity"] != "info"}
+    assert "What a copy of this image grants:" in run("scan", images / "server.qcow2").stdout
