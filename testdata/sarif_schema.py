@@ -24,7 +24,8 @@ import build as base
 TARBALL = "https://registry.npmjs.org/@microsoft/jest-sarif/-/jest-sarif-1.0.0-beta.0.tgz"
 # `npm view @microsoft/jest-sarif@1.0.0-beta.0 dist.integrity`
 INTEGRITY = (
-    "sha512-A1fOhPd6Ic5iDk4F9YPw1qNB4XF+7+IviR7xl8r2F6QzQkx5cpY9LsGk2rExiFIEcBbjpVnSmwWGBukASkiQ9A=="
+    "sha512-A1fOhPd6Ic5iDk4F9YPw1qNB4XF+7+IviR7xl8r2F6Qz"
+    "Qkx5cpY9LsGk2rExiFIEcBbjpVnSmwWGBukASkiQ9A=="
 )
 MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
 NAME = "sarif-2.1.0-rtm.5.json"
