@@ -122,7 +122,7 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
             "your control",
             (),
         )
-    if f.rule in ("kerberos-keytab-file",):
+    if f.rule in ("kerberos-keytab", "kerberos-keytab-file"):
         return (
             "identity",
             "this host's Kerberos principals (keytab)",

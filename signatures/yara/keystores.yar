@@ -118,3 +118,21 @@ rule gnupg_private_key
     condition:
         $csexp_plain at 0 or $csexp_protected at 0
 }
+
+rule kerberos_keytab
+{
+    meta:
+        id = "kerberos-keytab"
+        name = "Kerberos keytab"
+        category = "private-key"
+        severity = "high"
+        preview_prefix = 0
+        description = "MIT keytab (version 0x0502): long-term keys of host or service principals. The first entry's header is checked: a positive size, 1-8 principal components and a realm of 1-255 printable characters; whatever its file name, a copy authenticates as those principals."
+
+    condition:
+        filesize >= 32 and uint16be(0) == 0x0502 and
+        uint32be(2) >= 16 and uint32be(2) <= 65536 and
+        uint16be(6) >= 1 and uint16be(6) <= 8 and
+        uint16be(8) >= 1 and uint16be(8) <= 255 and
+        for all i in (10 .. 9 + uint16be(8)) : (uint8(i) >= 0x21 and uint8(i) <= 0x7e)
+}
