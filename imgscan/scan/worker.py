@@ -163,7 +163,8 @@ class FileScanner:
         rule = self.engine.file_rule(path)
         if rule is None or not stream.seekable():
             return None
-        size = stream.seek(0, io.SEEK_END)
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()  # dfvfs file objects' seek() returns None, not the position
         if size < rule.min_size:
             return None
         stream.seek(0)
