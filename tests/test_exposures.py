@@ -76,3 +76,29 @@ def test_the_server_image_exposures(images: Path) -> None:
     cited = {fp for e in report["exposures"] for fp in e["evidence"]}
     assert cited == {f["fingerprint"] for f in report["findings"] if f["severity"] != "info"}
     assert "What a copy of this image grants:" in run("scan", images / "server.qcow2").stdout
+
+
+def test_sysprep_operations_exist() -> None:
+    import shutil
+    import subprocess
+
+    from imgscan.exposures import build_exposures
+    from imgscan.model import Finding, Severity
+
+    def finding(rule: str, category: str, path: str) -> Finding:
+        return Finding(rule, category, Severity.HIGH, path, 1, "…(9)", f"fp1:{rule}{path}")
+
+    exposures = build_exposures(
+        [
+            finding("openssh-private-key", "private-key", "/etc/ssh/ssh_host_ed25519_key"),
+            finding("openssh-private-key", "private-key", "/home/alice/.ssh/id_ed25519"),
+            finding("kerberos-keytab", "private-key", "/etc/krb5.keytab"),
+            finding("networkmanager-secret", "password", "/etc/NetworkManager/x.nmconnection"),
+        ]
+    )
+    named = {op for e in exposures for op in e.sysprep}
+    assert named == {"ssh-hostkeys", "ssh-userdir", "kerberos-hostkeytab", "net-nmconn"}
+    tool = shutil.which("virt-sysprep")
+    assert tool is not None, "libguestfs-tools is installed by dev.sh"
+    listed = subprocess.run([tool, "--list-operations"], capture_output=True, text=True, check=True)
+    assert named <= {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
