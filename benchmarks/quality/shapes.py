@@ -21,9 +21,11 @@ import json
 import math
 import random
 import string
+import sys
 import uuid
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -32,6 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
+# The wire-format helpers the test images use too (testdata/build.py), whoever imports this.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testdata"))
+from build import b64url, base62, crc24, ssh_mpint, ssh_string, wrap
+
 ALNUM = string.ascii_letters + string.digits
 LOWER_ALNUM = string.ascii_lowercase + string.digits
 UPPER_ALNUM = string.ascii_uppercase + string.digits
@@ -39,7 +45,6 @@ HEX = "0123456789abcdef"
 B64 = ALNUM + "+/"
 B64URL = ALNUM + "-_"
 BASE32 = string.ascii_uppercase + "234567"
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 CRYPT64 = "./" + string.digits + string.ascii_uppercase + string.ascii_lowercase
 BCRYPT64 = "./" + string.ascii_uppercase + string.ascii_lowercase + string.digits
 BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -114,46 +119,6 @@ _CLAIM_TIME = 1706745600  # 2024-02-01, fixed so a seed reproduces the JWTs
 _SMALL_PRIMES = math.prod(
     p for p in range(3, 20000, 2) if all(p % q for q in range(3, int(p**0.5) + 1, 2))
 )
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _base62(number: int, width: int) -> str:
-    digits = ""
-    while number:
-        number, rem = divmod(number, 62)
-        digits = BASE62[rem] + digits
-    return digits.rjust(width, "0")
-
-
-def wrap(text: str, width: int = 64) -> list[str]:
-    """``text`` cut into lines of ``width`` characters."""
-    return [text[i : i + width] for i in range(0, len(text), width)]
-
-
-def ssh_string(data: bytes) -> bytes:
-    """SSH wire-format ``string``."""
-    return len(data).to_bytes(4, "big") + data
-
-
-def ssh_mpint(number: int) -> bytes:
-    """SSH wire-format ``mpint`` of a non-negative integer."""
-    raw = number.to_bytes((number.bit_length() + 8) // 8, "big") if number else b""
-    return ssh_string(raw)
-
-
-def crc24(data: bytes) -> int:
-    """OpenPGP ASCII-armour CRC-24 (RFC 4880, 6.1)."""
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
-        for _ in range(8):
-            crc <<= 1
-            if crc & 0x1000000:
-                crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
 
 
 def _bech32_polymod(values: Sequence[int]) -> int:
@@ -363,7 +328,7 @@ class Shapes:
                 return value
 
     def b64url(self, nbytes: int) -> str:
-        return _b64url(self.randbytes(nbytes))
+        return b64url(self.randbytes(nbytes))
 
     def uuid(self) -> str:
         return str(uuid.UUID(bytes=self.randbytes(16), version=4))
@@ -414,7 +379,7 @@ class Shapes:
         """GitHub token (and npm's, which copies the format): prefix, 30 base62 characters and
         a base62 CRC32 of them (6 chars)."""
         body = self.alnum(30)
-        return prefix + body + _base62(zlib.crc32(body.encode()), 6)
+        return prefix + body + base62(zlib.crc32(body.encode()), 6)
 
     def github_fine_grained(self) -> str:
         return f"github_pat_11{self.chars(UPPER_ALNUM, 20)}_{self.alnum(59)}"
@@ -435,24 +400,24 @@ class Shapes:
         while True:
             body = dict(claims, jti=self.hex(16))
             signing_input = (
-                _b64url(json.dumps(header, separators=(",", ":")).encode())
+                b64url(json.dumps(header, separators=(",", ":")).encode())
                 + "."
-                + _b64url(json.dumps(body, separators=(",", ":")).encode())
+                + b64url(json.dumps(body, separators=(",", ":")).encode())
             )
             mac = hmac.new(self.randbytes(32), signing_input.encode(), hashlib.sha256).digest()
-            token = f"{signing_input}.{_b64url(mac)}"
+            token = f"{signing_input}.{b64url(mac)}"
             if all(p[0].isalnum() and p[-1].isalnum() for p in token.split(".")):
                 return token
 
     def jwt_rs256(self, key: rsa.RSAPrivateKey, claims: dict[str, object]) -> str:
         header = {"alg": "RS256", "kid": self.b64url(32)}
         signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
+            b64url(json.dumps(header, separators=(",", ":")).encode())
             + "."
-            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+            + b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
         sig = key.sign(signing_input.encode(), asym_padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64url(sig)}"
+        return f"{signing_input}.{b64url(sig)}"
 
     def k8s_sa_token(self, key: rsa.RSAPrivateKey, namespace: str, account: str) -> str:
         iss = "https://kubernetes.default.svc.cluster.local"
@@ -543,7 +508,7 @@ class Shapes:
         return f"ATATT3xFfGF0{self.chars(B64URL, 170)}={self.chars('0123456789ABCDEF', 8)}"
 
     def mapbox(self, prefix: str = "sk") -> str:
-        payload = _b64url(json.dumps({"u": self.user(), "a": "cl" + self.alnum(23)}).encode())
+        payload = b64url(json.dumps({"u": self.user(), "a": "cl" + self.alnum(23)}).encode())
         return f"{prefix}.{payload}.{self.chars(B64URL, 22)}"
 
     def age_secret(self) -> tuple[str, str]:
@@ -977,7 +942,7 @@ class Shapes:
         nums = key.private_numbers()
 
         def enc(n: int) -> str:
-            return _b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+            return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
 
         return {
             "n": enc(nums.public_numbers.n),

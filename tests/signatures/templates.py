@@ -11,6 +11,8 @@ import re
 import string
 import zlib
 
+from build import base62  # testdata/build.py: GitHub tokens' checksum digits
+
 CLASSES = {
     "alnum": string.ascii_letters + string.digits,
     "upper": string.ascii_uppercase,
@@ -23,17 +25,6 @@ CLASSES = {
     "b64url": string.ascii_letters + string.digits + "_-",
     "alnumlower": string.ascii_lowercase + string.digits,
 }
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
-
-
-def _base62(number: int, width: int) -> str:
-    digits = ""
-    while number:
-        number, rem = divmod(number, 62)
-        digits = BASE62[rem] + digits
-    return digits.rjust(width, "0")
-
-
 _TEMPLATE = re.compile(r"\{\{rand:([A-Za-z0-9]+):(\d+)(?:\|([^}]*))?\}\}")
 _REFERENCE = re.compile(r"\{\{(\d+)\}\}")
 
@@ -48,7 +39,7 @@ def expand(text: str, secret: str | None, seed: str) -> tuple[str, str | None]:
         if kind == "checksummed":
             # GitHub/npm token body: random base62, then the CRC32 of it in 6 base62 digits.
             body = "".join(rng.choice(CLASSES["alnum"]) for _ in range(length - 6))
-            value = prefix + body + _base62(zlib.crc32(body.encode()), 6)
+            value = prefix + body + base62(zlib.crc32(body.encode()), 6)
         else:
             value = prefix + "".join(rng.choice(CLASSES[kind]) for _ in range(length))
         values.append(value)
