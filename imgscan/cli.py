@@ -1,8 +1,8 @@
 """Command line: options -> scan -> render -> exit code.
 
 The only module that prints to the terminal or decides the process exit status. Exit codes:
-  0  no finding at or above --fail-on, and the whole image was read
-  1  findings at or above --fail-on, and the whole image was read
+  0  no finding fails the gate (--fail-on, --policy), and the whole image was read
+  1  findings fail the gate, and the whole image was read
   2  error, or coverage incomplete (a volume or file could not be read): fail closed
 130  interrupted
 """
@@ -15,14 +15,23 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from imgscan import __version__
+from imgscan.detect.rules import load_pack
 from imgscan.errors import ImgscanError
 from imgscan.image import ReaderKind
-from imgscan.model import ScanResult, Severity
-from imgscan.options import DEFAULT_MAX_FILE_SIZE, ScanOptions, parse_severity
+from imgscan.model import GateAction, ScanResult, Severity, Verdict
+from imgscan.options import (
+    DEFAULT_MAX_FILE_SIZE,
+    ScanOptions,
+    default_signatures_dir,
+    parse_severity,
+)
+from imgscan.policy import Policy, check_rule_ids, judge, load_policy
+from imgscan.report.html import render_html
 from imgscan.report.json import render_json
 from imgscan.report.markdown import render_markdown
 from imgscan.report.sarif import render_sarif
@@ -32,8 +41,8 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _EPILOG = """\
 exit codes:
-  0    nothing at or above --fail-on, and every volume and file was read
-  1    findings at or above --fail-on
+  0    no finding fails the gate (--fail-on, --policy), and every volume and file was read
+  1    findings fail the gate
   2    error, or coverage incomplete (something could not be read): the gate fails closed
   130  interrupted
 
@@ -45,6 +54,14 @@ examples:
   imgscan baseline disk.qcow2 -o accepted.json accept today's findings ...
   imgscan scan disk.qcow2 --baseline accepted.json   ... and report only new ones
   imgscan scan disk.qcow2 --ignore imgscan-ignore.toml   accept by rule, path or fingerprint
+  imgscan scan disk.qcow2 --policy gate.toml   gate by policy rules, then a threshold
+
+gate policy (--policy FILE, TOML; the first [[rule]] that matches a finding decides it):
+  fail_on = "high"          # for findings no rule decides; --fail-on overrides it
+  [[rule]]
+  action = "fail"           # or "allow"
+  exposure = "identity"     # and/or severity, category, rule, path (a glob); lists allowed
+  reason = "a copy must never carry this host's identity"
 """
 
 
@@ -100,11 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "-f",
         "--format",
-        choices=["table", "json", "sarif", "markdown"],
+        choices=["table", "json", "sarif", "markdown", "html"],
         default="table",
         help="report format (default: table); sarif: SARIF 2.1.0 for code hosts and "
         "pipelines; markdown: a short summary for a merge-request or registry comment (never "
-        "shows values)",
+        "shows values); html: one self-contained page for incident triage (no external "
+        "assets, filterable findings)",
     )
     scan.add_argument(
         "-o",
@@ -116,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--fail-on",
         type=_severity,
-        default=Severity.LOW,
+        default=None,  # None: not given, so a policy's fail_on (or low) applies
         metavar="SEVERITY",
         help="lowest severity that makes the exit code 1: critical, high, "
-        "medium, low (default) or info",
+        "medium, low (default) or info; overrides a --policy file's fail_on",
     )
     scan.add_argument(
         "--show-secrets",
@@ -141,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="accept findings matching the [[ignore]] entries of FILE (rule, path glob or "
         "fingerprint, a reason, an optional expiry date); repeatable",
+    )
+    scan.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="gate policy (TOML): [[rule]] tables with an action (fail or allow), a reason "
+        "and matchers (severity, category, rule, path glob, exposure kind; all given must "
+        "match); the first rule that matches a finding decides it, the rest fail at or above "
+        'fail_on. E.g. action = "fail", exposure = "identity" fails on SSH host keys even '
+        "under --fail-on critical (full example below)",
     )
     baseline = commands.add_parser(
         "baseline",
@@ -226,13 +254,19 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
     )
 
 
-def exit_code(result: ScanResult, fail_on: Severity, allow_incomplete: bool) -> int:
-    """The gate's verdict. Incomplete coverage wins over findings: fail closed."""
+def exit_code(
+    result: ScanResult, fail_on: Severity = Severity.LOW, allow_incomplete: bool = False
+) -> int:
+    """The gate's exit code. Incomplete coverage wins over findings: fail closed.
+
+    The findings that fail are those `result.gate` lists when the result was judged (the CLI
+    judges it against the policy and the effective threshold before rendering); a result not
+    judged is judged here by the threshold `fail_on` alone.
+    """
     if not result.complete and not allow_incomplete:
         return EXIT_ERROR
-    if any(f.severity.rank >= fail_on.rank for f in result.findings):
-        return EXIT_FINDINGS
-    return EXIT_CLEAN
+    gate = result.gate if result.gate is not None else judge(Policy(fail_on=fail_on), result)
+    return EXIT_FINDINGS if gate.failing else EXIT_CLEAN
 
 
 def _summary(result: ScanResult) -> str:
@@ -255,7 +289,23 @@ def _summary(result: ScanResult) -> str:
         + (f", {len(result.suppressed)} suppressed" if result.suppressed else "")
         + f" in {result.stats.files} files, {result.stats.bytes / 1e6:.1f} MB, "
         f"{scanned}/{len(result.volumes)} volume(s), {result.stats.seconds:.1f} s; {coverage}"
+        + (_gate_summary(result.gate) if result.gate is not None else "")
     )
+
+
+def _gate_summary(gate: Verdict) -> str:
+    """`; N fail the gate (...)`: the threshold, and each policy rule that decided findings,
+    by number and the start of its reason."""
+    parts = [f"fail-on {gate.fail_on.value}"]
+    decided: dict[int, tuple[GateAction, str, int]] = {}
+    for d in gate.decisions:
+        action, reason, count = decided.get(d.rule, (d.action, d.reason, 0))
+        decided[d.rule] = (action, reason, count + 1)
+    for number, (action, reason, count) in sorted(decided.items()):
+        brief = reason if len(reason) <= 40 else reason[:39].rstrip() + "…"
+        verb = "failed" if action is GateAction.FAIL else "allowed"
+        parts.append(f'policy rule {number} {verb} {count}: "{brief}"')
+    return f"; {len(gate.failing)} fail the gate ({'; '.join(parts)})"
 
 
 def _renderer(name: str) -> Callable[[ScanResult], str]:
@@ -265,6 +315,8 @@ def _renderer(name: str) -> Callable[[ScanResult], str]:
         return render_markdown
     if name == "sarif":
         return render_sarif
+    if name == "html":
+        return render_html
     return render_table
 
 
@@ -347,18 +399,29 @@ def _write(path: Path | None, text: str, what: str) -> None:
         raise ImgscanError(f"{path}: cannot write {what}: {exc.strerror}") from None
 
 
+def _policy(args: argparse.Namespace) -> Policy:
+    """The gate policy: `--policy FILE` (its rule ids checked against the rule pack) or none,
+    with `--fail-on`, when given, overriding the file's fail_on."""
+    policy = load_policy(args.policy) if args.policy else Policy()
+    if any(rule.rule for rule in policy.rules):
+        check_rule_ids(policy, load_pack(args.signatures or default_signatures_dir()))
+    return policy if args.fail_on is None else replace(policy, fail_on=args.fail_on)
+
+
 def _run_scan(args: argparse.Namespace) -> int:
     from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
 
-    # Read the acceptance files first: a typo in one should not cost a whole scan.
+    # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
     baseline = load_baseline(args.baseline) if args.baseline else frozenset()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
+    policy = _policy(args)
     result = apply_suppressions(_scan(args), baseline, ignore)
+    result = replace(result, gate=judge(policy, result))
     for warning in result.warnings:
         print(f"imgscan: warning: {warning}", file=sys.stderr)
     _write(args.output, _renderer(args.format)(result), "report")
     print(_summary(result), file=sys.stderr)
-    return exit_code(result, args.fail_on, args.allow_incomplete)
+    return exit_code(result, policy.fail_on, args.allow_incomplete)
 
 
 def _run_baseline(args: argparse.Namespace) -> int:

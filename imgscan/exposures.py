@@ -6,7 +6,8 @@ host (its SSH host keys)". `build_exposures` turns findings into such statements
 kind, a target, a principal (when the image says), a severity (the worst of its findings), the
 findings behind it, and what to do about it, with the virt-sysprep operations that remove the
 artifacts where there are some. Pure: it reads only the findings (their rule, category, path,
-validation and context), so every reader and every report gets the same exposures.
+validation and context) and the clues (detect/usage.py: where the image says its keys are
+used), so every reader and every report gets the same exposures.
 """
 
 from __future__ import annotations
@@ -14,11 +15,30 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from imgscan.model import Exposure, Finding, Severity
+from imgscan.model import Clue, Exposure, Finding, Severity
 
+# Every kind build_exposures gives an exposure (policy files name them).
+EXPOSURE_KINDS = (
+    "database",
+    "cloud",
+    "saas",
+    "ssh",
+    "identity",
+    "account",
+    "network",
+    "login",
+    "kubernetes",
+    "key",
+    "credential",
+)
 _HOST_KEY = re.compile(r"^/etc/ssh/ssh_host_[a-z0-9]+_key$")
 _TLS_DIRS = ("/etc/ssl/private/", "/etc/pki/tls/private/", "/etc/letsencrypt/")
 _HOME = re.compile(r"^(?:/home/(?P<user>[^/]+)|/root|C:\\Users\\(?P<win>[^\\]+))(?:[/\\]|$)")
+# The keys ssh offers when neither the command line nor ~/.ssh/config names one.
+_DEFAULT_KEYS = frozenset(
+    ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa", "id_xmss")
+)
+_MAX_TARGET_HOSTS = 4
 # What a URL scheme, a port or a host name says about the engine behind a credential.
 _SCHEMES = {
     "postgres": "postgresql",
@@ -101,7 +121,110 @@ def _owner(path: str) -> str | None:
     return match.group("user") or match.group("win") or "root"
 
 
-def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
+def _home(path: str) -> str | None:
+    match = _HOME.match(path)
+    return match.group(0).rstrip("/\\") if match else None
+
+
+def _resolve(identity: str, home: str) -> str:
+    """An IdentityFile or `ssh -i` argument as a guest path (~ and %d are the home; a relative
+    path is taken from the home, where shells and ssh start)."""
+    for prefix in ("~/", "%d/"):
+        if identity.startswith(prefix):
+            return f"{home}/{identity[len(prefix) :]}"
+    return identity if identity.startswith("/") else f"{home}/{identity}"
+
+
+def ssh_hosts(key_path: str, clues: Iterable[Clue]) -> tuple[str, ...]:
+    """The hosts the image says the SSH key at `key_path` is used for, as `user@host` or
+    `host`: ~/.ssh/config blocks and shell-history commands that name the key, and, for a key
+    ssh offers by default (id_rsa, id_ed25519, ...), the blocks and commands that name no key
+    and the hosts in the owner's known_hosts."""
+    home = _home(key_path)
+    if home is None or "!/" in key_path:
+        return ()
+    default = key_path.rsplit("/", 1)[-1] in _DEFAULT_KEYS
+    hosts: set[str] = set()
+    for clue in clues:
+        own = clue.path.startswith(home + "/")
+        identity = clue.get("identity")
+        if identity:
+            named = _resolve(identity, _home(clue.path) or home)
+            if named != key_path or clue.get("host") == "*":
+                continue
+        elif not (own and default):
+            continue
+        host = clue.get("host")
+        if host and host != "*":
+            user = clue.get("user")
+            hosts.add(f"{user}@{host}" if user else host)
+    # A host named with its user somewhere says more than the bare name: keep that one.
+    with_user = {h.split("@", 1)[1] for h in hosts if "@" in h}
+    return tuple(sorted(h for h in hosts if "@" in h or h not in with_user))
+
+
+def _certificate(f: Finding, clues: Iterable[Clue]) -> Clue | None:
+    """The certificate on the image whose public key is the private key's, if there is one
+    (the one nearest the key's directory when several are)."""
+    key_id = dict(f.context).get("public_key")
+    if not key_id:
+        return None
+    matches = [c for c in clues if c.kind == "certificate" and c.get("public_key") == key_id]
+    folder = f.path.rsplit("/", 1)[0]
+    return min(
+        matches,
+        key=lambda c: (not c.path.startswith(folder), c.get("ca") == "yes", c.path),
+        default=None,
+    )
+
+
+def _host_list(hosts: tuple[str, ...]) -> str:
+    shown = ", ".join(hosts[:_MAX_TARGET_HOSTS])
+    more = len(hosts) - _MAX_TARGET_HOSTS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+_Class = tuple[str, str, str | None, str, tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+def _classify(f: Finding, clues: tuple[Clue, ...]) -> _Class:
+    """(kind, target, principal, remediation, virt-sysprep operations, details) of one
+    finding."""
+    kind, target, principal, remediation, sysprep = _classify_finding(f, clues)
+    details: list[tuple[str, str]] = []
+    if f.category == "private-key":
+        encrypted = any("encrypted key" in c.detail for c in f.validation.checks)
+        details.append(("encrypted", "yes" if encrypted else "no"))
+        key_id = dict(f.context).get("public_key")
+        if key_id:
+            details.append(("public_key", key_id))
+    if kind == "ssh":
+        hosts = ssh_hosts(f.path.split("!/", 1)[0], clues)
+        if hosts:
+            details.append(("hosts", ", ".join(hosts)))
+    cert = _certificate(f, clues) if f.category == "private-key" else None
+    if cert is not None:
+        details.extend(
+            (key, cert.get(key)) for key in ("subject", "sans", "not_after") if cert.get(key)
+        )
+        details.append(("certificate", cert.path))
+    return kind, target, principal, remediation, sysprep, tuple(details)
+
+
+def _network_target(f: Finding, ctx: dict[str, str], path: str) -> str:
+    if "ssid" in ctx:
+        return f"Wi-Fi network {ctx['ssid']}"
+    name = re.sub(r"\.(?:conf|nmconnection|ovpn)$", "", path.rsplit("/", 1)[-1])
+    if f.rule.startswith("wireguard"):
+        return f"WireGuard VPN {name}"
+    if f.rule.startswith("openvpn"):
+        return f"OpenVPN {name}"
+    return "network / VPN credentials"
+
+
+def _classify_finding(
+    f: Finding, clues: tuple[Clue, ...]
+) -> tuple[str, str, str | None, str, tuple[str, ...]]:
     """(kind, target, principal, remediation, virt-sysprep operations) of one finding."""
     ctx = dict(f.context)
     path = f.path.split("!/", 1)[0]
@@ -113,6 +236,26 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
             "regenerate the SSH host keys in the copy",
             ("ssh-hostkeys",),
         )
+    cert = _certificate(f, clues) if f.category == "private-key" else None
+    if cert is not None and cert.get("ca") == "yes":
+        return (
+            "identity",
+            f"certificate authority {cert.get('subject')} (can issue certificates)",
+            None,
+            "move the CA key off the image; if the copy leaves your control, revoke the CA and "
+            "reissue what it signed",
+            (),
+        )
+    if cert is not None:
+        names = cert.get("sans") or cert.get("subject")
+        return (
+            "identity",
+            f"TLS identity of {names}",
+            None,
+            "give the copy its own key and certificate; revoke this one if the copy leaves "
+            "your control",
+            (),
+        )
     if f.category == "private-key" and path.startswith(_TLS_DIRS):
         return (
             "identity",
@@ -120,6 +263,22 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
             None,
             "give the copy its own key and certificate; revoke this one if the copy leaves "
             "your control",
+            (),
+        )
+    if f.rule == "machine-id":
+        return (
+            "identity",
+            "this host's machine ID",
+            None,
+            "give the copy a new machine ID (empty /etc/machine-id: systemd makes one at boot)",
+            ("machine-id",),
+        )
+    if f.rule == "cloud-init-instance":
+        return (
+            "identity",
+            "this host's cloud instance (cloud-init data)",
+            None,
+            "run `cloud-init clean` in the copy, so it sets itself up as a new instance",
             (),
         )
     if f.rule in ("kerberos-keytab", "kerberos-keytab-file"):
@@ -142,7 +301,7 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
     if any(f.rule.startswith(prefix) for prefix in _NETWORK_RULES):
         return (
             "network",
-            f"Wi-Fi network {ctx['ssid']}" if "ssid" in ctx else "network / VPN credentials",
+            _network_target(f, ctx, path),
             ctx.get("user"),
             "change the network's pre-shared key or the VPN credentials",
             ("net-nmconn",) if "networkmanager" in f.rule or "system-connections" in path else (),
@@ -172,9 +331,10 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
         owner = _owner(path)
         ssh_key = "/.ssh/" in path or "\\.ssh\\" in path or "ssh" in f.rule or "putty" in f.rule
         if owner is not None and ssh_key:
+            hosts = ssh_hosts(path, clues)
             return (
                 "ssh",
-                "SSH servers that trust this key",
+                f"SSH to {_host_list(hosts)}" if hosts else "SSH servers that trust this key",
                 owner,
                 "remove the key from the copy and from authorized_keys where it is trusted",
                 ("ssh-userdir",),
@@ -204,21 +364,30 @@ def _classify(f: Finding) -> tuple[str, str, str | None, str, tuple[str, ...]]:
     )
 
 
-def build_exposures(findings: Iterable[Finding]) -> tuple[Exposure, ...]:
-    """Exposures of `findings`, the most severe first. Info findings (test fixtures) are
-    listed as findings only: they grant nothing by themselves."""
+def build_exposures(
+    findings: Iterable[Finding], clues: Iterable[Clue] = ()
+) -> tuple[Exposure, ...]:
+    """Exposures of `findings`, the most severe first, with what `clues` say about where keys
+    are used. Info findings (test fixtures) are listed as findings only: they grant nothing
+    by themselves."""
+    known = tuple(clues)
     groups: dict[tuple[str, str, str | None], list[Finding]] = {}
     about: dict[tuple[str, str, str | None], tuple[str, tuple[str, ...]]] = {}
+    details: dict[tuple[str, str, str | None], dict[str, set[str]]] = {}
     for finding in findings:
         if finding.severity is Severity.INFO:
             continue
-        kind, target, principal, remediation, sysprep = _classify(finding)
+        kind, target, principal, remediation, sysprep, facts = _classify(finding, known)
         key = (kind, target, principal)
         groups.setdefault(key, []).append(finding)
         about.setdefault(key, (remediation, sysprep))
+        merged = details.setdefault(key, {})
+        for name, value in facts:
+            merged.setdefault(name, set()).add(value)
     exposures = []
     for (kind, target, principal), members in groups.items():
         remediation, sysprep = about[(kind, target, principal)]
+        merged = details[(kind, target, principal)]
         worst = max(members, key=lambda f: f.severity.rank).severity
         exposures.append(
             Exposure(
@@ -230,6 +399,7 @@ def build_exposures(findings: Iterable[Finding]) -> tuple[Exposure, ...]:
                 paths=tuple(sorted({f.path for f in members})),
                 remediation=remediation,
                 sysprep=sysprep,
+                details=tuple((name, "; ".join(sorted(merged[name]))) for name in sorted(merged)),
             )
         )
     return tuple(

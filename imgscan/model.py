@@ -129,9 +129,9 @@ class Finding:
 @dataclass(frozen=True)
 class Exposure:
     """What a copy of the image grants: a kind (database, cloud, saas, ssh, identity, account,
-    network, kubernetes, key, credential), its target and principal, the worst severity of
-    the findings behind it (`evidence`: their fingerprints; `paths`), what to do about it,
-    and the virt-sysprep operations that remove the artifacts, where there are some."""
+    network, login, kubernetes, key, credential), its target and principal, the worst severity
+    of the findings behind it (`evidence`: their fingerprints; `paths`), what to do about it,
+    the virt-sysprep operations that remove the artifacts where there are some, and details."""
 
     kind: str
     target: str
@@ -141,6 +141,25 @@ class Exposure:
     paths: tuple[str, ...]
     remediation: str
     sysprep: tuple[str, ...] = ()
+    # What the image says about the exposure beyond its target, as (key, value): for SSH keys
+    # "hosts" (where the image says the key is used), "encrypted"; for TLS keys the matching
+    # certificate's "subject", "sans" and "certificate" path. Never a secret.
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Clue:
+    """A fact the image states about where a key is used, read from the file at `path`:
+    kind `ssh-config` (host, user, identity), `ssh-known-host` (host), `ssh-command` (host,
+    user, identity; from shell history) or `certificate` (public_key, subject, sans,
+    not_after). Never a secret."""
+
+    kind: str
+    path: str
+    facts: tuple[tuple[str, str], ...]
+
+    def get(self, key: str) -> str:
+        return dict(self.facts).get(key, "")
 
 
 @dataclass(frozen=True)
@@ -261,6 +280,11 @@ class ScanResult:
     suppressed: tuple[Suppressed, ...] = ()
     rules: tuple[RuleDoc, ...] = ()  # every rule that produced a finding, by id
     exposures: tuple[Exposure, ...] = ()  # what the findings grant (imgscan/exposures.py)
+    # What the image says about where its keys are used (detect/usage.py); the exposures are
+    # built from findings and clues, and rebuilt from them when findings are suppressed.
+    clues: tuple[Clue, ...] = ()
+    # The gate's verdict (imgscan/policy.py `judge`), filled in by the CLI before rendering.
+    gate: Verdict | None = None
 
     @property
     def complete(self) -> bool:
@@ -305,3 +329,34 @@ def redact(secret: bytes, prefix: int) -> str:
 def _printable(text: str) -> str:
     """Escape control characters so a preview can never drive a terminal."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+class GateAction(StrEnum):
+    """What a gate policy rule does with the findings it matches."""
+
+    FAIL = "fail"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """A finding a gate policy rule decided: the rule's number in the policy file (counting
+    from 1), what it did and its reason. A finding no rule matched has no decision: the
+    threshold judged it."""
+
+    fingerprint: str
+    action: GateAction
+    rule: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's verdict on a scan's findings (imgscan/policy.py): the threshold it used, the
+    policy file (None without one), the fingerprints of the findings that fail the gate, and
+    the decisions policy rules made. Coverage is not part of it: the exit code adds that."""
+
+    fail_on: Severity
+    policy: str | None
+    failing: tuple[str, ...]
+    decisions: tuple[GateDecision, ...] = ()

@@ -44,12 +44,15 @@ class IgnoreEntry:
             return False
         if self.fingerprint is not None and finding.fingerprint != self.fingerprint:
             return False
-        if self.path is not None:
-            path, caseless = glob_form(finding.path)
-            flags = re.IGNORECASE if caseless else 0
-            if not re.match(path_glob_regex(self.path), path, flags):
-                return False
-        return True
+        return self.path is None or path_matches(self.path, finding.path)
+
+
+def path_matches(glob: str, path: str) -> bool:
+    """Whether guest `path` matches the path glob of an ignore entry or a policy rule (the
+    rule pack's glob syntax: `**` crosses directories; Windows paths match regardless of
+    case)."""
+    form, caseless = glob_form(path)
+    return re.match(path_glob_regex(glob), form, re.IGNORECASE if caseless else 0) is not None
 
 
 def render_baseline(result: ScanResult) -> str:
@@ -154,7 +157,7 @@ def apply_suppressions(
     return replace(
         result,
         findings=tuple(kept),
-        exposures=build_exposures(kept),
+        exposures=build_exposures(kept, result.clues),
         suppressed=result.suppressed + tuple(suppressed),
         warnings=result.warnings + tuple(warnings),
     )

@@ -271,6 +271,7 @@ PLANTED: tuple[Plant, ...] = (
     Plant(S, "/opt/tools/notify.py", "slack-webhook", "SLACK_WEBHOOK_URL"),
     Plant(S, "/etc/ssh/ssh_host_ed25519_key", "openssh-private-key", "SSH_HOST_ED25519_KEY"),
     Plant(S, "/etc/ssl/private/server.key", "rsa-private-key", "TLS_RSA_KEY"),
+    Plant(S, "/etc/wireguard/wg0.conf", "wireguard-private-key", "WG_PRIVATE_KEY"),
     Plant(S, "/home/alice/.ssh/id_rsa", "openssh-private-key", "ALICE_ID_RSA"),
     Plant(S, "/home/alice/keys/deploy.ppk", "putty-private-key", "ALICE_PPK"),
     Plant(S, "/home/alice/keys/secret.asc", "pgp-private-key", "ALICE_PGP_PRIVATE"),
@@ -324,6 +325,7 @@ DECOYS: tuple[Decoy, ...] = (
     Decoy(S, "/root/.ssh/known_hosts", "public-key", "@KNOWN_HOSTS_HASHED"),
     Decoy(S, "/root/.ssh/known_hosts", "public-key", "@KNOWN_HOST_GIT_PUB"),
     Decoy(S, "/etc/ssl/certs/server.crt", "certificate", "@TLS_CERT"),
+    Decoy(S, "/etc/wireguard/wg0.conf", "public-key", "@WG_PEER_PUBLIC_KEY"),
     Decoy(S, "/etc/ssl/certs/ca-certificates.crt", "certificate", "@CA_CERT_ROOT"),
     Decoy(S, "/etc/ssl/certs/ca-certificates.crt", "certificate", "@CA_CERT_ISSUING"),
     Decoy(S, "/root/.kube/config", "certificate", "@KUBE_CA_DATA"),
@@ -625,6 +627,9 @@ def make_values() -> dict[str, str]:
     v["AZURE_ACCOUNT_KEY"] = rand_azure_key()
     v["GCP_PRIVATE_KEY_ID"] = secrets.token_hex(20)
     v["GCP_CLIENT_ID"] = rand_digits(21)
+    # Curve25519 keys as wg(8) prints them: base64 of 32 bytes.
+    v["WG_PRIVATE_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+    v["WG_PEER_PUBLIC_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
 
     # Key material.
     host_key = ed25519.Ed25519PrivateKey.generate()
@@ -1051,7 +1056,7 @@ def mode_for(rel: str, is_dir: bool) -> int:
         return 0o640
     if name in SECRET_FILE_NAMES or rel.startswith(("root/", "etc/ssl/private/")):
         return 0o600
-    if rel.startswith("etc/ssh/ssh_host_") and not rel.endswith(".pub"):
+    if rel.startswith(("etc/ssh/ssh_host_", "etc/wireguard/")) and not rel.endswith(".pub"):
         return 0o600
     if name.endswith(".sh") or rel.startswith(("usr/bin/", "opt/tools/")):
         return 0o755

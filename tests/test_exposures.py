@@ -66,7 +66,26 @@ def test_the_server_image_exposures(images: Path) -> None:
     assert ("ssh", "SSH servers that trust this key", "alice") in exposures
     host_keys = exposures[("identity", "this host's SSH identity (host keys)", None)]
     assert host_keys["sysprep"] == ["ssh-hostkeys"] and host_keys["severity"] == "critical"
-    assert ("identity", "this host's TLS identity (private key)", None) in exposures
+    # The TLS key is matched with its certificate on the image, by public key.
+    tls = exposures[("identity", "TLS identity of hr.example.internal", None)]
+    assert tls["details"]["certificate"] == "/etc/ssl/certs/server.crt"
+    assert tls["details"]["subject"] == "CN=hr.example.internal"
+    assert exposures[("identity", "this host's machine ID", None)]["sysprep"] == ["machine-id"]
+    assert ("identity", "this host's cloud instance (cloud-init data)", None) in exposures
+    assert ("network", "WireGuard VPN wg0", None) in exposures
+    # alice's id_rsa: named by her ~/.ssh/config (git.internal) and by root's history
+    # (ssh -i /home/alice/.ssh/id_rsa deploy@app02...); offered by default to the hosts in
+    # her history and known_hosts.
+    (alice_rsa,) = [
+        e
+        for e in report["exposures"]
+        if e["kind"] == "ssh" and "/home/alice/.ssh/id_rsa" in e["paths"]
+    ]
+    assert alice_rsa["principal"] == "alice" and alice_rsa["target"].startswith("SSH to ")
+    hosts = alice_rsa["details"]["hosts"].split(", ")
+    assert {"git@git.internal", "deploy@app02.example.internal", "github.com"} <= set(hosts)
+    assert {"alice@db.internal", "backup@backup.example.internal"} <= set(hosts)
+    assert alice_rsa["details"]["encrypted"] == "no"
     assert any(kind == "account" and principal == "root" for kind, _, principal in exposures)
     assert any(kind == "cloud" and target == "Amazon Web Services" for kind, target, _ in exposures)
     assert (

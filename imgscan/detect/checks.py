@@ -146,24 +146,31 @@ def aws_key_id(secret: bytes) -> Check | None:
     return Check("aws-key-id", CheckResult.PASS, f"well-formed {kind} id")
 
 
-def private_key(secret: bytes) -> Check | None:
-    """A PEM or OpenSSH private key parses (with `cryptography`), or is encrypted."""
+def _load_private_key(secret: bytes) -> Any:
+    """The key object of a PEM or OpenSSH private key block in `secret`, or None when there is
+    none. Raises TypeError for an encrypted key (cryptography's way of saying a password is
+    needed), ValueError when it does not parse, UnsupportedAlgorithm for unknown key types."""
     match = _PEM_KEY.search(secret)
     if match is None:
         return None
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     data = secret.replace(b"\\n", b"\n") if b"\\n" in secret else secret
     data = data[match.start() :]
+    if match.group(1) == b"OPENSSH ":
+        return serialization.load_ssh_private_key(data, password=None)
+    return serialization.load_pem_private_key(
+        data, password=None, unsafe_skip_rsa_key_validation=True
+    )
+
+
+def private_key(secret: bytes) -> Check | None:
+    """A PEM or OpenSSH private key parses (with `cryptography`), or is encrypted."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
-        if match.group(1) == b"OPENSSH ":
-            key: Any = serialization.load_ssh_private_key(data, password=None)
-        else:
-            key = serialization.load_pem_private_key(
-                data, password=None, unsafe_skip_rsa_key_validation=True
-            )
-    except TypeError:  # cryptography's way of saying a password is needed
+        key = _load_private_key(secret)
+    except TypeError:
         return Check("private-key", CheckResult.PASS, "encrypted key: needs its passphrase")
     except UnsupportedAlgorithm as exc:
         return Check("private-key", CheckResult.INFO, f"key type not checked: {exc}"[:120])
@@ -171,11 +178,45 @@ def private_key(secret: bytes) -> Check | None:
         if "encrypted" in str(exc).lower() or "password" in str(exc).lower():
             return Check("private-key", CheckResult.PASS, "encrypted key: needs its passphrase")
         return Check("private-key", CheckResult.FAIL, "does not parse as a private key")
+    if key is None:
+        return None
     size = getattr(key, "key_size", None)
     kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
     return Check(
         "private-key", CheckResult.PASS, f"{kind} key parses" + (f" ({size} bits)" if size else "")
     )
+
+
+def public_key_id(public_key: Any) -> str | None:
+    """OpenSSH's fingerprint (`SHA256:` + unpadded base64 of the SHA-256 of the key blob, what
+    `ssh-keygen -l` prints) of a `cryptography` public key, or None for key types OpenSSH
+    does not know. The same id for a private key and for a certificate's subject key is how a
+    TLS key is matched with its certificate."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        line = public_key.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    blob = base64.b64decode(line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def private_key_id(secret: bytes) -> str | None:
+    """`public_key_id` of the private key in `secret`; None when it is encrypted, does not
+    parse or has a type OpenSSH does not know. The public half is public: reporting its
+    fingerprint leaks nothing, and it says which servers (authorized_keys) and which
+    certificate belong to the key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        key = _load_private_key(secret)
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return None
+    return None if key is None else public_key_id(key.public_key())
 
 
 def password_hash(secret: bytes) -> Check | None:

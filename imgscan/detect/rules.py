@@ -32,6 +32,7 @@ CATEGORIES = (
     "token",
     "container",
     "kubernetes",
+    "identity",  # machine identity: what lets a copy pass for this host (machine-id, ...)
 )
 DEFAULT_WINDOW = 512
 MAX_WINDOW = 65536

@@ -88,11 +88,13 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                 "paths": list(e.paths),
                 "remediation": e.remediation,
                 "sysprep": list(e.sysprep),
+                "details": dict(e.details),
             }
             for e in result.exposures
         ],
         "sysprep_command": sysprep_command(result.image.path, result.exposures),
         "findings": findings,
+        "gate": _gate(result),
         "stats": {
             "files": result.stats.files,
             "bytes": result.stats.bytes,
@@ -113,6 +115,29 @@ def _os(result: ScanResult) -> dict[str, Any] | None:
         "name": info.name,
         "hostname": info.hostname,
         "users": [{"name": u.name, "uid": u.uid, "home": u.home} for u in info.users],
+    }
+
+
+def _gate(result: ScanResult) -> dict[str, Any] | None:
+    """The gate's verdict: its threshold, the policy file, the fingerprints of the findings
+    that fail it, and what policy rules decided (`rule` counts from 1). None when the result
+    was not judged (an API caller rendering a bare scan)."""
+    gate = result.gate
+    if gate is None:
+        return None
+    return {
+        "fail_on": gate.fail_on.value,
+        "policy": gate.policy,
+        "failing": list(gate.failing),
+        "decisions": [
+            {
+                "fingerprint": d.fingerprint,
+                "action": d.action.value,
+                "rule": d.rule,
+                "reason": d.reason,
+            }
+            for d in gate.decisions
+        ],
     }
 
 

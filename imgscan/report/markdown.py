@@ -1,7 +1,8 @@
 """A Markdown summary short enough for a merge-request or image-registry comment.
 
-The verdict line first (findings by severity, coverage), then the most severe findings as a
-table (at most MAX_ROWS), then what was not read. Strings from the image (paths, rule-given
+The verdict line first (findings by severity, coverage), then what a copy of the image grants
+(the exposures, at most MAX_ROWS), then the most severe findings as a table (at most MAX_ROWS),
+then what was not read. Strings from the image (paths, rule-given
 text) go into code spans whose fence is longer than any backtick run inside them, with table
 pipes escaped, so a hostile file name can neither break the table nor inject Markdown or HTML.
 Values are never shown, not even with --show-secrets: a comment is read by many people.
@@ -43,9 +44,25 @@ def render_markdown(result: ScanResult) -> str:
         + f", {coverage}",
         "",
     ]
+    if result.gate is not None:
+        policy = f", policy {_code(result.gate.policy)}" if result.gate.policy else ""
+        lines += [
+            f"Gate: **{len(result.gate.failing)} finding(s) fail** "
+            f"(fail-on {result.gate.fail_on.value}{policy})",
+            "",
+        ]
     if result.os is not None:
         about = result.os.name or result.os.distro or result.os.type
         lines += [f"OS: {_code(about)}, host name {_code(result.os.hostname or '?')}", ""]
+    if result.exposures:
+        lines += ["What a copy of this image grants:", ""]
+        lines += ["| Severity | Kind | Target | As |", "|---|---|---|---|"]
+        for e in result.exposures[:MAX_ROWS]:
+            who = _code(e.principal) if e.principal else ""
+            lines.append(f"| {e.severity.value} | {e.kind} | {_code(e.target)} | {who} |")
+        if len(result.exposures) > MAX_ROWS:
+            lines.append(f"| | and {len(result.exposures) - MAX_ROWS} more | | |")
+        lines.append("")
     findings = sorted(result.findings, key=lambda f: (-f.severity.rank, f.sort_key()))
     if findings:
         lines += ["| Severity | Rule | Location | Check |", "|---|---|---|---|"]

@@ -1,78 +1,108 @@
-"""The default report: a table a person reads in a terminal, findings first, then coverage."""
+"""The default report: text a person reads in an 80-column terminal.
+
+What a copy of the image grants comes first (one block per exposure: severity, kind, target
+and principal, then what to do), then the findings grouped by severity and, within a severity,
+by file (line, rule, redacted preview), then the image, the OS and the coverage. Lines are
+wrapped at WIDTH columns except where one word is longer (a long path stays whole, so it can
+be copied). Every string from the image goes through `printable`.
+"""
 
 from __future__ import annotations
 
+import textwrap
+from itertools import groupby
+
 from imgscan.exposures import sysprep_command
-from imgscan.model import ScanResult, VolumeStatus
+from imgscan.model import Finding, ScanResult, Severity, VolumeStatus
 from imgscan.report.interface import printable
+
+WIDTH = 80
+_EXPOSURE_INDENT = " " * 23  # under the target: 2 + severity (9) + 1 + kind (10) + 1
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def render_table(result: ScanResult) -> str:
-    lines: list[str] = _exposure_lines(result)
-    if result.findings:
-        rows = [
-            (
-                f.severity.value.upper(),
-                f.rule,
-                printable(f"{f.path}:{f.line}"),
-                printable(f.secret) if f.secret is not None else f.preview,
-            )
-            for f in sorted(result.findings, key=lambda f: (-f.severity.rank, f.sort_key()))
-        ]
-        header = (
-            "SEVERITY",
-            "RULE",
-            "LOCATION",
-            "SECRET" if result.findings[0].secret is not None else "PREVIEW",
-        )
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-        for row in [header, *rows]:
-            lines.append(
-                "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
-            )
-    else:
-        lines.append("No secrets found.")
+    lines = _exposure_lines(result)
+    lines += _finding_lines(result.findings)
     lines.append("")
-    lines.append(
+    lines += _wrap(
         f"Image: {printable(result.image.path)} ({result.image.format}, "
         f"{result.image.virtual_size} bytes), reader: {result.reader.name}"
-        + (f" ({result.reader.accel})" if result.reader.accel else "")
+        + (f" ({result.reader.accel})" if result.reader.accel else ""),
+        "",
+        "  ",
     )
     if result.os is not None:
         about = result.os.name or " ".join(filter(None, (result.os.distro, result.os.version)))
         users = ", ".join(printable(u.name) for u in result.os.users)
-        lines.append(
+        lines += _wrap(
             f"OS: {printable(about or result.os.type)}, hostname "
-            f"{printable(result.os.hostname or '?')}, users: {users or '-'}"
+            f"{printable(result.os.hostname or '?')}, users: {users or '-'}",
+            "",
+            "  ",
         )
     lines.extend(_volume_lines(result))
     for s in result.skipped:
-        lines.append(f"  skipped {printable(s.path)}: {printable(s.reason)}")
+        lines += _wrap(f"skipped {printable(s.path)}: {printable(s.reason)}", "  ", "    ")
     if result.suppressed:
         lines.append(f"Suppressed ({len(result.suppressed)}), not counted by the gate:")
         for sup in result.suppressed:
-            lines.append(
-                f"  {sup.rule}  {printable(f'{sup.path}:{sup.line}')}  ({printable(sup.by)})"
+            lines += _wrap(
+                f"{sup.rule}  {printable(f'{sup.path}:{sup.line}')}  ({printable(sup.by)})",
+                "  ",
+                "    ",
             )
     return "\n".join(lines) + "\n"
 
 
 def _exposure_lines(result: ScanResult) -> list[str]:
-    """What a copy grants, first: one line per exposure, then the virt-sysprep command."""
+    """What a copy grants, first: a block per exposure, then the virt-sysprep command."""
     if not result.exposures:
         return []
-    lines = ["What a copy of this image grants:"]
+    lines = [f"What a copy of this image grants ({len(result.exposures)}):"]
     for e in result.exposures:
-        who = f" as {printable(e.principal)}" if e.principal else ""
+        who = f", as {printable(e.principal)}" if e.principal else ""
+        head = f"  {e.severity.value.upper():9s} {e.kind:10s} "
+        lines += _wrap(printable(e.target) + who, head, _EXPOSURE_INDENT)
         count = len(e.evidence)
-        lines.append(
-            f"  {e.severity.value.upper():8s} {e.kind:10s} {printable(e.target)}{who}"
-            f"  ({count} finding{'s' if count != 1 else ''}): {e.remediation}"
+        lines += _wrap(
+            f"{e.remediation} ({count} finding{'s' if count != 1 else ''})",
+            _EXPOSURE_INDENT + "-> ",
+            _EXPOSURE_INDENT + "   ",
         )
     command = sysprep_command(result.image.path, result.exposures)
     if command:
-        lines.append(f"  virt-sysprep removes part of it: {printable(command)}")
+        lines.append("  virt-sysprep removes part of it:")
+        lines += _wrap(printable(command), "    ", "      ")
     lines.append("")
+    return lines
+
+
+def _finding_lines(findings: tuple[Finding, ...]) -> list[str]:
+    """Findings by severity, then by file: `line  rule  preview` under each path."""
+    if not findings:
+        return ["No secrets found."]
+    lines = [f"Findings ({len(findings)}):"]
+    ordered = sorted(findings, key=lambda f: (-f.severity.rank, f.sort_key()))
+    for severity, same_severity in groupby(ordered, key=lambda f: f.severity):
+        group = list(same_severity)
+        lines.append(f"{Severity(severity).value.upper()} ({len(group)})")
+        for path, in_file in groupby(group, key=lambda f: f.path):
+            lines += _wrap(printable(path), "  ", "    ")
+            for f in in_file:
+                value = printable(f.secret) if f.secret is not None else f.preview
+                line = str(f.line) if f.line else "-"  # 0: a file rule, the whole file
+                lines += _wrap(f"{line:>5}  {f.rule}  {value}", "  ", "          ")
     return lines
 
 
@@ -91,7 +121,8 @@ def _volume_lines(result: ScanResult) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return [
-        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        for row in rows
-    ]
+    lines = ["Volumes:"]
+    for row in rows:
+        text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        lines += _wrap(text, "  ", "      ")
+    return lines

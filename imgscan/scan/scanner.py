@@ -28,6 +28,7 @@ from imgscan.image.layout import (
 )
 from imgscan.image.windows import find_windows
 from imgscan.model import (
+    Clue,
     FileRef,
     Finding,
     RuleDoc,
@@ -88,6 +89,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         )
         skipped: list[Skipped] = []
         findings: list[Finding] = []
+        clues: list[Clue] = []
         files: dict[str, int] = {}
         sizes: dict[str, int] = {}
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
@@ -96,6 +98,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         ):
             findings.extend(outcome.findings)
             skipped.extend(outcome.skipped)
+            clues.extend(outcome.clues)
             files[outcome.volume] = files.get(outcome.volume, 0) + 1
             sizes[outcome.volume] = sizes.get(outcome.volume, 0) + outcome.bytes
             if progress is not None:
@@ -127,7 +130,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 bytes=sum(sizes.values()),
                 seconds=round(time.monotonic() - started, 3),
             ),
-            exposures=build_exposures(findings),
+            exposures=build_exposures(findings, clues),
             rules=tuple(
                 RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
                 for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))
@@ -136,6 +139,7 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
             + reader.warnings
             + (windows.warnings if windows is not None else ()),
             os=os_info,
+            clues=tuple(sorted(set(clues), key=lambda c: (c.path, c.kind, c.facts))),
         )
     finally:
         reader.close()

@@ -18,12 +18,14 @@ from typing import BinaryIO, cast
 
 import zstandard
 
-from imgscan.detect.checks import fixture_location
+from imgscan.detect import usage
+from imgscan.detect.checks import fixture_location, private_key_id
 from imgscan.detect.engine import Engine, EngineSpec, Hit
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import (
     Check,
     CheckResult,
+    Clue,
     FileRef,
     Finding,
     Severity,
@@ -61,6 +63,7 @@ class FileOutcome:
     findings: tuple[Finding, ...]
     skipped: tuple[Skipped, ...]
     bytes: int
+    clues: tuple[Clue, ...] = ()  # where the image says its keys are used (detect/usage.py)
 
 
 _SPOOL_IN_MEMORY = 8 << 20
@@ -93,6 +96,7 @@ class FileScanner:
     def scan(self, ref: FileRef) -> FileOutcome:
         findings: list[Finding] = []
         skipped: list[Skipped] = []
+        clues: list[Clue] = []
         if ref.size > self.spec.max_file_size:
             skipped.append(
                 Skipped(
@@ -108,14 +112,14 @@ class FileScanner:
                 hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
-                self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped)
+                self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
         except Exception as exc:
             # Per-file trouble is data, not a crash: a corrupt file (or a reader library's own
             # error type) costs that file, recorded with the reason, never the whole scan.
             skipped.append(Skipped(ref.path, f"read error: {_one_line(exc)}"))
         finally:
             self.opener.release(ref)
-        return FileOutcome(ref.volume, tuple(findings), tuple(skipped), ref.size)
+        return FileOutcome(ref.volume, tuple(findings), tuple(skipped), ref.size, tuple(clues))
 
     def _scan_stream(
         self,
@@ -125,6 +129,7 @@ class FileScanner:
         budget: _Budget,
         findings: list[Finding],
         skipped: list[Skipped],
+        clues: list[Clue],
     ) -> None:
         head = _peek(stream, 512)
         kind = archive_kind(head) if stream.seekable() else None
@@ -134,7 +139,7 @@ class FileScanner:
                     if isinstance(item, Skipped):
                         skipped.append(item)
                         continue
-                    self._scan_member(item, depth, budget, findings, skipped)
+                    self._scan_member(item, depth, budget, findings, skipped, clues)
                 return
             except (
                 zipfile.BadZipFile,
@@ -155,6 +160,9 @@ class FileScanner:
             file_finding = self._file_finding(stream, path)
             if file_finding is not None:
                 findings.append(file_finding)
+        if usage.wants(path) and stream.seekable():
+            stream.seek(0)
+            clues.extend(usage.read_clues(path, stream.read(usage.MAX_BYTES)))
 
     def _file_finding(self, stream: BinaryIO, path: str) -> Finding | None:
         """A finding for a credential store known by its path (a file rule), when no content
@@ -190,6 +198,7 @@ class FileScanner:
         budget: _Budget,
         findings: list[Finding],
         skipped: list[Skipped],
+        clues: list[Clue],
     ) -> None:
         # Compressed member streams cannot seek, and nested archives need seeking, so each
         # member is copied in chunks to a spool that stays in memory up to a few MiB and moves
@@ -216,7 +225,7 @@ class FileScanner:
             budget.left -= size
             spool.seek(0)
             self._scan_stream(
-                cast(BinaryIO, spool), member.path, depth + 1, budget, findings, skipped
+                cast(BinaryIO, spool), member.path, depth + 1, budget, findings, skipped, clues
             )
 
     def _finding(self, hit: Hit, path: str) -> Finding:
@@ -241,8 +250,17 @@ class FileScanner:
             fingerprint=fingerprint(meta.id, path, hit.secret),
             secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
             validation=validation,
-            context=hit.context,
+            context=hit.context + _public_key(meta.category, hit.secret),
         )
+
+
+def _public_key(category: str, secret: bytes) -> tuple[tuple[str, str], ...]:
+    """A private key's public half, as its fingerprint: what links it to its certificate and
+    says which servers' authorized_keys trust it. Public, so it may be reported."""
+    if category != "private-key":
+        return ()
+    key_id = private_key_id(secret)
+    return (("public_key", key_id),) if key_id else ()
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:

@@ -59,3 +59,19 @@ def test_long_results_stay_short() -> None:
     assert f"and {200 - MAX_ROWS} more" in text
     assert f"and {50 - MAX_ROWS} more file(s)" in text
     assert len(text.splitlines()) < 2 * MAX_ROWS + 20
+
+
+def test_exposures_come_first_escaped() -> None:
+    from dataclasses import replace
+
+    from imgscan.exposures import build_exposures
+
+    findings = tuple(_finding(f"/home/{HOSTILE}/app{i}.conf", f"pw-{i:04d}") for i in range(30))
+    result = _result(findings)
+    text = render_markdown(replace(result, exposures=build_exposures(findings)))
+    lines = text.splitlines()
+    grants = lines.index("What a copy of this image grants:")
+    assert grants < next(i for i, line in enumerate(lines) if line.startswith("| Severity | Rule"))
+    rows = [line for line in lines[grants:] if line.startswith("| high | credential")]
+    assert len(rows) == MAX_ROWS and all(row.count(" | ") == 3 for row in rows)
+    assert "\n<script>" not in text and "pw-0001" not in text

@@ -8,3 +8,4 @@ systemctl restart myapp
 df -h
 ls -la /var/backups
 exit
+ssh -i /home/alice/.ssh/id_rsa deploy@app02.example.internal uptime
