@@ -4,7 +4,7 @@ The only module that prints to the terminal or decides the process exit status. 
   0  no finding fails the gate (--fail-on, --policy), and the whole image was read
   1  findings fail the gate, and the whole image was read
   2  error, or coverage incomplete (a volume or file could not be read): fail closed
-130  interrupted
+130  interrupted (SIGINT or SIGTERM): the report, if the scan had begun, is partial and says so
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from imgscan import __version__
@@ -44,7 +48,7 @@ exit codes:
   0    no finding fails the gate (--fail-on, --policy), and every volume and file was read
   1    findings fail the gate
   2    error, or coverage incomplete (something could not be read): the gate fails closed
-  130  interrupted
+  130  interrupted (SIGINT or SIGTERM); the report written is partial and says so
 
 examples:
   imgscan scan disk.qcow2                      table of findings, secrets redacted
@@ -261,28 +265,34 @@ def exit_code(
 
     The findings that fail are those `result.gate` lists when the result was judged (the CLI
     judges it against the policy and the effective threshold before rendering); a result not
-    judged is judged here by the threshold `fail_on` alone.
+    judged is judged here by the threshold `fail_on` alone. An interrupted scan is 130 whatever
+    it found: neither a verdict nor an error, and `--allow-incomplete` does not change that.
     """
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     if not result.complete and not allow_incomplete:
         return EXIT_ERROR
     gate = result.gate if result.gate is not None else judge(Policy(fail_on=fail_on), result)
     return EXIT_FINDINGS if gate.failing else EXIT_CLEAN
 
 
-def _summary(result: ScanResult) -> str:
+def _summary(result: ScanResult, interrupted_by: str | None = None) -> str:
+    """The one-line summary for stderr; `interrupted_by` names the signal that stopped an
+    interrupted scan."""
     counts: dict[str, int] = {}
     for f in result.findings:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     detail = ", ".join(f"{counts[s.value]} {s.value}" for s in Severity if s.value in counts)
     scanned = sum(1 for v in result.volumes if v.covered)
-    coverage = (
-        "coverage complete"
-        if result.complete
-        else (
-            f"COVERAGE INCOMPLETE ({len(result.volumes) - scanned} volume(s) not read, "
-            f"{len(result.skipped)} file(s) skipped)"
-        )
+    unread = (
+        f"{len(result.volumes) - scanned} volume(s) not read, {len(result.skipped)} file(s) skipped"
     )
+    if result.interrupted:
+        coverage = f"INTERRUPTED by {interrupted_by or 'a signal'}: partial report ({unread})"
+    elif result.complete:
+        coverage = "coverage complete"
+    else:
+        coverage = f"COVERAGE INCOMPLETE ({unread})"
     return (
         f"imgscan: {len(result.findings)} finding(s)"
         + (f" ({detail})" if detail else "")
@@ -390,8 +400,16 @@ def _scan(args: argparse.Namespace) -> ScanResult:
 def _write(path: Path | None, text: str, what: str) -> None:
     """`text` to `path`, or to stdout when there is none."""
     if path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`imgscan ... | head`, or killed with us by a Ctrl-C). Point
+            # stdout at /dev/null so that the flush at exit does not complain a second time.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise ImgscanError(f"stdout: cannot write {what}: the pipe is closed") from None
         return
     try:
         path.write_text(text, encoding="utf-8")
@@ -408,26 +426,104 @@ def _policy(args: argparse.Namespace) -> Policy:
     return policy if args.fail_on is None else replace(policy, fail_on=args.fail_on)
 
 
-def _run_scan(args: argparse.Namespace) -> int:
+class _Interrupts:
+    """SIGINT and SIGTERM while a command runs: the first one raises KeyboardInterrupt in the
+    main thread (SIGTERM is treated like a Ctrl-C, so a supervisor's stop also gets a partial
+    report and exit code 130); later ones are ignored, so that stopping the workers and the
+    libguestfs appliance and writing the partial report are not cut short. That clean-up is
+    bounded (pool.py and guestfs.py give every wait a timeout); SIGKILL remains for the rest.
+
+    Once a scan's result is in hand (`deferred`), a first signal raises nothing: the report is
+    written whole, never cut off halfway through a file, and the exit code is then 130.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None  # the name of the first signal, once one arrived
+        self.deferred = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return  # already stopping
+        self.received = signal.Signals(signum).name
+        if not self.deferred:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        """Handle both signals for the duration of the block; restore the previous handlers
+        after it. A signal that was ignored when imgscan started (nohup, a background job of a
+        non-interactive shell) stays ignored; off the main thread nothing is installed (Python
+        delivers signals to the main thread only)."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(signum)
+                if handler == signal.SIG_IGN:
+                    continue
+                previous[signum] = handler if handler is not None else signal.SIG_DFL
+                signal.signal(signum, self.handle)
+        try:
+            yield self
+        finally:
+            for restored, handler in previous.items():
+                signal.signal(restored, handler)
+
+
+def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
 
     # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
     baseline = load_baseline(args.baseline) if args.baseline else frozenset()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
     policy = _policy(args)
-    result = apply_suppressions(_scan(args), baseline, ignore)
+    interrupted_by: str | None = None
+    try:
+        scanned = _scan(args)
+    except ScanInterrupted as stop:
+        # The workers and the appliance are stopped; what was found so far is still worth a
+        # report, which says it is partial (coverage incomplete, `interrupted`).
+        interrupted_by = interrupts.received or "SIGINT"
+        warning = f"scan interrupted by {interrupted_by}: this report is partial"
+        scanned = replace(stop.partial, warnings=(*stop.partial.warnings, warning))
+    interrupts.deferred = True
+    result = apply_suppressions(scanned, baseline, ignore)
     result = replace(result, gate=judge(policy, result))
     for warning in result.warnings:
         print(f"imgscan: warning: {warning}", file=sys.stderr)
-    _write(args.output, _renderer(args.format)(result), "report")
-    print(_summary(result), file=sys.stderr)
+    try:
+        _write(args.output, _renderer(args.format)(result), "report")
+    except ImgscanError as exc:
+        if interrupted_by is None:
+            raise
+        print(f"imgscan: error: {exc}", file=sys.stderr)  # still an interruption: 130
+    print(_summary(result, interrupted_by), file=sys.stderr)
+    if interrupted_by is None and interrupts.received is not None:
+        print(_late(interrupts.received), file=sys.stderr)
+        return EXIT_INTERRUPTED
     return exit_code(result, policy.fail_on, args.allow_incomplete)
 
 
-def _run_baseline(args: argparse.Namespace) -> int:
+def _late(signame: str) -> str:
+    return f"imgscan: interrupted by {signame} once the scan had ended (what was written is whole)"
+
+
+def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import render_baseline
 
-    result = _scan(args)
+    try:
+        result = _scan(args)
+    except ScanInterrupted as stop:
+        interrupted_by = interrupts.received or "SIGINT"
+        print(_summary(stop.partial, interrupted_by), file=sys.stderr)
+        print(
+            f"imgscan: interrupted by {interrupted_by}: no baseline written (a baseline of a "
+            "half-read image accepts too little)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    interrupts.deferred = True
     for warning in result.warnings:
         print(f"imgscan: warning: {warning}", file=sys.stderr)
     print(_summary(result), file=sys.stderr)
@@ -443,6 +539,9 @@ def _run_baseline(args: argparse.Namespace) -> int:
         f"imgscan: baseline of {len(result.findings)} finding(s) written to {args.output}",
         file=sys.stderr,
     )
+    if interrupts.received is not None:
+        print(_late(interrupts.received), file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_CLEAN
 
 
@@ -458,16 +557,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "verbose", False)
         else logging.WARNING,
     )
+    with _Interrupts().installed() as interrupts:
+        return _run(parser, args, interrupts)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    """Run the command; turn every way it can end into one line on stderr and an exit code."""
     try:
         match args.command:
             case "scan":
-                return _run_scan(args)
+                return _run_scan(args, interrupts)
             case "baseline":
-                return _run_baseline(args)
+                return _run_baseline(args, interrupts)
             case _:
                 parser.error(f"unknown command {args.command}")
     except KeyboardInterrupt:
-        print("imgscan: interrupted", file=sys.stderr)
+        # Before the scan began (reading the policy, the baseline, the ignore files); a scan
+        # interrupted later is reported by the command itself, with its partial report.
+        print(f"imgscan: interrupted by {interrupts.received or 'SIGINT'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ImgscanError as exc:
         if args.debug:

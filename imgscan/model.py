@@ -44,6 +44,8 @@ class VolumeStatus(StrEnum):
     UNSUPPORTED = "unsupported"  # a volume type or filesystem this reader cannot read
     SKIPPED = "skipped"  # deliberately not scanned (an LVM physical volume, ...)
     EMPTY = "empty"  # no filesystem, and every byte read is zero: nothing to scan
+    # The scan stopped (SIGINT/SIGTERM) before every file of this volume was scanned.
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -285,15 +287,19 @@ class ScanResult:
     clues: tuple[Clue, ...] = ()
     # The gate's verdict (imgscan/policy.py `judge`), filled in by the CLI before rendering.
     gate: Verdict | None = None
+    # The scan was stopped (SIGINT or SIGTERM) before its end: this is a partial result, and
+    # the volumes it did not finish have status `interrupted`.
+    interrupted: bool = False
 
     @property
     def complete(self) -> bool:
-        """True only when every volume was scanned and no file was skipped.
+        """True only when the scan ran to its end, every volume was scanned and no file was
+        skipped.
 
         A skipped volume (swap, say) still makes coverage incomplete: a gate must not call an
         image clean when part of it was not read.
         """
-        return not self.skipped and all(v.covered for v in self.volumes)
+        return not self.interrupted and not self.skipped and all(v.covered for v in self.volumes)
 
 
 # Bump when the fingerprint construction changes, so stored baselines can tell old from new.

@@ -100,7 +100,8 @@ def load_policy(path: Path) -> Policy:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ImgscanError(f"{path}: cannot read policy file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
         raise ImgscanError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(data) - _TOP_KEYS
     if unknown:

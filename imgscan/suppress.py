@@ -76,7 +76,8 @@ def load_baseline(path: Path) -> frozenset[str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ImgscanError(f"{path}: cannot read baseline: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or objects nested a thousand deep, which json.loads gives up on
         raise ImgscanError(f"{path}: not a baseline file: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
         raise ImgscanError(f"{path}: not a baseline file (schema is not {BASELINE_SCHEMA})")
@@ -94,7 +95,8 @@ def load_ignore(path: Path) -> tuple[IgnoreEntry, ...]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ImgscanError(f"{path}: cannot read ignore file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
         raise ImgscanError(f"{path}: not valid TOML: {exc}") from None
     entries = data.get("ignore", [])
     if not isinstance(entries, list):

@@ -83,7 +83,8 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
 
 def test_no_raw_secret_in_default_outputs(images: Path, manifest: dict[str, Any]) -> None:
     secrets = _planted_values(manifest["server-qcow2"])
-    for fmt, *extra in (("table",), ("json",), ("table", "--debug"), ("json", "-v")):
+    formats = (("table",), ("json",), ("sarif",), ("markdown",), ("html",))
+    for fmt, *extra in (*formats, ("table", "--debug"), ("json", "-v")):
         proc = run("scan", images / "server.qcow2", "--format", fmt, *extra)
         assert proc.returncode == 1
         for value in secrets:

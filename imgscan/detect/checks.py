@@ -120,7 +120,8 @@ def jwt_claims(secret: bytes, now: float | None = None) -> Check | None:
     try:
         header = _b64url_json(match.group(1))
         claims = _b64url_json(match.group(2))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested a thousand levels deep, which json.loads gives up on.
         return Check("jwt", CheckResult.FAIL, "header or claims do not decode as JSON")
     if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
         return Check("jwt", CheckResult.FAIL, "not a JWT header and claims set")
@@ -128,7 +129,8 @@ def jwt_claims(secret: bytes, now: float | None = None) -> Check | None:
         raise NotASecret("the jwt.io documentation token")
     alg = str(header["alg"])[:16]
     expiry = claims.get("exp")
-    if isinstance(expiry, int | float) and not isinstance(expiry, bool):
+    # `expiry == expiry` leaves out NaN, which json.loads accepts and which is no date.
+    if isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry == expiry:
         when = datetime.fromtimestamp(min(max(expiry, 0), 253402300799), UTC)
         stamp = when.strftime("%Y-%m-%d %H:%M UTC")
         if expiry < (time.time() if now is None else now):
@@ -225,6 +227,8 @@ def password_hash(secret: bytes) -> Check | None:
     if match is None:
         return None
     algorithm = _CRYPT_NAMES[match.group(1)]
+    if not secret.isascii() or b"\0" in secret:
+        return None  # not a crypt(3) string (its salt is ASCII), and crypt() refuses NUL
     hashed = secret.decode("ascii")
     tries = _affordable_tries(match.group(1), hashed)
     common = _matches_common_password(hashed, tries) if tries else False
@@ -245,10 +249,16 @@ def _affordable_tries(scheme: bytes, hashed: str) -> int:
     """How many common passwords to try on a hash, from its scheme and cost parameter alone
     (never from timing, so a report does not depend on the machine): about a quarter of a
     second per hash at most. sha-crypt at its default 5,000 rounds costs ~2 ms a try, bcrypt
-    at cost 12 ~200 ms, yescrypt at its defaults ~20-50 ms."""
+    at cost 12 ~200 ms, yescrypt at its defaults ~20-50 ms. A hash from a hostile image may
+    ask for any cost (crypt(3) obeys up to 999,999,999 sha-crypt rounds, 16 GiB of yescrypt
+    memory): beyond the defaults, nothing is tried."""
     if scheme in (b"1", b"5", b"6"):
         rounds = re.match(r"^\$\d\$rounds=(\d+)\$", hashed)
-        return len(COMMON_PASSWORDS) if not rounds or int(rounds.group(1)) <= 50_000 else 3
+        if not rounds:
+            return len(COMMON_PASSWORDS)
+        digits = rounds.group(1)
+        count = int(digits) if len(digits) <= 9 else 10**9  # int() refuses 4300+ digits
+        return len(COMMON_PASSWORDS) if count <= 50_000 else 3 if count <= 200_000 else 0
     if scheme.startswith(b"2"):
         cost = re.match(r"^\$2[abxy]\$(\d\d)\$", hashed)
         if cost is None:
@@ -259,7 +269,12 @@ def _affordable_tries(scheme: bytes, hashed: str) -> int:
         if value <= 10:
             return 3
         return 1 if value <= 12 else 0
-    return 5  # yescrypt, gost-yescrypt, scrypt at the parameters distributions use
+    params = hashed.split("$")[2]
+    if scheme == b"7":  # N up to 2^14 ("C"), and the default r and p
+        return 5 if re.fullmatch(r"[./0-9A-C]U\.\.\.\./\.\.\.\.", params[:11]) else 0
+    # yescrypt and gost-yescrypt: N up to 2^12 and r up to 32, the "j9T" of every distribution
+    # (16 MiB); "jJT" would take 16 GiB and a minute and a half a try.
+    return 5 if re.fullmatch(r"j[./0-9][./0-9A-T]", params) else 0
 
 
 @functools.lru_cache(maxsize=256)  # /etc/shadow and its backup shadow- hold the same hashes

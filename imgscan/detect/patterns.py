@@ -308,7 +308,13 @@ class PatternMatcher:
             database = self._databases[index] = _load(self._serialized[index])
 
         def on_match(_id: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
-            spans.append((end - window, end + window))
+            # Matches arrive in end order; a locator that matches at every byte (a run of
+            # letters for a rule located by a character class) would otherwise cost one
+            # Python tuple per byte: overlapping windows are merged as they come.
+            if spans and end - window <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], end + window)
+            else:
+                spans.append((end - window, end + window))
 
         database.scan(buf, match_event_handler=on_match)
         return spans

@@ -168,7 +168,11 @@ def load_pack(directory: Path) -> RulePack:
         examples_file = file.with_suffix(".examples.toml")
         if examples_file.exists():
             digest.update(examples_file.read_bytes())
-        source = _yara_source(file, raw.decode("utf-8"), examples_file)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RulePackError(f"{file}: not UTF-8: {exc}") from None
+        source = _yara_source(file, text, examples_file)
         for meta in source.rules:
             _claim(seen, file, meta.id)
         yara_sources.append(source)
@@ -190,7 +194,8 @@ def _tables(file: Path, key: str, digest: Any) -> list[object]:
     digest.update(file.name.encode() + b"\0" + raw)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
         raise RulePackError(f"{file}: not valid TOML: {exc}") from None
     entries = data.get(key)
     if not isinstance(entries, list):
@@ -334,7 +339,7 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
         raise RulePackError(f"{file}: yara-python is not installed") from exc
     try:
         compiled = yara.compile(source=text)
-    except yara.Error as exc:
+    except (yara.Error, ValueError) as exc:  # ValueError: a NUL character in the source
         raise RulePackError(f"{file}: does not compile: {exc}") from None
     metas = []
     descriptions = []
@@ -349,17 +354,27 @@ def _yara_source(file: Path, text: str, examples_file: Path) -> YaraSource:
     if examples_file.exists():
         try:
             data = tomllib.loads(examples_file.read_text("utf-8"))
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
             raise RulePackError(f"{examples_file}: not valid TOML: {exc}") from None
-        for item in data.get("examples", []):
+        items = data.get("examples", [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise RulePackError(f"{examples_file}: expected an array of [[examples]] tables")
+        for item in items:
             rule_id = item.get("rule")
-            if rule_id not in {m.id for m in metas}:
+            if not isinstance(rule_id, str) or rule_id not in {m.id for m in metas}:
                 raise RulePackError(f"{examples_file}: example names unknown rule {rule_id!r}")
             hex_data = item.get("hex")
+            try:
+                raw_data = bytes.fromhex(hex_data.replace(" ", "")) if hex_data else None
+            except (AttributeError, ValueError):  # not a string, or not pairs of hex digits
+                raise RulePackError(
+                    f"{examples_file}: example of {rule_id}: hex must be a string of hex digits"
+                ) from None
             examples.append(
                 YaraExample(
                     rule=rule_id,
-                    data=bytes.fromhex(hex_data.replace(" ", "")) if hex_data else None,
+                    data=raw_data,
                     text=item.get("text"),
                     expect=bool(item.get("expect", True)),
                 )

@@ -44,6 +44,7 @@ _FISH_CMD = re.compile(r"^- cmd: ")
 # ssh options that take an argument (OpenSSH's getopt string).
 _SSH_ARG_OPTS = set("BbcDEeFIiJLlmOoPpQRSWw")
 _SCP_ARG_OPTS = set("cDFiJlOoPSX")
+_MAX_COMMAND = 8192
 _GIT_SSH_URL = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>[A-Za-z0-9.-]+)[:/]")
 
 
@@ -69,10 +70,9 @@ def read_clues(path: str, data: bytes) -> tuple[Clue, ...]:
             found = _known_hosts(path, text)
         else:
             found = _history(path, text)
-    clues: list[Clue] = []
+    clues: dict[Clue, None] = {}  # a dict: one lookup per clue, however many repeat
     for clue in found:
-        if clue not in clues:
-            clues.append(clue)
+        clues.setdefault(clue)
         if len(clues) >= MAX_CLUES:
             break
     return tuple(clues)
@@ -106,8 +106,10 @@ def _ssh_config(path: str, text: str) -> Iterator[Clue]:
         user = (block.get("user") or [""])[0]
         named = [p for p in patterns if not any(c in p for c in "*?")]
         hosts = [hostname] if hostname and "%" not in hostname else named or ["*"]
-        for identity in block.get("identityfile") or [""]:
-            for host in hosts:
+        # Each distinct value once: "Host a a a ..." and IdentityFile lines repeated thousands
+        # of times would otherwise yield their product in duplicates.
+        for identity in dict.fromkeys(block.get("identityfile") or [""]):
+            for host in dict.fromkeys(hosts):
                 yield _clue("ssh-config", path, host=host, user=user, identity=identity)
 
 
@@ -133,6 +135,8 @@ def _history(path: str, text: str) -> Iterator[Clue]:
         if not any(word in line for word in ("ssh", "scp", "sftp", "git")):
             continue
         for command in re.split(r"&&|\|\||;|\|", line):
+            if len(command) > _MAX_COMMAND:
+                continue  # shlex takes time quadratic in a long quoted word (17 s for 1 MiB)
             try:
                 words = shlex.split(command)
             except ValueError:

@@ -198,6 +198,9 @@ def _qcow2(src: _Source, head: bytes) -> FormatInfo:
     (virtual_size,) = struct.unpack_from(">Q", head, 24)
     if version not in (2, 3):
         raise ImageError(f"{path}: unsupported qcow2 version {version}")
+    if version == 3 and len(head) < 104:
+        # A v3 header is 104 bytes, and its feature bits (at 72) are read below.
+        raise ImageError(f"{path}: truncated qcow2 header")
     external: list[str] = []
     if backing_offset:
         name = src.read_at(backing_offset, min(backing_size, 1023))
@@ -253,13 +256,17 @@ def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> tuple[str 
     entry_size = 16 if incompatible & _QCOW2_EXTENDED_L2 else 8
     if l1_offset % cluster or l1_offset + l1_size * 8 > size:
         return "L1 table offset is invalid", compressed
+    checked: set[int] = set()
     with src.path.open("rb") as fh:
         fh.seek(src.offset + l1_offset)
         l1 = fh.read(l1_size * 8)
         for (entry,) in struct.iter_unpack(">Q", l1[: len(l1) // 8 * 8]):
             l2_offset = entry & _QCOW2_OFFSET_MASK
-            if not l2_offset:
+            if not l2_offset or l2_offset in checked:
+                # Each L2 table once: a hostile L1 pointing every entry at one table would
+                # otherwise cost (file size / 8) squared steps.
                 continue
+            checked.add(l2_offset)
             if l2_offset % cluster or l2_offset + cluster > size:
                 return (
                     f"L2 table at {l2_offset} lies beyond the end of the file ({size})",
@@ -317,7 +324,15 @@ def _vmdk_descriptor(src: _Source) -> FormatInfo:
     capacity = 0
     for line in descriptor.decode("utf-8", "replace").splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[0] in ("RW", "RDONLY", "NOACCESS") and parts[1].isdigit():
+        if (
+            len(parts) >= 2
+            and parts[0] in ("RW", "RDONLY", "NOACCESS")
+            # ASCII digits of a u64 sector count: str.isdigit() also takes "²", which int()
+            # refuses, as it refuses more than 4300 digits.
+            and parts[1].isascii()
+            and parts[1].isdigit()
+            and len(parts[1]) <= 20
+        ):
             capacity += int(parts[1])
     external = tuple(f"extent {_show(e.encode())}" for e in extents if not _beside(src, e))
     if not extents:
@@ -326,14 +341,23 @@ def _vmdk_descriptor(src: _Source) -> FormatInfo:
 
 
 def _beside(src: _Source, name: str) -> bool:
-    """Whether extent `name` is a regular file in the image's own directory.
+    """Whether extent `name` is a regular file in the image's own directory, named after it.
 
-    A plain file name only: no directory part, no "..", and the file itself (not what a
-    symlink points at elsewhere) must resolve inside the directory. Extents named from inside
+    A plain file name only: no directory part, no "..", the descriptor's name with a suffix
+    (`disk-flat.vmdk` for `disk.vmdk`), and the file itself (not what a symlink points at
+    elsewhere) must resolve inside the directory. Extents named from inside
     an archive are never accepted.
     """
     if src.offset or not name or name != posixpath.basename(name) or name in (".", ".."):
         return False
+    # Only the files VMware and qemu-img name after the descriptor (disk-flat.vmdk,
+    # disk-s001.vmdk, disk-f001.vmdk for disk.vmdk): a descriptor must not pull in another
+    # image, or any other file, that happens to sit in the same directory.
+    stem = posixpath.splitext(src.path.name)[0].lower()
+    if not (name.lower().startswith(stem + "-") and name.lower().endswith(".vmdk")):
+        return False
+    if "\0" in name:
+        return False  # no file has that name (and Path.resolve() raises ValueError on it)
     folder = src.path.resolve().parent
     candidate = (folder / name).resolve()
     return candidate.parent == folder and candidate.is_file()
@@ -345,7 +369,7 @@ def _parse_descriptor(descriptor: bytes) -> tuple[str | None, list[str]]:
     for raw in descriptor.split(b"\n"):
         line = raw.strip().decode("utf-8", "replace")
         if line.startswith("createType"):
-            create_type = line.split("=", 1)[1].strip().strip('"')
+            create_type = line.partition("=")[2].strip().strip('"')  # "createType" alone: ""
         parts = line.split('"')
         if len(parts) >= 3 and line.split()[0] in ("RW", "RDONLY", "NOACCESS"):
             extents.append(parts[1])

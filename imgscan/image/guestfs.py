@@ -18,6 +18,13 @@ Why this shape:
   per thread and the Python bindings silence it only in the thread that created the handle, so a
   call from any other thread would also print "libguestfs: error: ..." on stderr. `tar_out` has
   to run beside the thread that consumes its stream, hence one thread owns every call.
+- Interruption (KeyboardInterrupt in the main thread, which SIGINT and the CLI's SIGTERM
+  handler raise) never leaves qemu running: a call the main thread stops waiting for still runs
+  to its end on the handle's thread, and `close()` queues the shutdown behind it (a `tar_out`
+  is cut short first by closing its pipe). A launch cannot be cancelled through the API, so an
+  interrupted launch kills the qemu it started (see `_abandon_launch`). Closing the handle at
+  interpreter exit while another thread still launches it would crash libguestfs (a double
+  free, seen here), hence no launch is ever left behind.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import stat
 import tarfile
 import tempfile
@@ -197,8 +205,14 @@ class _Appliance:
     def launch(cls, drives: list[tuple[str, str]], tcg: bool) -> _Appliance:
         """Start an appliance with `image` attached read-only; raise _LaunchError/_DriveError."""
         worker = _HandleThread()
+        before = _qemu_children()
+        future = worker.submit(lambda: _open_handle(drives, tcg))
         try:
-            handle = worker.run(lambda: _open_handle(drives, tcg))
+            handle = future.result()
+        except KeyboardInterrupt:
+            _abandon_launch(worker, future, before)
+            worker.stop(timeout=1.0)
+            raise
         except BaseException:
             worker.stop(timeout=1.0)
             raise
@@ -227,6 +241,51 @@ class _Appliance:
         with contextlib.suppress(FutureTimeoutError, RuntimeError):
             self.submit(finish).result(timeout=_CLOSE_TIMEOUT)
         self._worker.stop(timeout=1.0)
+
+
+def _qemu_children() -> set[int]:
+    """Pids of this process's children that run a qemu binary (libguestfs starts qemu as a
+    direct child). A child's pid is not reused before its parent reaps it, and libguestfs reaps
+    qemu only once the launch has failed or the handle is closed: killing a pid found here
+    does not hit a stranger."""
+    me = os.getpid()
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid == me and os.path.basename(
+                    os.readlink(f"/proc/{entry.name}/exe")
+                ).startswith("qemu"):
+                    found.add(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def _abandon_launch(worker: _HandleThread, future: Future[Any], before: set[int]) -> None:
+    """Stop an interrupted launch before the interruption goes on: kill the qemu it started
+    (now, or as soon as it appears), so that `launch()` fails at once and `_open_handle`
+    closes the handle; a launch that won the race is closed here. Bounded by _CLOSE_TIMEOUT:
+    past that, libguestfs' recovery process kills qemu when this process exits."""
+    deadline = time.monotonic() + _CLOSE_TIMEOUT
+    while time.monotonic() < deadline:
+        for pid in _qemu_children() - before:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            handle = future.result(timeout=0.2)
+        except FutureTimeoutError:
+            continue
+        except BaseException:
+            return  # the launch failed: _open_handle closed its handle
+        # It was up before qemu could be killed: close it, on its own thread like every call.
+        with contextlib.suppress(Exception):
+            worker.submit(handle.close).result(timeout=max(0.0, deadline - time.monotonic()))
+        return
 
 
 def _open_handle(drives: list[tuple[str, str]], tcg: bool) -> Any:
@@ -324,7 +383,11 @@ def _start_appliance(image: str, drives: list[tuple[str, str]]) -> tuple[_Applia
                     exc.describe(),
                 )
             else:
-                accel = _detect_accel(appliance)
+                try:
+                    accel = _detect_accel(appliance)
+                except BaseException:
+                    appliance.close()  # interrupted: not the reader's yet, so ours to stop
+                    raise
                 _log.debug(
                     "libguestfs appliance up under %s in %.1f s", accel, time.monotonic() - started
                 )

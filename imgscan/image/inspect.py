@@ -38,7 +38,10 @@ def parse_passwd(text: str) -> tuple[OsUser, ...]:
     users = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) < 7 or not fields[2].isdigit():
+        # ASCII digits of a 32-bit uid: str.isdigit() also takes "²", which int() refuses, as
+        # it refuses more than 4300 digits.
+        uid_field = fields[2] if len(fields) >= 7 else ""
+        if not (uid_field.isascii() and uid_field.isdigit() and len(uid_field) <= 10):
             continue
         name, uid, home, shell = fields[0], int(fields[2]), fields[5], fields[6]
         if uid == 0 or (1000 <= uid < 65534 and shell not in _NO_LOGIN_SHELLS):

@@ -549,9 +549,24 @@ class NativeReader:
         if volume.fs_indicator != "EXT":
             yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint, fs.PATH_SEPARATOR)
             return
-        stack: list[tuple[Any, str]] = [(fs.GetEXTFileEntryByPathSpec(spec), "/")]
+        root = fs.GetEXTFileEntryByPathSpec(spec)
+        stack: list[tuple[Any, str]] = [(root, "/")]
+        # A corrupt (or hostile) ext can hard-link a directory into itself: each directory
+        # inode is walked once, and meeting it again is reported rather than followed.
+        walked: dict[int, str] = {}
         while stack:
             directory, location = stack.pop()
+            inode = int(directory.inode_number)
+            if inode in walked or len(location) > MAX_PATH_BYTES:
+                reason = (
+                    f"directory loop: the same directory as {walked[inode]} (a directory hard "
+                    "link: the file system is corrupt); not walked twice"
+                    if inode in walked
+                    else f"path longer than {MAX_PATH_BYTES} bytes (a loop in the file system?)"
+                )
+                yield Skipped(join_guest_path(mountpoint, location), reason)
+                continue
+            walked[inode] = join_guest_path(mountpoint, location)
             try:
                 count = directory.number_of_sub_file_entries
             except _BACKEND_ERRORS as exc:
@@ -670,6 +685,11 @@ class NativeOpener:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""
 
 
+# Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
+# UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
+MAX_PATH_BYTES = 65536
+
+
 def _walk_entries(
     root: Any, device: str, mountpoint: str, separator: str
 ) -> Iterator[FileRef | Skipped]:
@@ -686,6 +706,14 @@ def _walk_entries(
     while stack:
         directory = stack.pop()
         location = directory.path_spec.location or "/"
+        if len(location) > MAX_PATH_BYTES:
+            # A directory that contains itself (a corrupt FAT cluster chain, a corrupt MFT)
+            # would otherwise be walked for ever: its path grows on each turn.
+            yield Skipped(
+                guest(location)[:512] + "…",
+                f"path longer than {MAX_PATH_BYTES} bytes (a loop in the file system?)",
+            )
+            continue
         try:
             children = list(directory.sub_file_entries)
         except _BACKEND_ERRORS as exc:

@@ -49,6 +49,8 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "os": _os(result),
         "coverage": {
             "complete": result.complete,
+            # The scan was stopped (SIGINT/SIGTERM) before its end: a partial report.
+            "interrupted": result.interrupted,
             "volumes": [
                 {
                     "device": v.device,

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from imgscan import __version__
 from imgscan.model import FINGERPRINT_VERSION, Finding, RuleDoc, ScanResult, Severity
+from imgscan.report.interface import printable
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/imgscan/imgscan"
@@ -41,7 +42,8 @@ def guest_uri(path: str) -> str:
     (a file name with spaces, '#', '?' or newlines stays one valid reference)."""
     if len(path) > 2 and path[1] == ":" and path[2] == "\\":
         path = "/" + path.replace("\\", "/")
-    return quote(path, safe="/:!@$&'()*+,;=-._~")
+    # A name that is not UTF-8 keeps its own bytes, percent-encoded.
+    return quote(path.encode("utf-8", "surrogateescape"), safe="/:!@$&'()*+,;=-._~")
 
 
 def _rule(doc: RuleDoc) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def _result(finding: Finding, index: dict[str, int]) -> dict[str, Any]:
         "ruleId": finding.rule,
         "ruleIndex": index[finding.rule],
         "level": _LEVELS[finding.severity],
-        "message": {"text": f"{finding.rule} at {finding.path}: {finding.preview}"},
+        "message": {"text": f"{finding.rule} at {printable(finding.path)}: {finding.preview}"},
         "locations": [_location(finding.path, finding.line)],
         "partialFingerprints": {f"imgscan/{FINGERPRINT_VERSION}": finding.fingerprint},
         "properties": {
@@ -101,7 +103,7 @@ def render_sarif(result: ScanResult) -> str:
             {
                 "ruleId": accepted.rule,
                 "ruleIndex": index[accepted.rule],
-                "message": {"text": f"{accepted.rule} at {accepted.path} (accepted)"},
+                "message": {"text": f"{accepted.rule} at {printable(accepted.path)} (accepted)"},
                 "locations": [_location(accepted.path, accepted.line)],
                 "partialFingerprints": {f"imgscan/{FINGERPRINT_VERSION}": accepted.fingerprint},
                 "suppressions": [{"kind": "external", "justification": accepted.by}],
@@ -110,7 +112,9 @@ def render_sarif(result: ScanResult) -> str:
     notifications: list[dict[str, Any]] = [
         {
             "level": "error",
-            "message": {"text": f"volume {v.device} not read: {v.reason or v.status.value}"},
+            "message": {
+                "text": f"volume {v.device} not read: {printable(v.reason or v.status.value)}"
+            },
             "descriptor": {"id": "imgscan/volume-not-read"},
         }
         for v in result.volumes
@@ -119,14 +123,14 @@ def render_sarif(result: ScanResult) -> str:
     notifications += [
         {
             "level": "error",
-            "message": {"text": f"file not scanned: {s.reason}"},
+            "message": {"text": f"file not scanned: {printable(s.reason)}"},
             "locations": [_location(s.path, 0)],
             "descriptor": {"id": "imgscan/file-skipped"},
         }
         for s in result.skipped
     ]
     notifications += [
-        {"level": "warning", "message": {"text": warning}} for warning in result.warnings
+        {"level": "warning", "message": {"text": printable(warning)}} for warning in result.warnings
     ]
     run = {
         "tool": {

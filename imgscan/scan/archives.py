@@ -17,7 +17,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, Self, cast
 
 import zstandard
 
@@ -31,6 +31,9 @@ MAX_EXPANDED = 1 << 30  # bytes of member content per outermost archive
 # least RATIO_FLOOR, and never beyond MAX_EXPANDED).
 MAX_RATIO = 200
 RATIO_FLOOR = 16 << 20
+
+# The zip compression methods zipfile can read.
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 # Single-stream compressors: magic bytes, and the suffix their files usually carry.
 _COMPRESSED = {"gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst"}
@@ -74,7 +77,9 @@ def _is_tar(head: bytes) -> bool:
 def _decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
     """A reader of the decompressed content of `stream` (read forward only)."""
     if kind == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(fileobj=stream))
+        # mode "rb": GzipFile otherwise takes the mode of `stream`, and a spooled member (w+b)
+        # would be opened for writing, so a gzip inside another archive was never expanded.
+        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
     if kind == "bzip2":
         return cast(BinaryIO, bz2.BZ2File(stream))
     if kind == "xz":
@@ -103,7 +108,7 @@ def expand(
     if kind == "zip":
         with zipfile.ZipFile(stream) as archive:
             for info in archive.infolist():
-                if info.is_dir():
+                if info.filename.endswith("/"):  # is_dir(), which raises IndexError on ""
                     continue
                 count += 1
                 member_path = _member_path(path, info.filename)
@@ -115,6 +120,12 @@ def expand(
                     continue
                 if info.flag_bits & 0x1:
                     yield Skipped(member_path, "encrypted zip member")
+                    continue
+                if info.compress_type not in _ZIP_METHODS:
+                    # zipfile raises NotImplementedError on it (Deflate64, PPMd, ...), which
+                    # would end the whole archive: skip this member only.
+                    reason = f"zip compression method {info.compress_type} not supported"
+                    yield Skipped(member_path, reason)
                     continue
                 with archive.open(info) as member:
                     yield Member(member_path, info.file_size, member)  # type: ignore[arg-type]
@@ -139,9 +150,34 @@ def expand(
             yield Member(_member_path(path, inner), None, content)
 
 
+# tarfile reads the body of a long-name, long-link or pax header into memory at once: a header
+# claiming gigabytes (a few KiB of zstd) would cost that much memory, twice over. Real ones
+# hold a path or a few attributes.
+_MAX_TAR_METADATA = 1 << 20
+_TAR_METADATA_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized metadata headers before tarfile reads their body."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _TAR_METADATA_TYPES and info.size > _MAX_TAR_METADATA:
+            # ReadError, not a HeaderError: tarfile takes some of those for the archive's end.
+            raise tarfile.ReadError(f"tar metadata header of {info.size} bytes")
+        return info
+
+
 def _tar_members(stream: BinaryIO, path: str, max_member_size: int) -> Iterator[Member | Skipped]:
     count = 0
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
+    with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
         for info in archive:
             if not info.isfile():
                 continue

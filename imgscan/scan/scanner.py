@@ -7,19 +7,20 @@ volume or one file is recorded in the result and makes coverage incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
 
 from imgscan.detect.engine import build_spec
-from imgscan.detect.rules import load_pack
+from imgscan.detect.rules import RulePack, load_pack
 from imgscan.errors import ImageError
 from imgscan.exposures import build_exposures
 from imgscan.image import open_reader
-from imgscan.image.formats import detect_format
+from imgscan.image.formats import FormatInfo, detect_format
 from imgscan.image.inspect import inspect_linux
-from imgscan.image.interface import Reader, join_guest_path
+from imgscan.image.interface import Reader, VolumeInfo, join_guest_path
 from imgscan.image.layout import (
     mount_layout,
     relocate,
@@ -31,6 +32,9 @@ from imgscan.model import (
     Clue,
     FileRef,
     Finding,
+    ImageInfo,
+    OsInfo,
+    ReaderInfo,
     RuleDoc,
     ScanResult,
     Skipped,
@@ -39,15 +43,39 @@ from imgscan.model import (
     VolumeStatus,
 )
 from imgscan.options import ScanOptions, default_cache_dir
-from imgscan.scan.pool import run_pool
+from imgscan.scan.pool import WorkerCrashError, WorkerPool
 from imgscan.scan.worker import FileOutcome, WorkerSpec
 
 Progress = Callable[[FileOutcome], None]
 _log = logging.getLogger(__name__)
 
+INTERRUPTED_REASON = "the scan was interrupted before this volume was read to the end"
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """The scan was interrupted: a KeyboardInterrupt (SIGINT, or a SIGTERM the caller turned
+    into one) that carries the partial result.
+
+    `partial` holds what was found until then: findings of the files scanned, every volume the
+    scan did not finish with status `interrupted`, and `interrupted` set, so it is never
+    complete. Raised only once the reader (its libguestfs appliance included) and every worker
+    process have been stopped. A KeyboardInterrupt, so a caller that knows only that one still
+    stops.
+    """
+
+    def __init__(self, partial: ScanResult) -> None:
+        super().__init__("scan interrupted")
+        self.partial = partial
+
 
 def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanResult:
-    """Scan `options.image` and return everything found, sorted and deterministic."""
+    """Scan `options.image` and return everything found, sorted and deterministic.
+
+    Raises ImgscanError when the image or the rules cannot be opened, ScanInterrupted when
+    interrupted (after the image's format is known; before, a plain KeyboardInterrupt). Worker
+    crashes beyond the pool's bound (`WorkerCrashError`) end the scan early but still return a
+    result: the volumes not finished are `unreadable`, so coverage is incomplete.
+    """
     started = time.monotonic()
     fmt = detect_format(options.image, options.allow_external_files)
     _log.info(
@@ -57,8 +85,125 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         fmt.subformat or "-",
         fmt.virtual_size,
     )
+    tally = _Tally(
+        image=ImageInfo(str(options.image), fmt.format, fmt.virtual_size),
+        reader=ReaderInfo(options.reader.value),
+        started=started,
+    )
+    try:
+        # The workers start now and import their libraries while the image is opened.
+        with WorkerPool(options.worker_count) as pool:
+            _scan(options, fmt, tally, pool, progress)
+        return tally.result()
+    except KeyboardInterrupt:
+        # By now the reader's and the pool's own cleanup has run: no appliance, no worker.
+        raise ScanInterrupted(tally.result(VolumeStatus.INTERRUPTED, INTERRUPTED_REASON)) from None
+    except WorkerCrashError as exc:
+        tally.warnings.append(str(exc))
+        return tally.result(VolumeStatus.UNREADABLE, f"not read to the end: {exc}")
+
+
+@dataclass
+class _Tally:
+    """What the scan has gathered so far: the result at its end, or the partial result of a
+    scan stopped early (interrupted, or given up after worker crashes)."""
+
+    image: ImageInfo
+    reader: ReaderInfo
+    started: float
+    pack: RulePack | None = None
+    warnings: list[str] = field(default_factory=list)
+    infos: list[VolumeInfo] = field(default_factory=list)
+    layout: dict[str, str] = field(default_factory=dict)
+    os: OsInfo | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    clues: list[Clue] = field(default_factory=list)
+    files: dict[str, int] = field(default_factory=dict)  # outcomes received, per volume
+    sizes: dict[str, int] = field(default_factory=dict)
+    walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
+    walk_ended: set[str] = field(default_factory=set)  # volumes the walk went through
+
+    def add(self, outcome: FileOutcome) -> None:
+        self.findings.extend(outcome.findings)
+        self.skipped.extend(outcome.skipped)
+        self.clues.extend(outcome.clues)
+        self.files[outcome.volume] = self.files.get(outcome.volume, 0) + 1
+        self.sizes[outcome.volume] = self.sizes.get(outcome.volume, 0) + outcome.bytes
+
+    def finished(self, device: str) -> bool:
+        """Whether every file of `device` was walked and has its outcome (the pool answers
+        each FileRef exactly once, so the counts say it)."""
+        return device in self.walk_ended and self.walked.get(device, 0) == self.files.get(device, 0)
+
+    def result(
+        self, unfinished: VolumeStatus | None = None, reason: str | None = None
+    ) -> ScanResult:
+        """The result; for a scan stopped early (`unfinished` given), each volume it was to
+        scan and did not finish gets that status and `reason`."""
+        findings = self.findings
+        volumes = []
+        for v in self.infos:
+            status, why = v.status, v.reason
+            unread = status is VolumeStatus.SCANNED and not self.finished(v.device)
+            if unfinished is not None and unread:
+                status, why = unfinished, reason
+            volumes.append(
+                Volume(
+                    device=v.device,
+                    fstype=v.fstype,
+                    mountpoint=self.layout.get(v.device),
+                    status=status,
+                    reason=why,
+                    files=self.files.get(v.device, 0),
+                    bytes=self.sizes.get(v.device, 0),
+                    reader=v.reader or self.reader.name,
+                    subvolumes=tuple(
+                        (path, _subvolume_place(self.layout, v.device, path))
+                        for _, path in v.subvolumes
+                    ),
+                )
+            )
+        pack = self.pack
+        return ScanResult(
+            image=self.image,
+            reader=self.reader,
+            volumes=tuple(volumes),
+            skipped=tuple(sorted(set(self.skipped), key=lambda s: (s.path, s.reason))),
+            findings=tuple(sorted(findings, key=Finding.sort_key)),
+            stats=Stats(
+                files=sum(self.files.values()),
+                bytes=sum(self.sizes.values()),
+                seconds=round(time.monotonic() - self.started, 3),
+            ),
+            exposures=build_exposures(findings, self.clues),
+            rules=tuple(
+                RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
+                for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))
+            )
+            if pack is not None
+            else (),
+            warnings=tuple(self.warnings),
+            os=self.os,
+            clues=tuple(sorted(set(self.clues), key=lambda c: (c.path, c.kind, c.facts))),
+            interrupted=unfinished is VolumeStatus.INTERRUPTED,
+        )
+
+
+def _scan(
+    options: ScanOptions,
+    fmt: FormatInfo,
+    tally: _Tally,
+    pool: WorkerPool,
+    progress: Progress | None,
+) -> None:
+    """The scan proper, recording into `tally` as it goes; the reader is closed (its
+    appliance stopped) and the pool's workers reaped however this ends."""
     pack = load_pack(options.signatures_dir)
+    tally.pack = pack
     engine_spec = build_spec(pack, default_cache_dir() / "hyperscan")
+    tally.warnings.extend(engine_spec.compiled.warnings)
+    pool.prepare(engine_spec)  # the workers build their engines while the image is opened
     _log.info(
         "rule pack %s: %d pattern rules, %d YARA files",
         pack.version,
@@ -68,6 +213,8 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
     _log.info("opening the image with the %s reader", options.reader.value)
     reader = open_reader(options.reader, str(options.image), fmt, options.luks_keys)
     try:
+        tally.reader = reader.info
+        tally.warnings.extend(reader.warnings)
         infos = reader.volumes()
         if not any(v.fstype for v in infos):
             raise ImageError(
@@ -75,11 +222,13 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
                 "volume(s); the partition table may be garbage"
             )
         windows = find_windows(reader, infos)
+        if windows is not None:
+            tally.warnings.extend(windows.warnings)
         layout = mount_layout(reader, infos, windows)
+        tally.infos, tally.layout = infos, layout
         root = root_filesystem(layout, infos)
         os_info = inspect_linux(reader, *root) if root is not None else None
-        if os_info is None and windows is not None:
-            os_info = windows.os
+        tally.os = os_info if os_info is not None or windows is None else windows.os
         spec = WorkerSpec(
             engine_spec,
             reader.opener_spec(),
@@ -87,60 +236,20 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
             options.max_file_size,
             options.show_secrets,
         )
-        skipped: list[Skipped] = []
-        findings: list[Finding] = []
-        clues: list[Clue] = []
-        files: dict[str, int] = {}
-        sizes: dict[str, int] = {}
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
-        for outcome in run_pool(
-            spec, _walk(reader, scannable, layout), options.worker_count, skipped.append
+        walk = _walk(reader, scannable, layout, tally)
+        # Closed explicitly, pool first (its workers stopped), then the walk (a guestfs tar
+        # stream cut off), whichever way the loop ends: not left to the garbage collector.
+        with (
+            contextlib.closing(walk),
+            contextlib.closing(
+                pool.scan(spec, walk, tally.skipped.append, tally.warnings.append)
+            ) as outcomes,
         ):
-            findings.extend(outcome.findings)
-            skipped.extend(outcome.skipped)
-            clues.extend(outcome.clues)
-            files[outcome.volume] = files.get(outcome.volume, 0) + 1
-            sizes[outcome.volume] = sizes.get(outcome.volume, 0) + outcome.bytes
-            if progress is not None:
-                progress(outcome)
-        volumes = tuple(
-            Volume(
-                device=v.device,
-                fstype=v.fstype,
-                mountpoint=layout.get(v.device),
-                status=v.status,
-                reason=v.reason,
-                files=files.get(v.device, 0),
-                bytes=sizes.get(v.device, 0),
-                reader=v.reader or reader.info.name,
-                subvolumes=tuple(
-                    (path, _subvolume_place(layout, v.device, path)) for _, path in v.subvolumes
-                ),
-            )
-            for v in infos
-        )
-        return ScanResult(
-            image=reader.image,
-            reader=reader.info,
-            volumes=volumes,
-            skipped=tuple(sorted(set(skipped), key=lambda s: (s.path, s.reason))),
-            findings=tuple(sorted(findings, key=Finding.sort_key)),
-            stats=Stats(
-                files=sum(files.values()),
-                bytes=sum(sizes.values()),
-                seconds=round(time.monotonic() - started, 3),
-            ),
-            exposures=build_exposures(findings, clues),
-            rules=tuple(
-                RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
-                for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))
-            ),
-            warnings=engine_spec.compiled.warnings
-            + reader.warnings
-            + (windows.warnings if windows is not None else ()),
-            os=os_info,
-            clues=tuple(sorted(set(clues), key=lambda c: (c.path, c.kind, c.facts))),
-        )
+            for outcome in outcomes:
+                tally.add(outcome)
+                if progress is not None:
+                    progress(outcome)
     finally:
         reader.close()
 
@@ -155,15 +264,25 @@ def _subvolume_place(layout: dict[str, str], device: str, path: str) -> str | No
 
 
 def _walk(
-    reader: Reader, devices: list[str], layout: dict[str, str]
-) -> Iterator[FileRef | Skipped]:
+    reader: Reader, devices: list[str], layout: dict[str, str], tally: _Tally
+) -> Generator[FileRef | Skipped, None, None]:
+    """Every file of every device, counted into `tally` as it is handed on (so that a scan
+    stopped early knows which volumes it finished)."""
     for device in devices:
         _log.info("scanning %s at %s", device, layout[device])
-        moves = relocations(layout, device)
-        if not moves:
-            yield from reader.files(device, layout[device])
-            continue
         # A btrfs volume is walked from its top level; mounted subvolumes move to their
         # mountpoints (the files under /@dev/sda2/@home appear under /home).
-        for item in reader.files(device, layout[device]):
-            yield replace(item, path=relocate(item.path, moves))
+        moves = relocations(layout, device)
+        items = reader.files(device, layout[device])
+        try:
+            for item in items:
+                if moves:
+                    item = replace(item, path=relocate(item.path, moves))
+                if isinstance(item, FileRef):
+                    tally.walked[item.volume] = tally.walked.get(item.volume, 0) + 1
+                yield item
+        finally:
+            # Closed with the walk, not whenever it is collected: a guestfs stream stops now.
+            if isinstance(items, Generator):
+                items.close()
+        tally.walk_ended.add(device)

@@ -13,6 +13,7 @@ import lzma
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -88,9 +89,11 @@ class InlineOpener:
 
 
 class FileScanner:
-    def __init__(self, spec: WorkerSpec, opener: FileOpener) -> None:
+    def __init__(self, spec: WorkerSpec, opener: FileOpener, engine: Engine | None = None) -> None:
+        """`engine`, when given, is one already built from `spec.engine` (a pool worker builds
+        it while the main process is still opening the image)."""
         self.spec = spec
-        self.engine = Engine(spec.engine)
+        self.engine = engine if engine is not None else Engine(spec.engine)
         self.opener = opener
 
     def scan(self, ref: FileRef) -> FileOutcome:
@@ -106,6 +109,11 @@ class FileScanner:
             )
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), tuple(skipped), 0)
+        if ref.size == 0 and ref.inline is None and not ref.raw:
+            # Nothing to read and nothing to match (file rules need at least one byte):
+            # a file system of a million empty files costs no opens.
+            self.opener.release(ref)
+            return FileOutcome(ref.volume, (), (), 0)
         try:
             stream = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
             if ref.raw:
@@ -148,6 +156,14 @@ class FileScanner:
                 OSError,
                 lzma.LZMAError,
                 zstandard.ZstdError,
+                # The archive modules' own errors on corrupt input: zipfile's on a member's
+                # deflate stream (zlib.error), an offset before the start of the file
+                # ("negative seek value") and a version it does not know ("zip file version
+                # 12.7"), tarfile's on a truncated GNU sparse header.
+                zlib.error,
+                ValueError,
+                NotImplementedError,
+                IndexError,
             ) as exc:
                 skipped.append(Skipped(path, f"corrupt {kind} archive: {_one_line(exc)}"))
                 stream.seek(0)  # still scan the raw bytes: they may hold plain text

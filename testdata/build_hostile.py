@@ -1,0 +1,825 @@
+#!/usr/bin/env python3
+"""Build the hostile-image suite: images made to make a scanner fail, hang, lie or read files of
+the host it runs on.
+
+Every case is one image file made by a function here from host tools (qemu-img, mke2fs -d,
+debugfs, cryptsetup) and byte patches, and one entry in ``manifest.json`` that says what a scan
+of it must end with: the exit codes allowed, whether it is refused with a one-line error (and a
+word that error must contain), whether coverage must be incomplete, a word the report's reasons
+must contain, and extra scan options. tests/hostile/test_hostile.py scans every case under a
+time and memory bound.
+
+Host files a hostile image points at: ``host-secret.raw`` (regular file holding ``MARKER``, a
+random value written at build time: it must never appear in any output) and ``host-fifo`` (a
+FIFO: a scanner that opens it to read blocks forever, so the time bound catches it) sit next to
+the images; absolute references name ``/etc/shadow``. Output ``<cache>/hostile-<key>/``, cached
+like the other builders'. Usage: ``python testdata/build_hostile.py [--out DIR] [--force]``;
+tests call :func:`build_hostile`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import secrets
+import shutil
+import struct
+import sys
+import tarfile
+import tempfile
+import uuid
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import build as base
+import build_windows as small
+
+KEY_PREFIX = "hostile-"
+MIB = base.MIB
+SECTOR = 512
+HOST_SECRET = "host-secret.raw"
+HOST_FIFO = "host-fifo"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile image and what a scan of it must end with."""
+
+    name: str
+    file: str
+    about: str
+    exits: tuple[int, ...]  # the exit codes allowed
+    error: str | None = None  # refused: a one-line error containing this
+    incomplete: bool = False  # a report, with coverage incomplete
+    reason: str | None = None  # a word the report's reasons (volumes, skipped, warnings) hold
+    finds: bool = False  # the image's planted secret must be reported (exit 1 or 2)
+    args: tuple[str, ...] = ()
+    escapes: bool = False  # file names that must come out escaped in every format
+
+
+@dataclass
+class Build:
+    """What case builders share: the staging directory, the command runner, the values."""
+
+    stage: Path
+    run: base.Runner
+    work: Path
+    marker: str
+    password: str
+    cases: list[Case] = field(default_factory=list)
+
+    def tree(self, name: str) -> Path:
+        """A fresh tree with one planted secret (``etc/app.conf``: ``password = ...``)."""
+        root = self.work / name
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "etc").mkdir(parents=True)
+        (root / "etc" / "app.conf").write_text(f"[db]\nuser = app\npassword = {self.password}\n")
+        return root
+
+    def ext4(self, image: str, tree: Path, size_mib: int, *extra: str) -> Path:
+        """A bare ext4 file system image of ``tree`` (raw, no partition table)."""
+        path = self.stage / image
+        self.run(
+            "mke2fs", "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", *extra,
+            "-d", str(tree), str(path), f"{size_mib}M",
+        )  # fmt: skip
+        return path
+
+
+CaseBuilder = Callable[[Build], None]
+BUILDERS: list[CaseBuilder] = []
+
+
+def case(fn: CaseBuilder) -> CaseBuilder:
+    BUILDERS.append(fn)
+    return fn
+
+
+# ------------------------------------------------------------------------------------------
+# Images that name files of the host
+# ------------------------------------------------------------------------------------------
+
+
+def _qcow2_backed(b: Build, image: str, backing: str) -> None:
+    # -u: the backing file is not opened (it need not exist, and host-fifo would block).
+    b.run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", backing, image, "64M")
+
+
+@case
+def qcow2_backing(b: Build) -> None:
+    for name, backing in (
+        ("qcow2-backing-absolute", "/etc/shadow"),
+        ("qcow2-backing-relative", HOST_SECRET),
+        ("qcow2-backing-fifo", HOST_FIFO),
+        (
+            "qcow2-backing-json",
+            'json:{"file": {"driver": "file", "filename": "' + HOST_SECRET + '"}}',
+        ),
+    ):
+        _qcow2_backed(b, f"{name}.qcow2", backing)
+        b.cases.append(
+            Case(
+                name,
+                f"{name}.qcow2",
+                f"a qcow2 whose backing file is {backing}",
+                (2,),
+                error="--allow-external-files",
+            )
+        )
+
+
+@case
+def qcow2_data_file(b: Build) -> None:
+    image = "qcow2-data-file.qcow2"
+    b.run(
+        "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=external-data.raw",
+        image, "64M",
+    )  # fmt: skip
+    # The data file becomes a FIFO: opening it to read would block for ever.
+    (b.stage / "external-data.raw").unlink()
+    os.mkfifo(b.stage / "external-data.raw")
+    b.cases.append(
+        Case(
+            "qcow2-data-file",
+            image,
+            "a qcow2 whose external data file is a FIFO next to it",
+            (2,),
+            error="--allow-external-files",
+        )
+    )
+
+
+@case
+def format_confusion(b: Build) -> None:
+    # A file named .raw (and one named .img) whose bytes are a qcow2 naming a host file: the
+    # format comes from the bytes, so it is a qcow2 with a backing file, and refused.
+    _qcow2_backed(b, "confused.raw", HOST_SECRET)
+    b.cases.append(
+        Case(
+            "raw-name-qcow2-bytes",
+            "confused.raw",
+            "a .raw file that is a qcow2 with a backing file",
+            (2,),
+            error="--allow-external-files",
+        )
+    )
+    descriptor = (
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\nRW 2048 FLAT "/etc/shadow" 0\n'
+    )
+    (b.stage / "confused-vmdk.img").write_text(descriptor)
+    b.cases.append(
+        Case(
+            "img-name-vmdk-descriptor",
+            "confused-vmdk.img",
+            "a .img file that is a vmdk descriptor whose extent is /etc/shadow",
+            (2,),
+            error="--allow-external-files",
+        )
+    )
+
+
+@case
+def vmdk_extents(b: Build) -> None:
+    for name, extent in (
+        ("vmdk-extent-absolute", "/etc/shadow"),
+        ("vmdk-extent-relative", HOST_SECRET),
+        ("vmdk-extent-dotdot", "../../../../../../etc/passwd"),
+        ("vmdk-extent-fifo", HOST_FIFO),
+    ):
+        (b.stage / f"{name}.vmdk").write_text(
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+            f'createType="monolithicFlat"\nRW 2048 FLAT "{extent}" 0\n'
+        )
+        b.cases.append(
+            Case(
+                name,
+                f"{name}.vmdk",
+                f"a vmdk descriptor whose extent is {extent}",
+                (2,),
+                error="--allow-external-files",
+            )
+        )
+
+
+@case
+def ova_tricks(b: Build) -> None:
+    # An OVA whose disk member is a symlink to a host file, and one whose member names climb
+    # out of any directory it might be extracted to.
+    ovf = b"<?xml version='1.0'?><Envelope><References/></Envelope>\n"
+    disk = b.ext4("ova-disk.raw", b.tree("ova"), 8)
+    ova_members: tuple[tuple[str, list[tuple[str, bytes | str | Path]]], ...] = (
+        ("ova-symlink-member", [("box.ovf", ovf), ("disk1.vmdk", "/etc/shadow")]),
+        ("ova-dotdot-member", [("box.ovf", ovf), ("../../../tmp/imgscan-escape.raw", disk)]),
+    )
+    for name, members in ova_members:
+        with tarfile.open(b.stage / f"{name}.ova", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for member, content in members:
+                info = tarfile.TarInfo(member)
+                info.mtime = base.FIXED_MTIME
+                if isinstance(content, str):
+                    info.type, info.linkname = tarfile.SYMTYPE, content
+                    tar.addfile(info)
+                elif isinstance(content, Path):
+                    info.size = content.stat().st_size
+                    with content.open("rb") as fh:
+                        tar.addfile(info, fh)
+                else:
+                    info.size = len(content)
+                    tar.addfile(info, io.BytesIO(content))
+    disk.unlink()
+    b.cases.append(
+        Case(
+            "ova-symlink-member",
+            "ova-symlink-member.ova",
+            "an OVA whose only disk member is a symlink to /etc/shadow",
+            (2,),
+            error="no disk",
+        )
+    )
+    b.cases.append(
+        Case(
+            "ova-dotdot-member",
+            "ova-dotdot-member.ova",
+            "an OVA whose disk member is named ../../../tmp/imgscan-escape.raw",
+            (1, 2),
+            finds=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Broken containers
+# ------------------------------------------------------------------------------------------
+
+
+def _qcow2_of(b: Build, name: str) -> Path:
+    """A qcow2 (no compression) of an ext4 image with the planted secret and some bulk."""
+    tree = b.tree(name)
+    (tree / "var").mkdir()
+    (tree / "var" / "bulk.txt").write_text("log line of no interest\n" * 200_000)
+    raw = b.ext4(f"{name}.ext4", tree, 32)
+    image = b.stage / f"{name}.qcow2"
+    b.run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image))
+    raw.unlink()
+    return image
+
+
+def _patch(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+@case
+def qcow2_broken(b: Build) -> None:
+    truncated = _qcow2_of(b, "qcow2-truncated")
+    os.truncate(truncated, truncated.stat().st_size * 2 // 5)
+    b.cases.append(
+        Case("qcow2-truncated", truncated.name, "a qcow2 cut at 40 % of its length", (2,))
+    )
+
+    l1 = _qcow2_of(b, "qcow2-l1-outside")
+    _patch(l1, 40, struct.pack(">Q", 1 << 40))  # l1_table_offset: 1 TiB into a 1 MiB file
+    b.cases.append(Case("qcow2-l1-outside", l1.name, "L1 table offset past the end", (2,)))
+
+    huge_l1 = _qcow2_of(b, "qcow2-l1-huge")
+    _patch(huge_l1, 36, struct.pack(">I", 0x7FFFFFFF))  # l1_size: a 16 GiB L1 table
+    b.cases.append(
+        Case("qcow2-l1-huge", huge_l1.name, "an L1 table of 2^31 entries (16 GiB)", (2,))
+    )
+
+    l2 = _qcow2_of(b, "qcow2-l2-outside")
+    with l2.open("r+b") as fh:
+        header = fh.read(72)
+        cluster_bits = struct.unpack_from(">I", header, 20)[0]
+        (l1_offset,) = struct.unpack_from(">Q", header, 40)
+        fh.seek(l1_offset)
+        l2_offset = struct.unpack(">Q", fh.read(8))[0] & 0x00FFFFFFFFFFFE00
+        # Every allocated cluster of the first L2 table points 1 TiB past the end.
+        for index in range((1 << cluster_bits) // 8):
+            fh.seek(l2_offset + 8 * index)
+            entry = struct.unpack(">Q", fh.read(8))[0]
+            if entry:
+                fh.seek(l2_offset + 8 * index)
+                fh.write(struct.pack(">Q", (entry & 0x8000000000000000) | (1 << 40)))
+    b.cases.append(Case("qcow2-l2-outside", l2.name, "L2 entries pointing past the end", (2,)))
+
+    huge = _qcow2_of(b, "qcow2-huge-size")
+    _patch(huge, 24, struct.pack(">Q", 1 << 62))  # virtual size: 4 EiB
+    b.cases.append(Case("qcow2-huge-size", huge.name, "a virtual size of 4 EiB", (0, 1, 2)))
+
+    version = _qcow2_of(b, "qcow2-version-99")
+    _patch(version, 4, struct.pack(">I", 99))
+    b.cases.append(Case("qcow2-version-99", version.name, "qcow2 version 99", (2,)))
+
+
+@case
+def other_containers_broken(b: Build) -> None:
+    source = _qcow2_of(b, "containers-source")
+    stream = b.stage / "vmdk-stream-truncated.vmdk"
+    b.run(
+        "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vmdk",
+        "-o", "subformat=streamOptimized", str(source), str(stream),
+    )  # fmt: skip
+    os.truncate(stream, stream.stat().st_size // 2)
+    b.cases.append(
+        Case("vmdk-stream-truncated", stream.name, "a streamOptimized vmdk cut in half", (2,))
+    )
+    vhd = b.stage / "vhd-bat-outside.vhd"
+    b.run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vpc", str(source), str(vhd))
+    with vhd.open("r+b") as fh:
+        fh.seek(512 + 16)  # dynamic header: table offset
+        (bat_offset,) = struct.unpack(">Q", fh.read(8))
+        fh.seek(512 + 28)
+        (entries,) = struct.unpack(">I", fh.read(4))
+        fh.seek(bat_offset)
+        bat = list(struct.unpack(f">{entries}I", fh.read(4 * entries)))
+        # Every allocated block's sector number moved 1 TiB past the end.
+        bat = [(1 << 31) if e != 0xFFFFFFFF else e for e in bat]
+        fh.seek(bat_offset)
+        fh.write(struct.pack(f">{entries}I", *bat))
+    b.cases.append(
+        Case("vhd-bat-outside", vhd.name, "a dynamic VHD whose blocks lie past the end", (2,))
+    )
+    source.unlink()
+
+
+@case
+def not_images(b: Build) -> None:
+    (b.stage / "empty.img").write_bytes(b"")
+    (b.stage / "tiny.img").write_bytes(b"\0" * 100)
+    (b.stage / "garbage.img").write_bytes(_random_bytes(16 * MIB))
+    for name, about in (
+        ("empty.img", "a file of 0 bytes"),
+        ("tiny.img", "a file of 100 bytes"),
+        ("garbage.img", "16 MiB of random bytes"),
+    ):
+        b.cases.append(Case(name.removesuffix(".img"), name, about, (2,), error=""))
+
+
+def _random_bytes(size: int) -> bytes:
+    # Seeded: the image (and so the cache key's result) is the same on every build.
+    import random
+
+    return random.Random(f"imgscan-hostile-{size}").randbytes(size)
+
+
+# ------------------------------------------------------------------------------------------
+# Partition tables
+# ------------------------------------------------------------------------------------------
+
+LINUX_FS = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+
+
+def write_gpt(path: Path, sectors: int, parts: list[tuple[int, int]], entries: int = 128) -> None:
+    """A protective MBR and primary and backup GPT on ``path`` (``sectors`` long), with
+    ``parts`` as (first LBA, last LBA) of Linux file system partitions, even where they overlap
+    or lie past the end: sfdisk and sgdisk refuse to write such tables."""
+    table = bytearray(entries * 128)
+    for index, (first, last) in enumerate(parts):
+        name = f"p{index + 1}".encode("utf-16-le")
+        struct.pack_into(
+            "<16s16sQQQ72s",
+            table,
+            index * 128,
+            LINUX_FS.bytes_le,
+            uuid.UUID(int=index + 1).bytes_le,
+            first,
+            last,
+            0,
+            name,
+        )
+    table_sectors = (len(table) + SECTOR - 1) // SECTOR
+    last_lba = sectors - 1
+    first_usable, last_usable = 2 + table_sectors, last_lba - 1 - table_sectors
+
+    def header(current: int, backup: int, table_lba: int) -> bytes:
+        fields = [
+            b"EFI PART", 0x00010000, 92, 0, 0, current, backup, first_usable, last_usable,
+            uuid.UUID(int=0x1D15EA5E).bytes_le, table_lba, entries, 128, zlib.crc32(table),
+        ]  # fmt: skip
+        raw = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", *fields))
+        struct.pack_into("<I", raw, 16, zlib.crc32(raw))
+        return bytes(raw).ljust(SECTOR, b"\0")
+
+    mbr = bytearray(SECTOR)
+    struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\2\0", 0xEE, b"\xff\xff\xff", 1,
+                     min(sectors - 1, 0xFFFFFFFF))  # fmt: skip
+    mbr[510:512] = b"\x55\xaa"
+    with path.open("r+b") as fh:
+        fh.write(mbr)
+        fh.write(header(1, last_lba, 2))
+        fh.write(table)
+        fh.seek((last_lba - table_sectors) * SECTOR)
+        fh.write(table)
+        fh.write(header(last_lba, 1, last_lba - table_sectors))
+
+
+def _disk_with_fs(b: Build, name: str, size_mib: int, fs_at: int) -> Path:
+    """A raw disk of ``size_mib`` with an ext4 (the planted secret) at sector ``fs_at``."""
+    fs = b.ext4(f"{name}.part", b.tree(name), 8)
+    disk = b.stage / f"{name}.raw"
+    with disk.open("wb") as out:
+        out.truncate(size_mib * MIB)
+        out.seek(fs_at * SECTOR)
+        out.write(fs.read_bytes())
+    fs.unlink()
+    return disk
+
+
+@case
+def gpt_tables(b: Build) -> None:
+    overlap = _disk_with_fs(b, "gpt-overlap", 40, 2048)
+    write_gpt(overlap, 40 * MIB // SECTOR, [(2048, 2048 + 16383), (2048 + 8192, 2048 + 24575)])
+    b.cases.append(
+        Case("gpt-overlap", overlap.name, "two GPT partitions that overlap", (1, 2), finds=True)
+    )
+    many = b.stage / "gpt-10000.raw"
+    with many.open("wb") as fh:
+        fh.truncate(16 * MIB)
+    start = 2 + 10_000 * 128 // SECTOR + 8
+    write_gpt(many, 16 * MIB // SECTOR, [(start + i, start + i) for i in range(10_000)], 10_000)
+    b.cases.append(
+        Case("gpt-10000-partitions", many.name, "10,000 one-sector GPT partitions", (0, 2))
+    )
+    beyond = _disk_with_fs(b, "gpt-beyond", 16, 2048)
+    write_gpt(beyond, 16 * MIB // SECTOR, [(2048, 2048 + 16383), (1 << 40, (1 << 40) + 100)])
+    b.cases.append(
+        Case(
+            "gpt-partition-past-end",
+            beyond.name,
+            "a GPT partition 512 TiB past the end of a 16 MiB disk",
+            (2,),
+        )
+    )
+
+
+@case
+def mbr_ebr_loop(b: Build) -> None:
+    disk = _disk_with_fs(b, "mbr-ebr-loop", 16, 4096)
+    mbr = bytearray(SECTOR)
+    # p1: Linux at 4096; p2: extended at 2048 whose EBR links back to itself.
+    struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\0\0", 0x83, b"\0\0\0", 4096, 16384)
+    struct.pack_into("<B3sB3sII", mbr, 462, 0, b"\0\0\0", 0x05, b"\0\0\0", 2048, 2048)
+    mbr[510:512] = b"\x55\xaa"
+    ebr = bytearray(SECTOR)
+    struct.pack_into("<B3sB3sII", ebr, 446, 0, b"\0\0\0", 0x83, b"\0\0\0", 1, 8)
+    struct.pack_into("<B3sB3sII", ebr, 462, 0, b"\0\0\0", 0x05, b"\0\0\0", 0, 2048)  # itself
+    ebr[510:512] = b"\x55\xaa"
+    _patch(disk, 0, bytes(mbr))
+    _patch(disk, 2048 * SECTOR, bytes(ebr))
+    b.cases.append(
+        Case(
+            "mbr-ebr-loop",
+            disk.name,
+            "an extended partition whose EBR chain links back to itself",
+            (1, 2),
+            finds=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# File systems
+# ------------------------------------------------------------------------------------------
+
+
+@case
+def ext4_dir_cycle(b: Build) -> None:
+    tree = b.tree("ext4-dir-cycle")
+    (tree / "d1" / "d2").mkdir(parents=True)
+    (tree / "d1" / "d2" / "f.conf").write_text(f"password = {b.password}\n")
+    image = b.ext4("ext4-dir-cycle.ext4", tree, 8)
+    # A hard link to a directory inside itself: /d1/d2/up is /d1 (debugfs allows what the
+    # kernel never would).
+    b.run("debugfs", "-w", "-R", "link /d1 /d1/d2/up", str(image))
+    b.cases.append(
+        Case(
+            "ext4-dir-cycle",
+            image.name,
+            "a directory hard-linked inside itself (/d1/d2/up is /d1)",
+            (2,),
+            incomplete=True,
+            reason="directory loop",
+            finds=True,
+        )
+    )
+
+
+@case
+def ext4_corrupt_inodes(b: Build) -> None:
+    tree = b.tree("ext4-corrupt-inodes")
+    for i in range(200):
+        (tree / "etc" / f"file{i:03d}.conf").write_text(f"setting_{i} = {i}\n" * 50)
+    image = b.ext4("ext4-corrupt-inodes.ext4", tree, 16, "-b", "4096", "-I", "256")
+    dump = b.run("dumpe2fs", str(image)).stdout
+    line = next(x for x in dump.splitlines() if "Inode table at" in x)
+    block = int(line.split("Inode table at", 1)[1].split("-")[0].strip())
+    # Inodes 1-16 (the root directory and reserved ones) stay; the next 300 are random bytes.
+    _patch(image, block * 4096 + 16 * 256, _random_bytes(300 * 256))
+    b.cases.append(
+        Case(
+            "ext4-corrupt-inodes",
+            image.name,
+            "an ext4 whose inode table holds random bytes after the first 16 inodes",
+            (2,),
+            incomplete=True,
+        )
+    )
+
+
+@case
+def ext4_sparse_1t(b: Build) -> None:
+    tree = b.tree("ext4-sparse")
+    with (tree / "var-huge.img").open("wb") as fh:
+        fh.truncate(1 << 40)
+    image = b.ext4("ext4-sparse-1t.ext4", tree, 16, "-b", "4096")
+    b.cases.append(
+        Case(
+            "ext4-sparse-1t",
+            image.name,
+            "a 1 TiB sparse file",
+            (2,),
+            incomplete=True,
+            reason="size limit",
+            finds=True,
+        )
+    )
+
+
+@case
+def ext4_million_files(b: Build) -> None:
+    # The tree lives in memory where the host has /dev/shm: a million file creations on a
+    # disk file system cost minutes of system time.
+    shm = Path("/dev/shm")
+    scratch = Path(tempfile.mkdtemp(prefix="imgscan-million-", dir=shm if shm.is_dir() else None))
+    tree = scratch / "tree"
+    tree.mkdir()
+    count = 1_000_000
+    # 100 files a directory: mke2fs -d inserts entries into linear directories, so large
+    # directories cost it quadratic time.
+    for d in range(count // 100):
+        folder = tree / "many" / f"d{d // 100:03d}" / f"e{d % 100:02d}"
+        folder.mkdir(parents=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            for i in range(100):
+                os.close(os.open(f"f{i:02d}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        finally:
+            os.close(fd)
+    try:
+        (tree / "etc").mkdir()
+        (tree / "etc" / "app.conf").write_text(f"password = {b.password}\n")
+        inodes = str(count + count // 50)  # the files, their 10,100 directories, some room
+        image = b.ext4("ext4-million-files.ext4", tree, 600, "-N", inodes, "-I", "256")
+    finally:
+        shutil.rmtree(scratch)
+    b.cases.append(
+        Case(
+            "ext4-million-files",
+            image.name,
+            "a million empty files",
+            (1,),
+            finds=True,
+        )
+    )
+
+
+@case
+def ext4_links_and_specials(b: Build) -> None:
+    tree = b.tree("ext4-symlinks")
+    for name, target in (
+        ("shadow", "/etc/shadow"),
+        ("environ", "/proc/self/environ"),
+        ("host-secret", f"/proc/self/cwd/{HOST_SECRET}"),
+        ("climb", f"../../../../../../{HOST_SECRET}"),
+        ("loop-a", "loop-b"),
+        ("loop-b", "loop-a"),
+        ("self-dir", "."),
+        ("root-dir", "/"),
+    ):
+        (tree / name).symlink_to(target)
+    image = b.ext4("ext4-symlinks.ext4", tree, 8)
+    b.cases.append(
+        Case(
+            "ext4-symlinks",
+            image.name,
+            "symlinks to host files, to /, to itself, and in a loop",
+            (1,),
+            finds=True,
+        )
+    )
+    tree = b.tree("ext4-specials")
+    os.mkfifo(tree / "fifo")
+    os.mknod(tree / "mem", 0o600 | 0o020000, os.makedev(1, 1))  # char: /dev/mem
+    os.mknod(tree / "zero", 0o600 | 0o020000, os.makedev(1, 5))  # char: /dev/zero
+    os.mknod(tree / "sda", 0o600 | 0o060000, os.makedev(8, 0))  # block: the host's first disk
+    image = b.ext4("ext4-specials.ext4", tree, 8)
+    b.cases.append(
+        Case(
+            "ext4-device-nodes",
+            image.name,
+            "a FIFO and device nodes (/dev/mem, /dev/zero, sda) inside the image",
+            (1,),
+            finds=True,
+        )
+    )
+
+
+# File names aimed at terminals, JSON, SARIF and HTML viewers. Each holds the planted secret.
+HOSTILE_NAMES = (
+    b"new\nline.conf",
+    b"\x1b[31mred\x1b[0m\x1b]0;title\x07.conf",
+    b"<script>window.pwned=1;<!--.conf",  # no "/": a file name cannot hold one
+    b'"><img src=x onerror=alert(1)>.conf',
+    b"bad-\xff\xfe-utf8.conf",
+    b"tab\tand\rreturn.conf",
+)
+
+
+@case
+def ext4_hostile_names(b: Build) -> None:
+    tree = b.tree("ext4-names")
+    fd = os.open(tree, os.O_RDONLY)
+    try:
+        for name in HOSTILE_NAMES:
+            out = os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+            os.write(out, f"password = {b.password}\n".encode())
+            os.close(out)
+    finally:
+        os.close(fd)
+    # A path of over 4,000 bytes: 16 directories of 250 characters and the file.
+    fd = os.open(tree, os.O_RDONLY)
+    for level in range(16):
+        folder = f"{level:02d}" + "x" * 248
+        os.mkdir(folder, dir_fd=fd)
+        inner = os.open(folder, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    out = os.open("deep.conf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+    os.write(out, f"password = {b.password}\n".encode())
+    os.close(out)
+    os.close(fd)
+    image = b.ext4("ext4-hostile-names.ext4", tree, 8)
+    b.cases.append(
+        Case(
+            "ext4-hostile-names",
+            image.name,
+            "file names with newlines, ANSI escapes, markup, invalid UTF-8; a 4,000-byte path",
+            (1,),
+            finds=True,
+            escapes=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Content: bombs and monsters
+# ------------------------------------------------------------------------------------------
+
+
+def _zip_of_zeros(path: Path, member: str, size: int) -> None:
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf,
+        zf.open(member, "w", force_zip64=True) as out,
+    ):
+        chunk = b"\0" * MIB
+        for _ in range(size // MIB):
+            out.write(chunk)
+
+
+@case
+def bombs(b: Build) -> None:
+    tree = b.tree("bombs")
+    _zip_of_zeros(tree / "bomb.zip", "zeros.bin", 4 << 30)
+    # 42.zip's shape: 8 zips of 8 zips of 64 MiB of zeros (4 GiB), well under 200x per level.
+    inner = b.work / "inner.zip"
+    _zip_of_zeros(inner, "zeros.bin", 64 * MIB)
+    middle = b.work / "middle.zip"
+    with zipfile.ZipFile(middle, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(8):
+            zf.write(inner, f"inner{i}.zip")
+    with zipfile.ZipFile(tree / "nested.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(8):
+            zf.write(middle, f"middle{i}.zip")
+    with gzip.open(tree / "zeros.gz", "wb", compresslevel=9) as gz:
+        chunk = b"\0" * MIB
+        for _ in range(4096):
+            gz.write(chunk)
+    image = b.ext4("bombs.ext4", tree, 64)
+    b.cases.append(
+        Case(
+            "archive-bombs",
+            image.name,
+            "a 4 GiB zip bomb, a 42.zip-shaped nested zip and a 4 GiB gzip bomb",
+            (2,),
+            incomplete=True,
+            reason="decompression bomb",
+            finds=True,
+        )
+    )
+
+
+@case
+def long_line(b: Build) -> None:
+    tree = b.tree("long-line")
+    with (tree / "one-line.txt").open("wb") as fh:
+        chunk = b"A" * MIB
+        for _ in range(2048):
+            fh.write(chunk)
+    image = b.ext4("long-line-2g.ext4", tree, 2200, "-b", "4096")
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "file-2g-no-newline",
+            image.name,
+            "a 2 GiB file with no newline, scanned (--max-file-size 3G)",
+            (1,),
+            finds=True,
+            args=("--max-file-size", "3G"),
+        )
+    )
+
+
+@case
+def luks_without_key(b: Build) -> None:
+    disk = b.stage / "luks-no-key.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(40 * MIB)
+    passphrase = b.work / "passphrase"
+    passphrase.write_text(secrets.token_hex(16))  # thrown away: nobody has the key
+    b.run(
+        "cryptsetup", "luksFormat", "--batch-mode", "--type=luks2", "--pbkdf=pbkdf2",
+        "--pbkdf-force-iterations=1000", f"--key-file={passphrase}", str(disk),
+    )  # fmt: skip
+    passphrase.unlink()
+    b.cases.append(
+        Case(
+            "luks-without-key",
+            disk.name,
+            "a LUKS2 volume and no key for it",
+            (2,),
+            incomplete=True,
+            reason="LUKS",
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def build_steps(stage: Path, key: str, run: base.Runner) -> None:
+    """Make every case in ``stage`` and write the manifest last."""
+    work = stage / "work"
+    work.mkdir()
+    marker = "imgscan-host-marker-" + secrets.token_hex(12)
+    (stage / HOST_SECRET).write_text(f"{marker}\n" * 1000)
+    os.mkfifo(stage / HOST_FIFO)
+    b = Build(stage, run, work, marker, base.rand_password(20))
+    for builder in BUILDERS:
+        builder(b)
+    # The guest's own kernel reads these through libguestfs: it must not follow the links out
+    # of the appliance, open the device nodes, or walk the loop for ever either.
+    for name in ("ext4-dir-cycle", "ext4-symlinks", "ext4-device-nodes"):
+        same = next(c for c in b.cases if c.name == name)
+        b.cases.append(
+            replace(
+                same,
+                name=f"{name}-guestfs",
+                about=same.about + " (libguestfs reader)",
+                reason=None,  # the kernel says it its own way ("tar_out failed")
+                args=("--reader", "guestfs"),
+            )
+        )
+    shutil.rmtree(work)
+    names = [c.name for c in b.cases]
+    if len(set(names)) != len(names):
+        raise base.BuildError(f"duplicate case names: {names}")
+    manifest = {
+        "key": key,
+        "marker": marker,
+        "password": b.password,
+        "hostile_names": [n.decode("utf-8", "surrogateescape") for n in HOSTILE_NAMES],
+        "cases": [asdict(c) for c in b.cases],
+    }
+    (stage / base.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=True) + "\n")
+
+
+def source_key() -> str:
+    """``hostile-`` and 16 hex digits of sha256 over the shared builders and this file."""
+    return small.key_over(KEY_PREFIX, [Path(__file__).resolve()])
+
+
+def build_hostile(out: Path | None = None, *, force: bool = False) -> Path:
+    """Build the hostile suite (or reuse the cached build) and return its directory."""
+    return base.cached(out, source_key(), small.logged(build_steps), force)
+
+
+if __name__ == "__main__":
+    sys.exit(small.cli("build_hostile.py", __doc__, build_hostile, sys.argv[1:]))

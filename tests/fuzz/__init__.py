@@ -1,0 +1,1 @@
+"""Fuzz harness (a package so that mypy tells its conftest from tests/conftest.py)."""
