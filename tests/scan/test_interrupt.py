@@ -21,74 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import SCANNING_BYTES, cmdline, descendants, read_bytes, session_processes, workers
 
-# Far beyond what a worker reads while it starts (imports, the 7 MB compiled rule database):
-# a worker past this is reading file content.
-_SCANNING_BYTES = 40 << 20
 _BIG_FILE_MIB = 400
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, session, ...)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def _pids() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")[:120]
-
-
-def session_processes(sid: int) -> list[str]:
-    """Live (not zombie) processes of session `sid`, as "pid cmdline"."""
-    found = []
-    for pid in _pids():
-        fields = _stat(pid)
-        if fields is not None and int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{pid} {_cmdline(pid)}")
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` in the process tree."""
-    parents: dict[int, int] = {}
-    for child in _pids():
-        fields = _stat(child)
-        if fields is not None:
-            parents[child] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [c for c, p in parents.items() if p == parent]
-        found += children
-        frontier += children
-    return found
-
-
-def workers(pid: int) -> list[int]:
-    """The scan's worker processes (multiprocessing spawn children of the CLI)."""
-    return [child for child in descendants(pid) if "spawn_main" in _cmdline(child)]
-
-
-def read_bytes(pid: int) -> int:
-    """Bytes `pid` has read with read(2) and the like (its `rchar`); 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def wait_for(what: str, condition: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
@@ -177,7 +112,7 @@ def big_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _scanning(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
-    return lambda: any(read_bytes(w) > _SCANNING_BYTES for w in workers(proc.pid))
+    return lambda: any(read_bytes(w) > SCANNING_BYTES for w in workers(proc.pid))
 
 
 @pytest.mark.parametrize(
@@ -215,7 +150,7 @@ def _guestfs_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _qemu(proc: subprocess.Popen[bytes]) -> bool:
-    return any("qemu" in _cmdline(pid) for pid in descendants(proc.pid))
+    return any("qemu" in cmdline(pid) for pid in descendants(proc.pid))
 
 
 @pytest.mark.guestfs

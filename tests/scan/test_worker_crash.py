@@ -25,67 +25,15 @@ from typing import Any
 
 import build as testdata_build  # testdata/build.py: fake secrets of the right shape
 import pytest
+from procs import SCANNING_BYTES, read_bytes, session_processes, workers
 
 from imgscan.model import ScanResult, VolumeStatus
 from imgscan.options import ScanOptions
 from imgscan.scan import pool
 from imgscan.scan.scanner import scan_image
 
-# Far beyond what a worker reads while it starts (imports, the 7 MB compiled rule database).
-_SCANNING_BYTES = 40 << 20
 _BIG_FILE_MIB = 400
 _PLANTED = 12
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, session, ...)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")[:120]
-
-
-def _workers(pid: int) -> list[int]:
-    """Live worker processes (multiprocessing spawn children) of the CLI process `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        alive_child = fields is not None and int(fields[1]) == pid and fields[0] != "Z"
-        if alive_child and "spawn_main" in _cmdline(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _read_bytes(pid: int) -> int:
-    """Bytes `pid` has read (its `rchar`); 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _session_processes(sid: int) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None and int(fields[3]) == sid and fields[0] != "Z":
-                found.append(f"{entry.name} {_cmdline(int(entry.name))}")
-    return found
 
 
 def _no_core_dumps() -> None:
@@ -109,17 +57,17 @@ def _kill_busy_worker(
     parent: int,
     running: Callable[[], bool],
     spared: set[int],
-    threshold: int = _SCANNING_BYTES,
+    threshold: int = SCANNING_BYTES,
 ) -> int:
     """SIGSEGV the first worker of `parent` (not in `spared`) to read `threshold` bytes more
     than when it was first seen here, while `running()`; return its pid."""
     seen: dict[int, int] = {}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and running():
-        for pid in _workers(parent):
+        for pid in workers(parent):
             if pid in spared:
                 continue
-            now = _read_bytes(pid)
+            now = read_bytes(pid)
             start = seen.setdefault(pid, now)
             if now - start > threshold:
                 os.kill(pid, signal.SIGSEGV)
@@ -136,7 +84,7 @@ def _finish(proc: subprocess.Popen[bytes]) -> str:
         proc.communicate()
         pytest.fail("the scan did not finish after its worker crashed")
     deadline = time.monotonic() + 15
-    while (left := _session_processes(proc.pid)) and time.monotonic() < deadline:
+    while (left := session_processes(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []
     return stderr.decode("utf-8", "replace")
@@ -297,4 +245,4 @@ def test_a_scan_that_keeps_crashing_gives_up(
     found = Counter((f.rule, f.path) for f in result.findings)
     assert set(found) < planted  # some, not all: the scan stopped early
     assert max(found.values()) == 1
-    assert _workers(os.getpid()) == []  # none left running
+    assert workers(os.getpid()) == []  # none left running

@@ -1,0 +1,77 @@
+"""The process tree of a scan, read from /proc: what the interrupt and worker-crash tests watch
+(no psutil needed on Linux)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Far beyond what a worker reads while it starts (imports, the 7 MB compiled rule database):
+# a worker past this is reading file content.
+SCANNING_BYTES = 40 << 20
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")[:120]
+
+
+def session_processes(sid: int) -> list[str]:
+    """Live (not zombie) processes of session `sid`, as "pid cmdline"."""
+    found = []
+    for pid in pids():
+        fields = stat_fields(pid)
+        if fields is not None and int(fields[3]) == sid and fields[0] != "Z":
+            found.append(f"{pid} {cmdline(pid)}")
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` in the process tree."""
+    parents: dict[int, int] = {}
+    for child in pids():
+        fields = stat_fields(child)
+        if fields is not None:
+            parents[child] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [c for c, p in parents.items() if p == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def workers(pid: int) -> list[int]:
+    """The live worker processes (multiprocessing spawn children) below process `pid`."""
+    return [
+        child
+        for child in descendants(pid)
+        if "spawn_main" in cmdline(child) and (stat_fields(child) or ["Z"])[0] != "Z"
+    ]
+
+
+def read_bytes(pid: int) -> int:
+    """Bytes `pid` has read with read(2) and the like (its `rchar`); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
