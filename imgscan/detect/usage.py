@@ -45,6 +45,7 @@ _FISH_CMD = re.compile(r"^- cmd: ")
 _SSH_ARG_OPTS = set("BbcDEeFIiJLlmOoPpQRSWw")
 _SCP_ARG_OPTS = set("cDFiJlOoPSX")
 _MAX_COMMAND = 8192
+_USER = re.compile(r"|[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 _GIT_SSH_URL = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>[A-Za-z0-9.-]+)[:/]")
 
 
@@ -79,6 +80,10 @@ def read_clues(path: str, data: bytes) -> tuple[Clue, ...]:
 
 
 def _clue(kind: str, path: str, **facts: str) -> Clue:
+    if not _USER.fullmatch(facts.get("user", "")):
+        # `ssh://alice:hunter2@host` puts a password where the user goes: a user that is not
+        # a plain account name is dropped, so no clue (and no report) ever carries one.
+        facts["user"] = ""
     return Clue(kind, path, tuple(sorted((k, v) for k, v in facts.items() if v)))
 
 

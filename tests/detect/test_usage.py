@@ -89,6 +89,19 @@ def test_shell_history_commands() -> None:
     ]
 
 
+def test_a_password_in_a_destination_never_becomes_a_user() -> None:
+    password = "Zq8wPx3kT" + "v2"  # not credential-shaped: only where it ends up matters
+    text = (
+        f"ssh ssh://ops:{password}@h1.corp\n"
+        f"sftp ops:{password}@h2.corp\n"
+        f"git clone ssh://ops:{password}@h3.corp/repo.git\n"
+        f"ssh -o User=ops:{password} h4.corp\n"
+    ).encode()
+    clues = read_clues("/root/.bash_history", text)
+    assert clues and password not in repr(clues)
+    assert all(not c.get("user") for c in clues)
+
+
 def test_clues_per_file_are_bounded() -> None:
     text = b"".join(b"ssh host%d.corp\n" % i for i in range(MAX_CLUES * 3))
     assert len(read_clues("/root/.bash_history", text)) == MAX_CLUES
