@@ -31,7 +31,6 @@ typo never weakens a gate silently); judging is pure.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from imgscan.detect.rules import CATEGORIES, RulePack
 from imgscan.errors import ImgscanError
 from imgscan.exposures import EXPOSURE_KINDS
 from imgscan.model import Finding, GateAction, GateDecision, ScanResult, Severity, Verdict
-from imgscan.suppress import path_matches
+from imgscan.suppress import load_toml, path_matches
 
 MATCHERS = ("severity", "category", "rule", "path", "exposure")
 _RULE_KEYS = frozenset({"action", "reason", *MATCHERS})
@@ -96,13 +95,7 @@ def load_policy(path: Path) -> Policy:
     """The policy in TOML file `path`. Anything malformed (unreadable file, bad TOML, unknown
     key, action, severity, category or exposure kind, a rule without a matcher or a reason)
     raises `ImgscanError` with one line naming the file and the rule."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ImgscanError(f"{path}: cannot read policy file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
-        raise ImgscanError(f"{path}: not valid TOML: {exc}") from None
+    data = load_toml(path, "policy file")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ImgscanError(

@@ -89,15 +89,21 @@ def load_baseline(path: Path) -> frozenset[str]:
     return frozenset(f["fingerprint"] for f in findings)
 
 
-def load_ignore(path: Path) -> tuple[IgnoreEntry, ...]:
-    """The `[[ignore]]` entries of an ignore file; a malformed one is an error naming it."""
+def load_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file `path` (an ignore or policy file: `what`), or `ImgscanError` with one
+    line naming it when it cannot be read or is not TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ImgscanError(f"{path}: cannot read ignore file: {exc.strerror}") from None
+        raise ImgscanError(f"{path}: cannot read {what}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: arrays or tables nested a thousand deep, which tomllib gives up on
         raise ImgscanError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_ignore(path: Path) -> tuple[IgnoreEntry, ...]:
+    """The `[[ignore]]` entries of an ignore file; a malformed one is an error naming it."""
+    data = load_toml(path, "ignore file")
     entries = data.get("ignore", [])
     if not isinstance(entries, list):
         raise ImgscanError(f"{path}: expected an array of [[ignore]] tables")

@@ -1,8 +1,9 @@
 """The process tree of a scan, read from /proc: what the interrupt and worker-crash tests watch
-(no psutil needed on Linux)."""
+(no psutil needed on Linux), and the slow file that keeps a worker busy while they watch."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 # Far beyond what a worker reads while it starts (imports, the 7 MB compiled rule database):
@@ -75,3 +76,21 @@ def read_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+# How big the slow file of `write_slow_log` is: seconds of work for a worker on this machine.
+SLOW_LOG_MIB = 400
+
+
+def write_slow_log(path: Path, mib: int = SLOW_LOG_MIB) -> None:
+    """`mib` MiB of text that keeps a worker busy for seconds and holds no finding: credential
+    words and no value, so the engine looks closer at every line (~140 MB/s instead of ~600)."""
+    rng = random.Random(7)
+    words = ["alpha", "token", "secret", "password", "key", "api", "auth", "field", "north"]
+    block = "".join(
+        " ".join(rng.choice(words) for _ in range(10)) + f" {n}\n" for n in range(20000)
+    ).encode()[: 1 << 20]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for _ in range(mib):
+            out.write(block)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import SCANNING_BYTES, cmdline, descendants, read_bytes, session_processes, workers
-
-_BIG_FILE_MIB = 400
+from procs import (
+    SCANNING_BYTES,
+    SLOW_LOG_MIB,
+    cmdline,
+    descendants,
+    read_bytes,
+    session_processes,
+    workers,
+    write_slow_log,
+)
 
 
 def wait_for(what: str, condition: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
@@ -90,20 +96,10 @@ def big_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tree = root / "tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "hostname").write_text("interrupted\n")
-    rng = random.Random(7)
-    # Credential words and no value: the engine looks closer at every line (~140 MB/s here
-    # instead of ~600), which keeps the worker busy for seconds; none of it is a finding.
-    words = ["alpha", "token", "secret", "password", "key", "api", "auth", "field", "north"]
-    block = "".join(
-        " ".join(rng.choice(words) for _ in range(10)) + f" {n}\n" for n in range(20000)
-    ).encode()[: 1 << 20]
-    (tree / "var" / "log").mkdir(parents=True)
-    with (tree / "var" / "log" / "big.log").open("wb") as out:
-        for _ in range(_BIG_FILE_MIB):
-            out.write(block)
+    write_slow_log(tree / "var" / "log" / "big.log")
     image = root / "big.raw"
     subprocess.run(
-        ["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(image), f"{_BIG_FILE_MIB + 200}M"],
+        ["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(image), f"{SLOW_LOG_MIB + 200}M"],
         check=True,
         capture_output=True,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import random
 import re
 import resource
 import signal
@@ -25,14 +24,20 @@ from typing import Any
 
 import build as testdata_build  # testdata/build.py: fake secrets of the right shape
 import pytest
-from procs import SCANNING_BYTES, read_bytes, session_processes, workers
+from procs import (
+    SCANNING_BYTES,
+    SLOW_LOG_MIB,
+    read_bytes,
+    session_processes,
+    workers,
+    write_slow_log,
+)
 
 from imgscan.model import ScanResult, VolumeStatus
 from imgscan.options import ScanOptions
 from imgscan.scan import pool
 from imgscan.scan.scanner import scan_image
 
-_BIG_FILE_MIB = 400
 _PLANTED = 12
 
 
@@ -137,19 +142,9 @@ def test_a_file_that_crashes_its_worker_twice_is_skipped(tmp_path: Path) -> None
     other file is scanned, once."""
     tree = tmp_path / "tree"
     planted = _plant(tree)
-    rng = random.Random(7)
-    # Credential words and no value: the engine looks closer at every line (~140 MB/s here
-    # instead of ~600), which keeps the worker busy for seconds; none of it is a finding.
-    words = ["alpha", "token", "secret", "password", "key", "api", "auth", "field", "north"]
-    block = "".join(
-        " ".join(rng.choice(words) for _ in range(10)) + f" {n}\n" for n in range(20000)
-    ).encode()[: 1 << 20]
-    (tree / "var" / "log").mkdir(parents=True)
     big = tree / "var" / "log" / "big.log"
-    with big.open("wb") as out:
-        for _ in range(_BIG_FILE_MIB):
-            out.write(block)
-    image = _make_image(tmp_path, tree, _BIG_FILE_MIB + 200)
+    write_slow_log(big)
+    image = _make_image(tmp_path, tree, SLOW_LOG_MIB + 200)
     big.unlink()
     report = tmp_path / "report.json"
 
