@@ -279,14 +279,9 @@ def exit_code(
 def _summary(result: ScanResult, interrupted_by: str | None = None) -> str:
     """The one-line summary for stderr; `interrupted_by` names the signal that stopped an
     interrupted scan."""
-    counts: dict[str, int] = {}
-    for f in result.findings:
-        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
-    detail = ", ".join(f"{counts[s.value]} {s.value}" for s in Severity if s.value in counts)
-    scanned = sum(1 for v in result.volumes if v.covered)
-    unread = (
-        f"{len(result.volumes) - scanned} volume(s) not read, {len(result.skipped)} file(s) skipped"
-    )
+    detail = ", ".join(f"{n} {s.value}" for s, n in result.severity_counts().items() if n)
+    scanned = len(result.volumes) - result.unread_volumes
+    unread = f"{result.unread_volumes} volume(s) not read, {len(result.skipped)} file(s) skipped"
     if result.interrupted:
         coverage = f"INTERRUPTED by {interrupted_by or 'a signal'}: partial report ({unread})"
     elif result.complete:

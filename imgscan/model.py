@@ -301,6 +301,15 @@ class ScanResult:
         """
         return not self.interrupted and not self.skipped and all(v.covered for v in self.volumes)
 
+    @property
+    def unread_volumes(self) -> int:
+        """How many volumes were not read (not `covered`)."""
+        return sum(1 for v in self.volumes if not v.covered)
+
+    def severity_counts(self) -> dict[Severity, int]:
+        """How many findings have each severity, every severity listed, most severe first."""
+        return {s: sum(1 for f in self.findings if f.severity is s) for s in Severity}
+
 
 # Bump when the fingerprint construction changes, so stored baselines can tell old from new.
 FINGERPRINT_VERSION = "fp1"

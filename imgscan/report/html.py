@@ -194,16 +194,15 @@ def render_html(result: ScanResult) -> str:
 
 
 def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
-    counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
+    counts = result.severity_counts()
     verdict = " ".join(
         f'<span class="sev sev-{s.value}" data-count="{n}">{n} {s.value}</span>'
         for s, n in counts.items()
     )
-    read = sum(1 for v in result.volumes if v.covered)
     coverage = (
         '<span class="ok">complete</span>: every volume and file was read'
         if result.complete
-        else f'<span class="bad">incomplete</span>: {len(result.volumes) - read} volume(s) '
+        else f'<span class="bad">incomplete</span>: {result.unread_volumes} volume(s) '
         f"not read, {len(result.skipped)} file(s) skipped; a clean verdict would be unfounded"
     )
     reader = _text(result.reader.name)

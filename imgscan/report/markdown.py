@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from imgscan.model import ScanResult, Severity
+from imgscan.model import ScanResult
 from imgscan.report.interface import printable
 
 MAX_ROWS = 20
@@ -28,13 +28,11 @@ def _code(text: str) -> str:
 
 
 def render_markdown(result: ScanResult) -> str:
-    counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
-    detail = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    read = sum(1 for v in result.volumes if v.covered)
+    detail = ", ".join(f"{n} {s.value}" for s, n in result.severity_counts().items() if n)
     coverage = (
         "coverage complete"
         if result.complete
-        else f"**coverage incomplete** ({len(result.volumes) - read} volume(s) not read, "
+        else f"**coverage incomplete** ({result.unread_volumes} volume(s) not read, "
         f"{len(result.skipped)} file(s) skipped)"
     )
     image = result.image.path.rsplit("/", 1)[-1]
