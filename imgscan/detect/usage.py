@@ -80,7 +80,7 @@ def read_clues(path: str, data: bytes) -> tuple[Clue, ...]:
 
 
 def _clue(kind: str, path: str, **facts: str) -> Clue:
-    if not _USER.fullmatch(facts.get("user", "")):
+    if not _USER.fullmatch(facts.get("user") or ""):
         # `ssh://alice:hunter2@host` puts a password where the user goes: a user that is not
         # a plain account name is dropped, so no clue (and no report) ever carries one.
         facts["user"] = ""
@@ -163,7 +163,9 @@ def _history(path: str, text: str) -> Iterator[Clue]:
                 for word in words[1:]:
                     match = _GIT_SSH_URL.match(word)
                     if match and ("@" in word or word.startswith("ssh://")):
-                        yield _clue("ssh-command", path, host=match["host"], user=match["user"])
+                        yield _clue(
+                            "ssh-command", path, host=match["host"], user=match["user"] or ""
+                        )
 
 
 def _ssh_command(
