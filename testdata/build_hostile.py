@@ -38,6 +38,7 @@ from pathlib import Path
 
 import build as base
 import build_windows as small
+import zstandard
 
 KEY_PREFIX = "hostile-"
 MIB = base.MIB
@@ -694,6 +695,24 @@ def _zip_of_zeros(path: Path, member: str, size: int) -> None:
             out.write(chunk)
 
 
+def _tar_zst_bomb(path: Path, member_size: int) -> None:
+    """A zstd-compressed tar whose first member is `member_size` bytes of zeros, followed by a
+    small member: one 64 MiB frame of zeros repeated (zstd reads across frames), so 64 GiB
+    take 2 MiB. A scanner that skips the member still decompresses it to reach the next."""
+    zstd = zstandard.ZstdCompressor(level=19)
+    frame = zstd.compress(b"\0" * (64 * MIB))
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = member_size
+    tail = tarfile.TarInfo("etc/after-the-bomb.conf")
+    tail.size = 0
+    with path.open("wb") as out:
+        out.write(zstd.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(member_size // (64 * MIB)):
+            out.write(frame)
+        end = b"\0" * (-member_size % 512) + tail.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024
+        out.write(zstd.compress(end))
+
+
 @case
 def bombs(b: Build) -> None:
     tree = b.tree("bombs")
@@ -712,12 +731,14 @@ def bombs(b: Build) -> None:
         chunk = b"\0" * MIB
         for _ in range(4096):
             gz.write(chunk)
+    _tar_zst_bomb(tree / "logs.tar.zst", 64 << 30)
     image = b.ext4("bombs.ext4", tree, 64)
     b.cases.append(
         Case(
             "archive-bombs",
             image.name,
-            "a 4 GiB zip bomb, a 42.zip-shaped nested zip and a 4 GiB gzip bomb",
+            "a 4 GiB zip bomb, a 42.zip-shaped nested zip, a 4 GiB gzip bomb and a tar.zst"
+            " whose 64 GiB member must be skipped without decompressing it",
             (2,),
             incomplete=True,
             reason="decompression bomb",

@@ -58,13 +58,31 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def workers(pid: int) -> list[int]:
-    """The live worker processes (multiprocessing spawn children) below process `pid`."""
+def comm(pid: int) -> str:
+    """The process's name as ps shows it (imgscan names its children), or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def named_children(pid: int, name: str) -> list[int]:
+    """The live processes below `pid` that named themselves `name` (as soon as they start)."""
     return [
         child
         for child in descendants(pid)
-        if "spawn_main" in cmdline(child) and (stat_fields(child) or ["Z"])[0] != "Z"
+        if comm(child) == name and (stat_fields(child) or ["Z"])[0] != "Z"
     ]
+
+
+def workers(pid: int) -> list[int]:
+    """The live scanning worker processes below process `pid`."""
+    return named_children(pid, "imgscan-worker")
+
+
+def listers(pid: int) -> list[int]:
+    """The live volume-listing processes below process `pid`."""
+    return named_children(pid, "imgscan-list")
 
 
 def read_bytes(pid: int) -> int:

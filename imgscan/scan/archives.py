@@ -96,10 +96,23 @@ def _member_path(outer: str, inner: str) -> str:
     return f"{outer}!/{inner}"
 
 
+def bomb_reason(limit: int) -> str:
+    """Why members past an expansion limit of `limit` bytes were not scanned."""
+    return (
+        f"archive expands beyond {limit} bytes (the limit is {MAX_RATIO}x the archive's size, "
+        f"at most {MAX_EXPANDED}): a possible decompression bomb"
+    )
+
+
 def expand(
-    stream: BinaryIO, path: str, kind: str, max_member_size: int
+    stream: BinaryIO, path: str, kind: str, max_member_size: int, max_expanded: int = MAX_EXPANDED
 ) -> Iterator[Member | Skipped]:
     """Members of the archive in `stream` (seekable) at report path `path`.
+
+    `max_expanded` bounds the bytes a tar stream may run through, members skipped included:
+    tarfile reads (decompresses) a skipped member to reach the next header, so a compressed
+    tar declaring a member of a terabyte of zeros would otherwise cost that much time. What
+    lies beyond is returned as one Skipped with the decompression-bomb reason.
 
     Raises the archive module's own errors (zipfile.BadZipFile, tarfile.TarError, OSError) when
     the archive as a whole is corrupt; the caller records that as a skipped file.
@@ -130,7 +143,7 @@ def expand(
                 with archive.open(info) as member:
                     yield Member(member_path, info.file_size, member)  # type: ignore[arg-type]
     elif kind == "tar":
-        yield from _tar_members(stream, path, max_member_size)
+        yield from _tar_members(stream, path, max_member_size, max_expanded)
     elif kind in _COMPRESSED:
         # A compressed tar is a tar; anything else is one compressed file. Peeking at the
         # decompressed head decides, then a fresh decompressor streams from the start.
@@ -140,7 +153,7 @@ def expand(
         stream.seek(start)
         with _decompressed(stream, kind) as content:
             if is_tar:
-                yield from _tar_members(content, path, max_member_size)
+                yield from _tar_members(content, path, max_member_size, max_expanded)
                 return
             name = posixpath.basename(path.rsplit("!/", 1)[-1])
             suffix = _COMPRESSED[kind]
@@ -175,10 +188,17 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return info
 
 
-def _tar_members(stream: BinaryIO, path: str, max_member_size: int) -> Iterator[Member | Skipped]:
+def _tar_members(
+    stream: BinaryIO, path: str, max_member_size: int, max_expanded: int
+) -> Iterator[Member | Skipped]:
     count = 0
     with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
         for info in archive:
+            # The member's end, counted in the (decompressed) tar stream: checked before any
+            # member, skipped ones too, since reaching the next header reads through it.
+            if info.offset_data + info.size > max_expanded:
+                yield Skipped(_member_path(path, info.name), bomb_reason(max_expanded))
+                return
             if not info.isfile():
                 continue
             count += 1

@@ -62,6 +62,7 @@ from typing import Any
 from imgscan.detect.engine import Engine, EngineSpec
 from imgscan.errors import ImgscanError
 from imgscan.image import make_opener
+from imgscan.image.listing import describe_exit, name_process
 from imgscan.model import FileRef, Skipped
 from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
 
@@ -103,6 +104,7 @@ def _worker_main(conn: Connection) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    name_process("imgscan-worker")
     try:
         try:
             # Building the engine (compiling every rule's regex and the YARA rules) is most of
@@ -149,18 +151,6 @@ def _batches(
             batch, size = [], 0
     if batch:
         yield batch
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """How a worker process ended, for a reason: "signal SIGSEGV" or "exit status 1"."""
-    if exitcode is None:
-        return "unknown cause"
-    if exitcode < 0:
-        try:
-            return f"signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit status {exitcode}"
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,9 @@ from imgscan.model import (
 )
 from imgscan.scan.archives import (
     MAX_DEPTH,
-    MAX_EXPANDED,
-    MAX_RATIO,
     Member,
     archive_kind,
+    bomb_reason,
     expand,
     expansion_limit,
 )
@@ -143,7 +142,8 @@ class FileScanner:
         kind = archive_kind(head) if stream.seekable() else None
         if kind is not None and depth < MAX_DEPTH:
             try:
-                for item in expand(stream, path, kind, self.spec.max_file_size):
+                members = expand(stream, path, kind, self.spec.max_file_size, budget.left)
+                for item in members:
                     if isinstance(item, Skipped):
                         skipped.append(item)
                         continue
@@ -231,11 +231,7 @@ class FileScanner:
                 skipped.append(Skipped(member.path, "member larger than the size limit"))
                 return
             if size > budget.left:
-                reason = (
-                    f"archive expands beyond {budget.limit} bytes (the limit is {MAX_RATIO}x the "
-                    f"archive's size, at most {MAX_EXPANDED}): a possible decompression bomb"
-                )
-                skipped.append(Skipped(member.path, reason))
+                skipped.append(Skipped(member.path, bomb_reason(budget.limit)))
                 budget.left = 0
                 return
             budget.left -= size

@@ -131,6 +131,27 @@ def test_a_zip_bomb_is_bounded(inline_scanner: FileScanner) -> None:
     ]
 
 
+def test_a_compressed_tar_member_beyond_the_bound_is_not_decompressed(
+    inline_scanner: FileScanner,
+) -> None:
+    # A tar.zst declaring a 1 TiB member: one frame of zeros repeated (zstd reads across
+    # frames) stands for its first GiB; the stream then ends. Skipping the member would mean
+    # decompressing it, so the scan stops at its header, before any of it is read.
+    password, text = _secret()
+    zstd = zstandard.ZstdCompressor()
+    member = tarfile.TarInfo("a.env")
+    member.size = len(text)
+    head = member.tobuf(format=tarfile.GNU_FORMAT) + text.ljust(512, b"\0")
+    bomb = tarfile.TarInfo("zeros.bin")
+    bomb.size = 1 << 40
+    frame = zstd.compress(b"\0" * (16 << 20))
+    data = zstd.compress(head + bomb.tobuf(format=tarfile.GNU_FORMAT)) + frame * 64
+    outcome = _scan(inline_scanner, "/var/log/old.tar.zst", data)
+    assert [f.secret for f in outcome.findings] == [password]
+    assert [s.path for s in outcome.skipped] == ["/var/log/old.tar.zst!/zeros.bin"]
+    assert "possible decompression bomb" in outcome.skipped[0].reason
+
+
 def test_a_corrupt_archive_is_skipped_and_its_bytes_still_scanned(
     inline_scanner: FileScanner,
 ) -> None:
