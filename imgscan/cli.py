@@ -36,6 +36,7 @@ from imgscan.options import (
 )
 from imgscan.policy import Policy, check_rule_ids, judge, load_policy
 from imgscan.report.html import render_html
+from imgscan.report.interface import printable
 from imgscan.report.json import render_json
 from imgscan.report.markdown import render_markdown
 from imgscan.report.sarif import render_sarif
@@ -485,13 +486,14 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     result = apply_suppressions(scanned, baseline, ignore)
     result = replace(result, gate=judge(policy, result))
     for warning in result.warnings:
-        print(f"imgscan: warning: {warning}", file=sys.stderr)
+        print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
     try:
         _write(args.output, _renderer(args.format)(result), "report")
     except ImgscanError as exc:
         if interrupted_by is None:
             raise
-        print(f"imgscan: error: {exc}", file=sys.stderr)  # still an interruption: 130
+        # Still an interruption: exit 130.
+        print(f"imgscan: error: {printable(str(exc))}", file=sys.stderr)
     print(_summary(result, interrupted_by), file=sys.stderr)
     if interrupted_by is None and interrupts.received is not None:
         print(_late(interrupts.received), file=sys.stderr)
@@ -520,7 +522,7 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         return EXIT_INTERRUPTED
     interrupts.deferred = True
     for warning in result.warnings:
-        print(f"imgscan: warning: {warning}", file=sys.stderr)
+        print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
     print(_summary(result), file=sys.stderr)
     if not result.complete and not args.allow_incomplete:
         print(
@@ -574,13 +576,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
     except ImgscanError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"imgscan: error: {exc}", file=sys.stderr)
+        print(f"imgscan: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: still one line and exit 2 unless --debug
         if args.debug:
             traceback.print_exc()
         print(
-            f"imgscan: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"imgscan: internal error: {type(exc).__name__}: {printable(str(exc))} "
+            "(run with --debug for details)",
             file=sys.stderr,
         )
         return EXIT_ERROR

@@ -99,7 +99,7 @@ def load_policy(path: Path) -> Policy:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ImgscanError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
+            f"{path}: unknown key(s) {', '.join(map(repr, sorted(unknown)))} "
             "(a policy holds fail_on and [[rule]] tables)"
         )
     fail_on = Severity.LOW
@@ -165,7 +165,7 @@ def _rule(path: Path, number: int, entry: Any) -> PolicyRule:
         raise ImgscanError(f"{where}: must be a table")
     unknown = set(entry) - _RULE_KEYS
     if unknown:
-        raise ImgscanError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ImgscanError(f"{where}: unknown key(s) {', '.join(map(repr, sorted(unknown)))}")
     action = entry.get("action")
     if action is None:
         raise ImgscanError(f"{where}: needs an action (fail or allow)")

@@ -116,7 +116,7 @@ def _entry(path: Path, number: int, entry: Any) -> IgnoreEntry:
         raise ImgscanError(f"{where}: must be a table")
     unknown = set(entry) - {"rule", "path", "fingerprint", "reason", "expires"}
     if unknown:
-        raise ImgscanError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ImgscanError(f"{where}: unknown key(s) {', '.join(map(repr, sorted(unknown)))}")
     fields = {key: entry.get(key) for key in ("rule", "path", "fingerprint")}
     if not any(fields.values()):
         raise ImgscanError(f"{where}: needs a rule, a path or a fingerprint")

@@ -491,6 +491,131 @@ def mbr_ebr_loop(b: Build) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def _lvm_crc(data: bytes) -> int:
+    """LVM2's checksum: CRC-32 from 0xf597a6cf without the final inversion (zlib's crc32
+    inverts on the way in and out)."""
+    return zlib.crc32(data, 0xF597A6CF ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def _lvm_id(seed: int) -> str:
+    """An LVM object id: 32 characters in LVM's 6-4-4-4-4-4-6 grouping."""
+    raw = uuid.UUID(int=seed).hex.upper()[:32]
+    groups = (6, 4, 4, 4, 4, 4, 6)
+    parts, at = [], 0
+    for size in groups:
+        parts.append(raw[at : at + size])
+        at += size
+    return "-".join(parts)
+
+
+_MDA_AT, _MDA_SIZE = 4096, 1020 * 1024
+_PE_START = 2048  # sectors: the first extent at 1 MiB
+
+
+def _lvm_pv(
+    path: Path, size_mib: int, lvs: str, fs: bytes | None, locn: tuple[int, int] | None = None
+) -> None:
+    """A whole-disk LVM2 physical volume of volume group vg0, written by hand (pvcreate needs
+    a block device and refuses metadata like this): label, metadata area and the metadata text
+    with `lvs` as its logical_volumes section, checksums right so that LVM itself reads it;
+    `fs` is written at the first extent. `locn` overrides where the metadata text is said to
+    be (offset in the metadata area, size)."""
+    sectors = size_mib * MIB // SECTOR
+    text = (
+        "vg0 {\n"
+        f'id = "{_lvm_id(1)}"\nseqno = 1\nformat = "lvm2"\n'
+        'status = ["RESIZEABLE", "READ", "WRITE"]\nflags = []\n'
+        "extent_size = 8192\nmax_lv = 0\nmax_pv = 0\nmetadata_copies = 0\n"
+        "physical_volumes {\npv0 {\n"
+        f'id = "{_lvm_id(2)}"\ndevice = "/dev/sda"\nstatus = ["ALLOCATABLE"]\nflags = []\n'
+        f"dev_size = {sectors}\npe_start = {_PE_START}\n"
+        f"pe_count = {(sectors - _PE_START) // 8192}\n}}\n}}\n"
+        f"logical_volumes {{\n{lvs}}}\n}}\n"
+        'contents = "Text Format Volume Group"\nversion = 1\ndescription = ""\n'
+        'creation_host = "hostile"\ncreation_time = 1700000000\n'
+    ).encode()
+    text_at = _MDA_AT + SECTOR
+    label = bytearray(SECTOR)
+    struct.pack_into("<8sQII8s", label, 0, b"LABELONE", 1, 0, 32, b"LVM2 001")
+    struct.pack_into(
+        "<32sQQQQQQQQQ", label, 32, _lvm_id(2).replace("-", "").encode(), size_mib * MIB,
+        _PE_START * SECTOR, 0, 0, 0, _MDA_AT, _MDA_SIZE, 0, 0,
+    )  # fmt: skip
+    struct.pack_into("<I", label, 16, _lvm_crc(bytes(label[20:])))
+    offset, length = locn if locn is not None else (text_at - _MDA_AT, len(text))
+    mda = bytearray(SECTOR)
+    struct.pack_into(
+        "<I16sIQQQQII", mda, 0, 0, b" LVM2 x[5A%r0N*>", 1, _MDA_AT, _MDA_SIZE,
+        offset, length, _lvm_crc(text), 0,
+    )  # fmt: skip
+    struct.pack_into("<I", mda, 0, _lvm_crc(bytes(mda[4:])))
+    with path.open("wb") as fh:
+        fh.truncate(size_mib * MIB)
+        fh.seek(SECTOR)
+        fh.write(label)
+        fh.seek(_MDA_AT)
+        fh.write(mda)
+        fh.seek(text_at)
+        fh.write(text)
+        if fs is not None:
+            fh.seek(_PE_START * SECTOR)
+            fh.write(fs)
+
+
+def _lv(name: str, seed: int, extents: int, target: str, first: int) -> str:
+    """An LV of one linear segment of `extents` extents on `target` (a PV or, in a loop, another
+    LV) from its extent `first`."""
+    return (
+        f'{name} {{\nid = "{_lvm_id(seed)}"\nstatus = ["READ", "WRITE", "VISIBLE"]\n'
+        "flags = []\nsegment_count = 1\nsegment1 {\nstart_extent = 0\n"
+        f'extent_count = {extents}\ntype = "striped"\nstripe_count = 1\n'
+        f'stripes = ["{target}", {first}]\n}}\n}}\n'
+    )
+
+
+@case
+def lvm_loops(b: Build) -> None:
+    fs = b.ext4("lvm-root.part", b.tree("lvm-loops"), 8)
+    # A good LV (root, the planted secret) beside LVs built on each other in a circle and an
+    # LV built on itself: LVM stacks an LV on another for mirrors and thin pools, so the text
+    # format allows it, and a reader resolving the stack naively never ends.
+    looped = b.stage / "lvm-lv-loop.raw"
+    lvs = (
+        _lv("root", 10, 2, "pv0", 0)
+        + _lv("ring_a", 11, 1, "ring_b", 0)
+        + _lv("ring_b", 12, 1, "ring_a", 0)
+        + _lv("itself", 13, 1, "itself", 0)
+    )
+    _lvm_pv(looped, 24, lvs, fs.read_bytes())
+    b.cases.append(
+        Case(
+            "lvm-lv-loop",
+            looped.name,
+            "LVM logical volumes stacked on each other in a circle, and one on itself",
+            (2,),
+            incomplete=True,
+            reason="LVM",
+        )
+    )
+    # Metadata said to be four times the size of its circular area, starting near its end:
+    # a reader that follows the wrap-around without a bound reads round and round.
+    wrap = b.stage / "lvm-metadata-wrap.raw"
+    _lvm_pv(
+        wrap, 16, _lv("root", 10, 1, "pv0", 0), fs.read_bytes(), (_MDA_SIZE - 64, 4 * _MDA_SIZE)
+    )
+    fs.unlink()
+    b.cases.append(
+        Case(
+            "lvm-metadata-wrap",
+            wrap.name,
+            "LVM metadata whose size is four times its circular area, wrapping round it",
+            (2,),
+            incomplete=True,
+            reason="LVM",
+        )
+    )
+
+
 @case
 def ext4_dir_cycle(b: Build) -> None:
     tree = b.tree("ext4-dir-cycle")
@@ -806,8 +931,15 @@ def build_steps(stage: Path, key: str, run: base.Runner) -> None:
     for builder in BUILDERS:
         builder(b)
     # The guest's own kernel reads these through libguestfs: it must not follow the links out
-    # of the appliance, open the device nodes, or walk the loop for ever either.
-    for name in ("ext4-dir-cycle", "ext4-symlinks", "ext4-device-nodes"):
+    # of the appliance, open the device nodes, or walk the loop for ever either; and the LVM
+    # tools in the appliance must not make a group they rejected look covered.
+    for name in (
+        "ext4-dir-cycle",
+        "ext4-symlinks",
+        "ext4-device-nodes",
+        "lvm-lv-loop",
+        "lvm-metadata-wrap",
+    ):
         same = next(c for c in b.cases if c.name == name)
         b.cases.append(
             replace(

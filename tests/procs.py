@@ -80,9 +80,9 @@ def workers(pid: int) -> list[int]:
     return named_children(pid, "imgscan-worker")
 
 
-def listers(pid: int) -> list[int]:
-    """The live volume-listing processes below process `pid`."""
-    return named_children(pid, "imgscan-list")
+def readers(pid: int) -> list[int]:
+    """The live reader processes (the native reader's, image/isolated.py) below `pid`."""
+    return named_children(pid, "imgscan-reader")
 
 
 def read_bytes(pid: int) -> int:

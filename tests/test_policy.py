@@ -161,7 +161,7 @@ _RULE = '[[rule]]\naction = "fail"\nreason = "r"\n'
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[[rules]]\naction = 'fail'\n", "unknown key(s) rules (a policy holds fail_on and"),
+        ("[[rules]]\naction = 'fail'\n", "unknown key(s) 'rules' (a policy holds fail_on and"),
         ('fail_on = "severe"\n', "fail_on: unknown severity 'severe'; choose one of critical"),
         ("fail_on = 3\n", "fail_on: unknown severity 3"),
         ('rule = "fail"\n', "expected an array of [[rule]] tables"),

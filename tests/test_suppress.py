@@ -102,13 +102,22 @@ expires = 2026-11-01
         ('[[ignore]]\nreason = "x"\n', "needs a rule, a path or a fingerprint"),
         ('[[ignore]]\nrule = "jwt"\n', "needs a reason"),
         ('[[ignore]]\nrule = "jwt"\nreason = "x"\nexpires = "soon"\n', "expires must be a date"),
-        ('[[ignore]]\nrule = "jwt"\nreason = "x"\nrules = "typo"\n', "unknown key(s) rules"),
+        ('[[ignore]]\nrule = "jwt"\nreason = "x"\nrules = "typo"\n', "unknown key(s) 'rules'"),
         ("[[ignore]\n", "not valid TOML"),
     ],
 )
 def test_malformed_ignore_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ImgscanError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_ignore(_ignore(tmp_path, text))
+
+
+def test_a_hostile_key_is_named_on_one_line(tmp_path: Path) -> None:
+    # A key may hold any character in TOML; the error must stay one line, whatever it holds.
+    text = '[[ignore]]\nrule = "jwt"\nreason = "x"\n"typo\\n\\u001b[2Jrule" = 1\n'
+    with pytest.raises(ImgscanError) as raised:
+        load_ignore(_ignore(tmp_path, text))
+    assert "unknown key(s) 'typo\\n\\x1b[2Jrule'" in str(raised.value)
+    assert "\n" not in str(raised.value) and "\x1b" not in str(raised.value)
 
 
 def test_a_baseline_makes_a_rescan_pass(images: Path, tmp_path: Path) -> None:

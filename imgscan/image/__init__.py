@@ -28,9 +28,11 @@ def open_reader(
 
             return AutoReader(image, fmt, keys)
         case ReaderKind.NATIVE:
+            from imgscan.image.isolated import IsolatedReader
             from imgscan.image.native import NativeReader
 
-            return NativeReader(image, fmt, keys)
+            # In a reader process of its own: a crash in libyal costs a volume, not the scan.
+            return IsolatedReader(NativeReader, image, fmt, keys)
         case ReaderKind.GUESTFS:
             from imgscan.image.guestfs import GuestfsReader
 

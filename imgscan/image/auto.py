@@ -28,9 +28,12 @@ def _guestfs(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
 
 
 def _native(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
+    from imgscan.image.isolated import IsolatedReader
     from imgscan.image.native import NativeReader
 
-    return NativeReader(image, fmt, keys)
+    # In a reader process of its own (isolated.py): if libyal crashes while opening the image,
+    # the ImageError says "--reader guestfs" and libguestfs is tried instead.
+    return IsolatedReader(NativeReader, image, fmt, keys)
 
 
 class AutoReader:
@@ -58,7 +61,6 @@ class AutoReader:
             gaps = [v for v in volumes if v.other_reader]
             if gaps:
                 self._fill(image, fmt, gaps)
-        self.warnings = tuple(self._warnings)
         self.info = ReaderInfo(
             name="auto", accel=next((r.info.accel for r in self._readers if r.info.accel), None)
         )
@@ -89,6 +91,11 @@ class AutoReader:
             guest.close()
             return
         self._adopt(guest, taken)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        own = tuple(self._warnings)
+        return own + tuple(w for r in self._readers for w in r.warnings if w not in own)
 
     def volumes(self) -> list[VolumeInfo]:
         return sorted(self._volumes.values(), key=lambda v: device_sort_key(v.device))

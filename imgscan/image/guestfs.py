@@ -106,6 +106,9 @@ _QEMU_FORMATS = {
 # libguestfs lists as sda5, sda6, ...), not a volume.
 _MBR_EXTENDED_IDS = {0x05, 0x0F, 0x85}
 _PARTITION = re.compile(r"^(/dev/[a-z]+)(\d+)$")
+# /dev/VG/LV with the characters LVM allows in a name (lvm(8), "VALID NAMES").
+_LVM_NAME = re.compile(r"^[A-Za-z0-9+_.-]+$")
+_LV_PATH = re.compile(r"^/dev/[A-Za-z0-9+_.-]+/[A-Za-z0-9+_.-]+$")
 # The appliance kernel logs this only when it runs on KVM; under TCG there is no hypervisor
 # CPUID leaf (checked: no "Hypervisor detected" line at all in a TCG appliance's dmesg).
 _KVM_MARKER = "Hypervisor detected: KVM"
@@ -600,10 +603,9 @@ class GuestfsReader:
         volumes = self._unlock(volumes)
         # Logical volumes: the appliance activates every volume group when it boots (and
         # again after unlocking, for groups inside encrypted volumes).
+        volumes = self._check_groups(volumes)
         volumes += [
-            v
-            for v in (self._identify(str(lv)) for lv in self._appliance.call("lvs"))
-            if v is not None
+            v for v in (self._identify(lv) for lv in self._logical_volumes()) if v is not None
         ]
         if single and not partitions and len(volumes) == 1 and volumes[0].fstype is None:
             if volumes[0].status is VolumeStatus.UNREADABLE:
@@ -616,6 +618,51 @@ class GuestfsReader:
             )
         volumes = [replace(v, partuuid=self._partuuids.get(v.device)) for v in volumes]
         return sorted(volumes, key=lambda v: device_sort_key(v.device))
+
+    def _logical_volumes(self) -> list[str]:
+        """The logical volumes LVM activated, as /dev/VG/LV. libguestfs parses the LVM tools'
+        output, in which hostile metadata can make LVM's own messages appear ("Retrying
+        metadata scan."): only names LVM could have given are taken; the rest are reported."""
+        found = []
+        for name in (str(lv) for lv in self._appliance.call("lvs")):
+            if _LV_PATH.match(name):
+                found.append(name)
+            else:
+                # repr(): the text comes from the image's metadata; its control bytes escaped.
+                warning = f"LVM listed a logical volume with an impossible name, ignored: {name!r}"
+                self.warnings = (*self.warnings, warning)
+        return found
+
+    def _check_groups(self, volumes: list[VolumeInfo]) -> list[VolumeInfo]:
+        """An LVM physical volume is only covered by its logical volumes if LVM could read its
+        volume group: one whose metadata LVM rejected (corrupt, or hostile: logical volumes
+        stacked in a loop) lists no logical volume at all, so the PV itself must say unread."""
+        if not any(v.fstype == "LVM2_member" for v in volumes):
+            return volumes
+        grouped: set[str] = set()
+        for group in (str(g) for g in self._appliance.call("vgs")):
+            if not _LVM_NAME.match(group):
+                continue  # a message of LVM's, not a group (see _logical_volumes)
+            try:
+                grouped.update(str(u) for u in self._appliance.call("vgpvuuids", group))
+            except RuntimeError:
+                continue  # not readable after all: its PVs stay unread below
+        result = []
+        for volume in volumes:
+            if volume.fstype == "LVM2_member" and volume.status is VolumeStatus.SKIPPED:
+                try:
+                    pv = str(self._appliance.call("pvuuid", volume.device))
+                except RuntimeError:
+                    pv = ""
+                if pv not in grouped:
+                    volume = replace(
+                        volume,
+                        status=VolumeStatus.UNREADABLE,
+                        reason="LVM physical volume whose volume group LVM could not read "
+                        "(corrupt or hostile metadata); its logical volumes were not scanned",
+                    )
+            result.append(volume)
+        return result
 
     def _unlock(self, volumes: list[VolumeInfo]) -> list[VolumeInfo]:
         """Open every LUKS volume with the first key that fits; its content is listed as

@@ -66,7 +66,12 @@ class Reader(Protocol):
 
     image: ImageInfo
     info: ReaderInfo
-    warnings: tuple[str, ...]  # trouble worth telling the user that is not a volume's status
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Trouble worth telling the user that is not a volume's status; it may grow while the
+        reader reads (a reader process that crashed), so it is read again at the end."""
+        ...
 
     def volumes(self) -> list[VolumeInfo]:
         """Every volume seen on the image, readable or not, in device order."""

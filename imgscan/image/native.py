@@ -22,7 +22,6 @@ from imgscan.image.interface import (
     device_sort_key,
     join_guest_path,
 )
-from imgscan.image.listing import ListingProcess
 from imgscan.image.superblock import (
     EXT_SUPERBLOCK_OFFSET,
     FsIdentity,
@@ -177,7 +176,6 @@ class NativeReader:
                 "use --reader guestfs"
             )
         self._context = dfvfs_context.Context()
-        self._lister: ListingProcess | None = None
         self._disks = tuple((d.member, d.format) for d in fmt.disks)
         self._bases = [
             _disk_spec(image, member, disk_format) for member, disk_format in self._disks
@@ -530,59 +528,25 @@ class NativeReader:
             return None
 
     def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
-        """The volume's files, listed by a `NativeWalker` in a child process (listing.py): a
-        file system library that crashes on corrupt metadata costs this volume, not the scan."""
-        if self._lister is None:
-            self._lister = ListingProcess(NativeWalker, self.opener_spec())
-        return self._lister.files(device, mountpoint)
-
-    def opener_spec(self) -> OpenerSpec:
-        volumes = tuple(
-            (v.info.device, f"{v.address}|{v.fs_indicator}")
-            for v in self._volumes
-            if v.info.status is VolumeStatus.SCANNED
-        )
-        return OpenerSpec("native", self.image.path, self._format, volumes, self._disks)
-
-    def close(self) -> None:
-        if self._lister is not None:
-            self._lister.close()
-            self._lister = None
-        self._context.Empty()
-
-
-class NativeWalker:
-    """Lists the files of the volumes an OpenerSpec names, in whatever process builds it (the
-    listing process), through its own dfvfs resolver context over the image."""
-
-    def __init__(self, spec: OpenerSpec) -> None:
-        _require_dfvfs()
-        self._context = dfvfs_context.Context()
-        bases = [_disk_spec(spec.image, member, fmt) for member, fmt in spec.disks]
-        self._volumes: dict[str, tuple[Any, str]] = {}
-        for device, address in spec.volumes:
-            volume_address, indicator = address.rsplit("|", 1)
-            self._volumes[device] = (_volume_spec(bases, volume_address), indicator)
-
-    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
         """Walk the ext filesystem through libfsext itself, entry by entry.
 
         dfvfs' directory generator stops at the first entry libfsext cannot decode (a name
         that is not UTF-8), losing the rest of the directory; index access isolates such an
         entry, which is reported as skipped. Files are addressed by inode number.
         """
-        volume_spec, indicator = self._volumes[device]
-        if indicator == _RAW:
+        volume = self._by_device[device]
+        assert volume.fs_indicator is not None
+        if volume.fs_indicator == _RAW:
             handle = dfvfs_resolver.Resolver.OpenFileObject(
-                volume_spec, resolver_context=self._context
+                _volume_spec(self._bases, volume.address), resolver_context=self._context
             )
             yield FileRef(
                 volume=device, path=mountpoint, size=handle.get_size(), locator=_RAW, raw=True
             )
             return
-        spec = _fs_spec(volume_spec, indicator, "/")
+        spec = _fs_spec(_volume_spec(self._bases, volume.address), volume.fs_indicator, "/")
         fs = dfvfs_resolver.Resolver.OpenFileSystem(spec, resolver_context=self._context)
-        if indicator != "EXT":
+        if volume.fs_indicator != "EXT":
             yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint, fs.PATH_SEPARATOR)
             return
         root = fs.GetEXTFileEntryByPathSpec(spec)
@@ -669,6 +633,17 @@ class NativeWalker:
             except _BACKEND_ERRORS:
                 continue
         return found
+
+    def opener_spec(self) -> OpenerSpec:
+        volumes = tuple(
+            (v.info.device, f"{v.address}|{v.fs_indicator}")
+            for v in self._volumes
+            if v.info.status is VolumeStatus.SCANNED
+        )
+        return OpenerSpec("native", self.image.path, self._format, volumes, self._disks)
+
+    def close(self) -> None:
+        self._context.Empty()
 
 
 class NativeOpener:

@@ -62,7 +62,7 @@ from typing import Any
 from imgscan.detect.engine import Engine, EngineSpec
 from imgscan.errors import ImgscanError
 from imgscan.image import make_opener
-from imgscan.image.listing import describe_exit, name_process
+from imgscan.image.isolated import describe_exit, name_process
 from imgscan.model import FileRef, Skipped
 from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
 

@@ -251,6 +251,8 @@ def _scan(
                 if progress is not None:
                     progress(outcome)
     finally:
+        # What the reader met while reading (a reader process that crashed) is said too.
+        tally.warnings.extend(w for w in reader.warnings if w not in tally.warnings)
         reader.close()
 
 

@@ -1,11 +1,11 @@
 """A file system library that crashes while listing a volume costs that volume, not the scan.
 
-The native reader lists each volume in a child process (imgscan/image/listing.py). Here that
-process is killed with SIGSEGV, as a crash in libfsext on corrupt metadata would kill it, while
-it lists the first of two volumes; the scan must go on to the second, report the first as not
-fully listed, exit 2, and leave no process behind. The disk is built at test time: a GPT with
-two ext4 partitions (mke2fs -d), the first holding tens of thousands of files so that its
-listing takes a while, the second a planted password.
+The native reader runs in a reader process of its own (imgscan/image/isolated.py). Here that
+process is killed with SIGSEGV from outside, as a crash in libfsext on corrupt metadata would
+kill it, while it lists the first of two volumes; the scan must go on to the second, report the
+first as not fully listed, exit 2, and leave no process behind. The disk is built at test
+time: a GPT with two ext4 partitions (mke2fs -d), the first holding tens of thousands of
+files so that its listing takes a while, the second a planted password.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import build_hostile  # testdata/build_hostile.py: a GPT writer that takes any layout
-from procs import listers, session_processes
+from procs import readers, session_processes
 
 MIB = 1 << 20
 SECTOR = 512
@@ -67,6 +67,21 @@ def _disk(tmp: Path, password: str) -> Path:
     return disk
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` holds `path` open."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == str(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _no_core_dumps() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the SIGSEGV below is on purpose
 
@@ -89,8 +104,11 @@ def test_a_crash_while_listing_costs_the_volume_not_the_scan(tmp_path: Path) -> 
         killed = None
         deadline = time.monotonic() + 60
         while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            found = listers(proc.pid)
-            if found:
+            found = readers(proc.pid)
+            if found and _has_open(found[0], disk):
+                # It has opened the image (a few milliseconds' work) and is listing the first
+                # volume's 40,000 files (seconds' work): kill it in the middle of that.
+                time.sleep(0.3)
                 killed = found[0]
                 os.kill(killed, signal.SIGSEGV)
             time.sleep(0.005)
@@ -108,7 +126,10 @@ def test_a_crash_while_listing_costs_the_volume_not_the_scan(tmp_path: Path) -> 
         if "crashed (signal SIGSEGV) while listing" in s["reason"]
     ]
     assert [s["path"] for s in crashed] == ["/@dev/sda1"], result["coverage"]
-    # The second volume was listed by a new process and scanned whole.
+    # What it listed before the crash was scanned; the second volume was listed by a new
+    # reader process and scanned whole.
+    volumes = {v["device"]: v for v in result["coverage"]["volumes"]}
+    assert 0 < volumes["/dev/sda1"]["files"] < DIRS * FILES_PER_DIR
     assert [f["path"] for f in result["findings"]] == ["/@dev/sda2/etc/app.conf"]
     assert result["coverage"]["complete"] is False
     assert password not in report.read_text() + stderr.decode()
