@@ -1,8 +1,9 @@
 """The reader extension point: what every image reader provides, and the value types it returns.
 
 A reader opens one image read-only and exposes its volumes and the regular files on each.
-Walking happens in the main process (`Reader`); reading file content happens in worker processes
-(`FileOpener`), which rebuild their own handle on the image from the plain-data `OpenerSpec`.
+Walking happens through `Reader` (the native one in a reader process of its own, isolated.py);
+reading file content happens in worker processes (`FileOpener`), which rebuild their own handle
+on the image from the plain-data `OpenerSpec`.
 """
 
 from __future__ import annotations
