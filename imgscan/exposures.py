@@ -202,6 +202,7 @@ def _classify(f: Finding, clues: tuple[Clue, ...]) -> _Class:
         hosts = ssh_hosts(f.path.split("!/", 1)[0], clues)
         if hosts:
             details.append(("hosts", ", ".join(hosts)))
+    details.extend(_windows_details(f))
     cert = _certificate(f, clues) if f.category == "private-key" else None
     if cert is not None:
         details.extend(
@@ -222,12 +223,139 @@ def _network_target(f: Finding, ctx: dict[str, str], path: str) -> str:
     return "network / VPN credentials"
 
 
+_SCRIPT_REMEDIATION = "remove the password from the script or history and change it"
+# Windows credentials (registry values, files by path, Windows text formats; signatures/
+# registry.toml, files.toml, patterns/windows.toml): rule id -> (kind, remediation). Their
+# targets come from `_windows_target`. Without this, a saved RDP password with its host would
+# read as a database and a SAM record as an anonymous "local account".
+_WINDOWS = {
+    "windows-sam-account-hash": (
+        "account",
+        "set new passwords for the local accounts in the copy (the NT hashes work for "
+        "pass-the-hash until then)",
+    ),
+    "windows-lsa-secret": (
+        "credential",
+        "change the passwords of the services and accounts whose secrets LSA keeps; give the "
+        "copy its own machine account (rejoin the domain)",
+    ),
+    "windows-dpapi-master-key": (
+        "key",
+        "change the account's password and remove the secrets DPAPI protects with these keys "
+        "(saved RDP, browser and Wi-Fi passwords) from the copy",
+    ),
+    "windows-autologon-password": (
+        "login",
+        "turn auto-logon off (delete DefaultPassword) and change the account's password",
+    ),
+    "putty-proxy-password": ("login", "delete the saved proxy password and change it"),
+    "winscp-session-password": ("login", "delete the saved session password and change it"),
+    "realvnc-server-password": ("login", "set a new VNC password (or remove the VNC server)"),
+    "tightvnc-server-password": ("login", "set a new VNC password (or remove the VNC server)"),
+    "rdp-file-password": ("login", "delete the saved password and change it"),
+    "rdcman-password": ("login", "delete the saved passwords and change them"),
+    "filezilla-password": ("login", "delete the saved site passwords and change them"),
+    "windows-net-use-password": ("login", _SCRIPT_REMEDIATION),
+    "windows-cli-password": ("login", _SCRIPT_REMEDIATION),
+    "powershell-securestring-password": ("login", _SCRIPT_REMEDIATION),
+    "windows-unattend-password": (
+        "account",
+        "delete the answer file from the copy and change the passwords it set",
+    ),
+    "windows-sysprep-inf-password": (
+        "account",
+        "delete the answer file from the copy and change the passwords it set",
+    ),
+    "gpp-cpassword": (
+        "account",
+        "remove the cpassword from the Group Policy Preferences (MS14-025) and change the "
+        "account's password: every domain user can read and decrypt it",
+    ),
+    "iis-config-password": ("account", "change the account's password; encrypt the section"),
+    "keepass-database": (
+        "credential",
+        "move the database off the image; if its master password is on the image too, change "
+        "every password in it",
+    ),
+    "keepass-master-password-note": (
+        "credential",
+        "delete the note; change the master password and every password in the database",
+    ),
+    "aspnet-machine-key": (
+        "identity",
+        "generate a new machineKey for the copy (with it, anyone forges authentication "
+        "cookies and ViewState for the site)",
+    ),
+}
+_SYSTEM_DPAPI = re.compile(r"^[A-Za-z]:\\Windows\\System32\\Microsoft\\Protect\\", re.I)
+
+
+def _windows_target(f: Finding, ctx: dict[str, str], path: str) -> tuple[str, str | None]:
+    """(target, principal) of a finding of a Windows rule (one of `_WINDOWS`)."""
+    user = ctx.get("user") or _owner(path)
+    if f.rule == "windows-sam-account-hash":
+        return "Local account password hashes (SAM)", ctx.get("user")
+    if f.rule == "windows-lsa-secret":
+        return "LSA secrets (SECURITY hive)", None
+    if f.rule == "windows-dpapi-master-key":
+        owner = "SYSTEM" if _SYSTEM_DPAPI.match(path) else _owner(path)
+        return "DPAPI master keys", owner
+    if f.rule == "windows-autologon-password":
+        domain = ctx.get("domain")
+        account = f"{domain}\\{ctx['user']}" if domain and ctx.get("user") else ctx.get("user")
+        return "Windows auto-logon password", account
+    if f.rule == "putty-proxy-password":
+        proxy = ctx.get("host", "?")
+        server = ctx.get("server")
+        return f"proxy {proxy}" + (f" (PuTTY session to {server})" if server else ""), user
+    if f.rule == "winscp-session-password":
+        server = ctx.get("host", "?") + (f":{ctx['port']}" if "port" in ctx else "")
+        return f"WinSCP session to {server}", ctx.get("user")
+    if f.rule.endswith("vnc-server-password"):
+        product = "RealVNC" if f.rule.startswith("realvnc") else "TightVNC"
+        return f"VNC server password ({product})", _owner(path)
+    host = ctx.get("host")
+    if f.rule in ("rdp-file-password", "rdcman-password"):
+        return (f"Remote Desktop to {host}" if host else "Remote Desktop servers"), user
+    if f.rule == "filezilla-password":
+        return (f"FTP/SFTP server {host}" if host else "FTP/SFTP servers (FileZilla)"), user
+    if f.rule in ("windows-unattend-password", "windows-sysprep-inf-password"):
+        return "Windows setup answer file (Administrator / auto-logon password)", ctx.get("user")
+    if f.rule == "gpp-cpassword":
+        return "Group Policy Preferences password", ctx.get("user")
+    if f.rule == "iis-config-password":
+        return "IIS application pool or virtual directory account", ctx.get("user")
+    if f.rule.startswith("keepass-"):
+        return "KeePass password database", _owner(path)
+    if f.rule == "aspnet-machine-key":
+        return "ASP.NET machine key of the site", None
+    # net use, cmdkey, ConvertTo-SecureString in scripts and shell history
+    return (f"Windows logon to {host}" if host else "Windows account password in a script"), user
+
+
+def _windows_details(f: Finding) -> list[tuple[str, str]]:
+    """What a Windows finding adds to its exposure: the LSA secrets' names, whether
+    auto-logon is on, which PuTTY/WinSCP sessions."""
+    ctx = dict(f.context)
+    if f.rule == "windows-lsa-secret" and "secret_name" in ctx:
+        return [("secrets", ctx["secret_name"])]
+    if f.rule == "windows-autologon-password":
+        return [("auto-logon", "on" if ctx.get("autologon") == "1" else "off")]
+    if f.rule in ("putty-proxy-password", "winscp-session-password") and "session" in ctx:
+        return [("sessions", ctx["session"])]
+    return []
+
+
 def _classify_finding(
     f: Finding, clues: tuple[Clue, ...]
 ) -> tuple[str, str, str | None, str, tuple[str, ...]]:
     """(kind, target, principal, remediation, virt-sysprep operations) of one finding."""
     ctx = dict(f.context)
     path = f.path.split("!/", 1)[0]
+    if f.rule in _WINDOWS:
+        kind, remediation = _WINDOWS[f.rule]
+        target, principal = _windows_target(f, ctx, path)
+        return kind, target, principal, remediation, ()
     if f.category == "private-key" and _HOST_KEY.match(path):
         return (
             "identity",

@@ -119,6 +119,7 @@ def check_rule_ids(policy: Policy, pack: RulePack) -> None:
     """Raise `ImgscanError` when a policy rule names a rule id the pack does not have: such a
     matcher never matches, and a `fail` rule with a typo would let everything through."""
     known = {r.id for r in pack.patterns} | {r.id for r in pack.files}
+    known |= {r.id for r in pack.registry}
     known |= {meta.id for source in pack.yara for meta in source.rules}
     for rule in policy.rules:
         for rule_id in rule.rule:

@@ -5,10 +5,15 @@ maintained library writes a hive from scratch. So :func:`empty_hive` lays out th
 valid hive by hand (a base block, one 4 KiB bin holding the root key and its security
 descriptor: the layout documented by libyal's "Windows NT Registry File (REGF) format"), and
 :func:`write_hive` fills it through hivex, which builds the subkey and value lists itself.
+
+:func:`stored_value` gives a secret the form Windows software stores it in (WinSCP's
+obfuscation, VNC's fixed-key DES, a SAM ``V`` record): the inverses of the scanner's decoders,
+written from the published schemes, so a build or a test plants values the scanner must decode.
 """
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,3 +121,76 @@ def write_hive(path: Path, keys: Mapping[str, Mapping[str, Value]]) -> None:
                 ],
             )
     hive.commit(str(path))
+
+
+# Stored forms of secrets, the inverses of imgscan/detect/decoders.py: the builders and the
+# tests store a value as Windows software would, and the scanner must read it back.
+
+_WINSCP_MAGIC = 0xA3
+_WINSCP_FLAG = 0xFF
+_WINSCP_MAXLEN = 50  # WinSCP pads short passwords to this many bytes with random bytes
+
+
+def _winscp_byte(value: int) -> str:
+    return f"{~(value ^ _WINSCP_MAGIC) & 0xFF:02X}"
+
+
+def winscp_obfuscate(user: str, host: str, password: str, rng: random.Random) -> str:
+    """``Password`` as WinSCP stores a session's password (core/Security.cpp,
+    ``EncryptPassword``): flag, version, length, pad length, random pad, then
+    user + host + password, every byte ``~(b ^ 0xA3)`` as two hex digits."""
+    text = (user + host + password).encode("latin-1")
+    shift = rng.randrange(_WINSCP_MAXLEN - len(text)) if len(text) < _WINSCP_MAXLEN else 0
+    out = [_winscp_byte(_WINSCP_FLAG), _winscp_byte(0), _winscp_byte(len(text))]
+    out.append(_winscp_byte(shift))
+    out += [_winscp_byte(rng.randrange(256)) for _ in range(shift)]
+    out += [_winscp_byte(b) for b in text]
+    while len(out) < _WINSCP_MAXLEN:
+        out.append(_winscp_byte(rng.randrange(256)))
+    return "".join(out)
+
+
+VNC_KEY = bytes.fromhex("e84ad660c4721ae0")  # VNC's fixed DES key (bits reversed, as d3des)
+
+
+def vnc_encrypt(password: str) -> bytes:
+    """The 8-byte block TightVNC/RealVNC store for a password (at most 8 characters used)."""
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    block = password.encode("latin-1")[:8].ljust(8, b"\0")
+    encryptor = Cipher(TripleDES(VNC_KEY * 3), modes.ECB()).encryptor()
+    return encryptor.update(block) + encryptor.finalize()
+
+
+def sam_v(user: str, rng: random.Random) -> bytes:
+    """A SAM user's ``V`` record: the 0xCC-byte offset table, then the account name and
+    random bytes where the encrypted LM/NT hashes sit (offsets count from the table's end)."""
+    name = user.encode("utf-16-le")
+    hashes = rng.randbytes(40)
+    table = bytearray(0xCC)
+    struct.pack_into("<III", table, 0x0C, 0, len(name), 0)  # account name
+    struct.pack_into("<III", table, 0xA8, len(name), 4, 0)  # LM hash header (empty)
+    struct.pack_into("<III", table, 0xB4, len(name) + 4, len(hashes), 0)  # NT hash
+    return bytes(table) + name + b"\x02\0\x01\0" + hashes
+
+
+def stored_value(decoder: str, data: str, siblings: Mapping[str, str], rng: random.Random) -> Value:
+    """``data`` as the registry would hold it for a rule with ``decoder``: plain text as
+    REG_SZ, WinSCP's obfuscated form (keyed by the sibling UserName and HostName), a VNC
+    DES block, a SAM V record of account ``data``, or ``data``'s bytes (presence rules)."""
+    lowered = {k.lower(): v for k, v in siblings.items()}
+    if decoder == "plain":
+        return (REG_SZ, data)
+    if decoder == "winscp":
+        if not data:
+            return (REG_SZ, "")
+        user, host = lowered.get("username", ""), lowered.get("hostname", "")
+        return (REG_SZ, winscp_obfuscate(user, host, data, rng))
+    if decoder == "vnc-des":
+        return (REG_BINARY, vnc_encrypt(data) if data else b"")
+    if decoder == "sam-v":
+        return (REG_BINARY, sam_v(data, rng) if data else b"")
+    if decoder == "presence":
+        return (REG_BINARY, data.encode())
+    raise ValueError(f"no stored form for decoder {decoder!r}")

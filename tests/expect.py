@@ -42,10 +42,18 @@ def _same(kind: str, planted: str, found: str) -> bool:
 
 
 def missing_planted(result: ScanResult, image: dict[str, Any]) -> list[str]:
-    """Planted secrets the scan did not report at their guest path (needs --show-secrets)."""
+    """Planted secrets the scan did not report at their guest path (needs --show-secrets).
+
+    A registry value's path is `<hive>!/<key>:<value>`. A plant with a null secret is
+    reported for its presence (an encrypted store): found when its rule (`kind`) reports it
+    at its path, without a value."""
     missing = []
     for item in image["planted"]:
         hits = [f for f in result.findings if f.path == item["path"]]
+        if item["secret"] is None:
+            if not any(f.rule == item["kind"] and f.secret is None for f in hits):
+                missing.append(f"{item['path']} ({item['kind']})")
+            continue
         if not any(
             f.secret is not None and _same(item["kind"], item["secret"], f.secret) for f in hits
         ):
@@ -54,11 +62,14 @@ def missing_planted(result: ScanResult, image: dict[str, Any]) -> list[str]:
 
 
 def reported_decoys(result: ScanResult, image: dict[str, Any]) -> list[str]:
-    """Decoys the scan reported: a finding at the decoy's path whose secret is part of it."""
+    """Decoys the scan reported: a finding at the decoy's path whose secret is part of it.
+    A registry decoy (with a `hive`) is one value: any finding at its path reports it."""
     reported = []
     for item in image["decoys"]:
         for f in result.findings:
-            if f.path == item["path"] and f.secret and f.secret in item["value"]:
+            if f.path != item["path"]:
+                continue
+            if "hive" in item or (f.secret and f.secret in item["value"]):
                 reported.append(f"{item['path']} ({item['kind']}): {f.rule}")
     return reported
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 import warnings
 import zlib
 from collections.abc import Callable
@@ -385,9 +386,10 @@ _FILE_CHECKS: dict[str, Callable[[bytes], Check | None]] = {
 }
 
 
-def unattend_encoding(secret: bytes) -> Check | None:
-    """Windows Setup's "encrypted" answer-file passwords are base64 of UTF-16LE password +
-    "Password" (or "AdministratorPassword"): the check says it decodes, never to what."""
+def unattend_decode(secret: bytes) -> str | None:
+    """The password in a Windows Setup "encrypted" answer-file value (base64 of UTF-16LE
+    password + "Password", or + "AdministratorPassword"), or None when `secret` is not one.
+    The empty string is a valid result (Windows SIM encodes an empty password that way)."""
     if not _BASE64.fullmatch(secret) or len(secret) % 4:
         return None
     try:
@@ -395,13 +397,105 @@ def unattend_encoding(secret: bytes) -> Check | None:
     except (binascii.Error, ValueError):
         return None
     for suffix in ("AdministratorPassword", "Password"):
-        if text.endswith(suffix) and len(text) > len(suffix):
-            return Check(
-                "unattend-encoding",
-                CheckResult.PASS,
-                f"base64 of the password + '{suffix}': decodes offline",
-            )
+        if text.endswith(suffix):
+            return text[: -len(suffix)]
     return None
+
+
+def unattend_encoding(secret: bytes) -> Check | None:
+    """Windows Setup's "encrypted" answer-file passwords are base64 of UTF-16LE password +
+    "Password" (or "AdministratorPassword"): the check says it decodes, never to what."""
+    password = unattend_decode(secret)
+    if not password:
+        return None
+    text = base64.b64decode(secret).decode("utf-16-le")
+    suffix = text[len(password) :]
+    return Check(
+        "unattend-encoding",
+        CheckResult.PASS,
+        f"base64 of the password + '{suffix}': decodes offline",
+    )
+
+
+# Group Policy Preferences encrypt cpassword with AES-256-CBC, a zero IV and this key, which
+# Microsoft published in [MS-GPPREF] 2.2.1.1.4 (the reason for MS14-025): anyone decrypts it.
+_GPP_KEY = bytes.fromhex("4e9906e8fcb66cc9faf49310620ffee8f496e806cc057990209b09a433b66c1b")
+_GPP_SHAPE = re.compile(rb"[A-Za-z0-9+/]{20,512}={0,2}")
+
+
+def gpp_decrypt(secret: bytes) -> str | None:
+    """The password a Group Policy Preferences cpassword holds (base64, padding often
+    stripped), or None when `secret` is not one: it must decrypt with the published key to
+    PKCS#7-padded UTF-16LE text without control characters. The empty string is a valid
+    result (an empty password)."""
+    if not _GPP_SHAPE.fullmatch(secret):
+        return None
+    try:
+        data = base64.b64decode(secret.rstrip(b"=") + b"=" * (-len(secret.rstrip(b"=")) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if not data or len(data) % 16:
+        return None
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    decryptor = Cipher(algorithms.AES(_GPP_KEY), modes.CBC(bytes(16))).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        plain = unpadder.update(decryptor.update(data) + decryptor.finalize())
+        plain += unpadder.finalize()
+        text = plain.decode("utf-16-le")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return None
+    return text
+
+
+def gpp_cpassword(secret: bytes) -> Check | None:
+    """A Group Policy Preferences cpassword that decrypts with Microsoft's published key: the
+    check says so (and that the password is not empty), never what it is."""
+    password = gpp_decrypt(secret)
+    if not password:
+        return None
+    return Check(
+        "gpp-cpassword",
+        CheckResult.PASS,
+        "decrypts with the published Group Policy Preferences key (MS14-025)",
+    )
+
+
+# A DPAPI blob starts with version 1 and the provider GUID df9d8cd0-1501-11d1-8c7a-00c04fc297eb
+# in its little-endian byte order. Files keep it in hex (RDP files' "password 51:b:",
+# ConvertFrom-SecureString output) or base64 (Remote Desktop Connection Manager's .rdg).
+_DPAPI_HEADER = bytes.fromhex("01000000d08c9ddf0115d1118c7a00c04fc297eb")
+_DPAPI_HEX = re.compile(rb"(?i)^01000000d08c9ddf0115d1118c7a00c04fc297eb(?:[0-9a-f]{2}){24,8192}$")
+_DPAPI_BASE64 = re.compile(rb"^AQAAANCMnd8BFdERjHoAwE/Cl\+s[A-Za-z0-9+/]{32,16384}={0,2}$")
+
+
+def dpapi_blob(secret: bytes) -> Check | None:
+    """A DPAPI blob in hex or base64: names the master key (a GUID, not a secret) that protects
+    it, which lies in the owner's profile (AppData\\Roaming\\Microsoft\\Protect\\<SID>\\<GUID>)
+    and opens with the owner's password or the domain's backup key."""
+    if _DPAPI_HEX.match(secret):
+        blob = bytes.fromhex(secret.decode("ascii"))
+    elif _DPAPI_BASE64.match(secret):
+        try:
+            blob = base64.b64decode(secret + b"=" * (-len(secret) % 4))
+        except (binascii.Error, ValueError):
+            return None
+    else:
+        return None
+    if not blob.startswith(_DPAPI_HEADER) or len(blob) < 40:
+        return None
+    # 4 bytes version, 16 provider GUID, 4 master key version, 16 master key GUID.
+    guid = str(uuid.UUID(bytes_le=blob[24:40]))
+    return Check(
+        "dpapi-blob",
+        CheckResult.PASS,
+        f"DPAPI blob under master key {{{guid}}}: opens offline with that key and its owner's"
+        " password",
+    )
 
 
 _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
@@ -411,4 +505,6 @@ _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
     private_key,
     password_hash,
     unattend_encoding,
+    gpp_cpassword,
+    dpapi_blob,
 )

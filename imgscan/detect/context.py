@@ -42,6 +42,13 @@ _SETTING = re.compile(
     rb"database|dbname|db|db_name|database_name|initial catalog|ssid)"
     rb"['\"]?[ \t]*(?:=>|[:=])[ \t]*['\"]?(?P<value>[A-Za-z0-9_.@%+-]{1,253})"
 )
+# A saved RDP connection (.rdp) types its settings: "full address:s:host[:port]",
+# "username:s:DOMAIN\\user"; the generic settings would read the type letter as the value.
+_RDP_PASSWORD = b"password 51:b:"
+_RDP_SETTING = re.compile(
+    rb"(?im)^(?P<key>full address|username):s:(?P<value>[^\r\n]{1,253}?)[ \t\r]*$"
+)
+_RDP_REACH = 65536
 _PAIR = re.compile(rb"(?i)(?P<key>[A-Za-z ]{2,24})=(?P<value>[^;]{1,253})")
 _KEYS = {
     b"host": "host",
@@ -78,6 +85,8 @@ def secret_context(buf: bytes, start: int, end: int) -> Context:
     line_end = buf.find(b"\n", end, end + LINE_LIMIT)
     line = buf[line_start : line_end if line_end >= 0 else min(len(buf), end + LINE_LIMIT)]
     line = line.rstrip(b"\r")
+    if line.lower().startswith(_RDP_PASSWORD):
+        return _clean(_rdp_settings(buf[max(0, start - _RDP_REACH) : end + _RDP_REACH]), secret)
     escaped = re.escape(secret)
     for template in (_URL, _PGPASS, _NETRC, _PASSWD_LINE):
         match = re.search(template % escaped, line)
@@ -95,6 +104,23 @@ def secret_context(buf: bytes, start: int, end: int) -> Context:
     if not found:
         found = _neighbours(buf, line_start, line_end if line_end >= 0 else len(buf), secret)
     return _clean(found, secret)
+
+
+def _rdp_settings(text: bytes) -> dict[str, bytes]:
+    """Host, port and user of the saved RDP connection in `text`."""
+    found: dict[str, bytes] = {}
+    for match in _RDP_SETTING.finditer(text):
+        value = match.group("value")
+        if match.group("key").lower() == b"username":
+            found.setdefault("user", value)
+            continue
+        host, colon, port = value.rpartition(b":")
+        if colon and port.isdigit() and not host.endswith(b":"):  # not a bare IPv6 address
+            found.setdefault("host", host)
+            found.setdefault("port", port)
+        else:
+            found.setdefault("host", value)
+    return found
 
 
 def _neighbours(buf: bytes, line_start: int, line_end: int, secret: bytes) -> dict[str, bytes]:

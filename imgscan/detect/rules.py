@@ -1,5 +1,5 @@
-"""The rule pack: loading and checking `signatures/patterns/*.toml`, `signatures/yara/*.yar`
-and `signatures/files.toml`.
+"""The rule pack: loading and checking `signatures/patterns/*.toml`, `signatures/yara/*.yar`,
+`signatures/files.toml` and `signatures/registry.toml`.
 
 Loading is strict: a malformed entry raises RulePackError naming the file and the rule id, so a
 broken pack never scans silently with fewer rules. The schema is in signatures/README.md.
@@ -16,6 +16,7 @@ from typing import Any
 
 import regex
 
+from imgscan.detect.decoders import DECODERS, PRESENCE_DECODERS
 from imgscan.detect.validate import VALIDATORS
 from imgscan.errors import RulePackError
 from imgscan.model import Severity
@@ -37,6 +38,8 @@ CATEGORIES = (
 DEFAULT_WINDOW = 512
 MAX_WINDOW = 65536
 _ID = re.compile(r"^[a-z0-9][a-z0-9.-]{1,80}$")
+# A registry rule's context: a Finding.context key, then a sibling value's name or @key/@parent.
+_CONTEXT_KEY = re.compile(r"^[a-z][a-z_]{0,30}$")
 _YARA_META = re.compile(
     r"^\s*(id|name|category|severity|preview_prefix)\s*=\s*(\"[^\"]*\"|\d+)", re.M
 )
@@ -119,14 +122,57 @@ class FileRule:
 
 
 @dataclass(frozen=True)
+class RegistryExample:
+    """A registry rule example: a key (path below the hive root, "/" separators), the value
+    the rule reads as the decoder yields it (`data`: the plaintext, or for `sam-v` the account
+    name; the tests encode it as the image would store it), the key's other values, and what
+    the finding must say (`secret`, `context`). Templates as in pattern examples."""
+
+    key: str
+    data: str
+    siblings: tuple[tuple[str, str], ...] = ()
+    secret: str | None = None
+    context: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RegistryRule:
+    """A value in a registry hive: every value named `value` (case-insensitive) in a key whose
+    path below the hive root matches one of `keys` (per-segment globs, case-insensitive, as
+    registry paths are), read by `decoder` (imgscan/detect/decoders.py). `context` names what to
+    report beside it: (Finding.context key, sibling value name, or @key / @parent for the
+    key's own name or its parent's). `validators` drop decoded placeholders."""
+
+    meta: RuleMeta
+    keys: tuple[str, ...]
+    value: str
+    decoder: str
+    context: tuple[tuple[str, str], ...]
+    validators: tuple[str, ...]
+    comment: str
+    examples: tuple[RegistryExample, ...]
+    negative_examples: tuple[RegistryExample, ...]
+    source: str
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(frozen=True)
 class RulePack:
     patterns: tuple[PatternRule, ...]
     yara: tuple[YaraSource, ...]
     version: str  # digest of every rule file: identifies the pack in reports and caches
     files: tuple[FileRule, ...] = ()
+    registry: tuple[RegistryRule, ...] = ()
 
     def meta(self, rule_id: str) -> RuleMeta:
-        rules: list[PatternRule | FileRule] = [*self.patterns, *self.files]
+        rules: list[PatternRule | FileRule | RegistryRule] = [
+            *self.patterns,
+            *self.files,
+            *self.registry,
+        ]
         for rule in rules:
             if rule.id == rule_id:
                 return rule.meta
@@ -138,7 +184,11 @@ class RulePack:
 
     def help(self, rule_id: str) -> str:
         """What a rule looks for and why (its comment or YARA description), for reports."""
-        rules: list[PatternRule | FileRule] = [*self.patterns, *self.files]
+        rules: list[PatternRule | FileRule | RegistryRule] = [
+            *self.patterns,
+            *self.files,
+            *self.registry,
+        ]
         for rule in rules:
             if rule.id == rule_id:
                 return rule.comment
@@ -150,7 +200,8 @@ class RulePack:
 
 
 def load_pack(directory: Path) -> RulePack:
-    """Load and check every rule under `directory` (patterns/*.toml, yara/*.yar)."""
+    """Load and check every rule under `directory` (patterns/*.toml, yara/*.yar, files.toml,
+    registry.toml)."""
     if not directory.is_dir():
         raise RulePackError(f"{directory}: rule pack directory not found")
     digest = hashlib.sha256()
@@ -183,9 +234,22 @@ def load_pack(directory: Path) -> RulePack:
             file_rule = _file_rule(files_toml, entry)
             _claim(seen, files_toml, file_rule.id)
             files.append(file_rule)
-    if not patterns and not yara_sources and not files:
+    registry: list[RegistryRule] = []
+    registry_toml = directory / "registry.toml"
+    if registry_toml.exists():
+        for entry in _tables(registry_toml, "registry", digest):
+            registry_rule = _registry_rule(registry_toml, entry)
+            _claim(seen, registry_toml, registry_rule.id)
+            registry.append(registry_rule)
+    if not patterns and not yara_sources and not files and not registry:
         raise RulePackError(f"{directory}: no rules found")
-    return RulePack(tuple(patterns), tuple(yara_sources), digest.hexdigest()[:16], tuple(files))
+    return RulePack(
+        tuple(patterns),
+        tuple(yara_sources),
+        digest.hexdigest()[:16],
+        tuple(files),
+        tuple(registry),
+    )
 
 
 def _tables(file: Path, key: str, digest: Any) -> list[object]:
@@ -234,6 +298,85 @@ def _file_rule(file: Path, entry: object) -> FileRule:
             raise _fail(file, meta.id, f"{key} must be a non-empty list of guest paths")
         lists.append(tuple(values))
     return FileRule(meta, tuple(paths), min_size, comment, lists[0], lists[1], str(file))
+
+
+def _string_pairs(value: object) -> tuple[tuple[str, str], ...] | None:
+    """A TOML table of strings as sorted pairs, or None if it is not one."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return None
+    return tuple(sorted(value.items()))
+
+
+def _registry_examples(
+    file: Path, rule_id: str, values: object, key: str
+) -> tuple[RegistryExample, ...]:
+    if not isinstance(values, list) or not values:
+        raise _fail(file, rule_id, f"needs at least one entry in {key}")
+    result = []
+    for value in values:
+        if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+            raise _fail(file, rule_id, f"{key}: each entry is a table with key and data")
+        data, secret = value.get("data"), value.get("secret")
+        siblings = _string_pairs(value.get("siblings", {}))
+        context = _string_pairs(value.get("context", {}))
+        if not isinstance(data, str) or siblings is None or context is None:
+            raise _fail(
+                file, rule_id, f"{key}: data must be a string, siblings and context string tables"
+            )
+        if secret is not None and not isinstance(secret, str):
+            raise _fail(file, rule_id, f"{key}: secret must be a string")
+        result.append(RegistryExample(value["key"], data, siblings, secret, context))
+    return tuple(result)
+
+
+def _registry_rule(file: Path, entry: object) -> RegistryRule:
+    if not isinstance(entry, dict):
+        raise RulePackError(f"{file}: every [[registry]] entry must be a table")
+    meta = _meta(file, entry)
+    keys = entry.get("keys")
+    if (
+        not isinstance(keys, list)
+        or not keys
+        or not all(isinstance(k, str) and k and not k.startswith("/") for k in keys)
+        or any("**" in k or "\\" in k for k in keys)
+    ):
+        raise _fail(
+            file,
+            meta.id,
+            "keys must be a non-empty list of key paths below the hive root, with / between "
+            "keys and * or ? within one key name (no **)",
+        )
+    value = entry.get("value")
+    if not isinstance(value, str):
+        raise _fail(file, meta.id, 'value must be the value name ("" for the default value)')
+    decoder = entry.get("decoder", "plain")
+    if decoder not in DECODERS:
+        raise _fail(file, meta.id, f"decoder must be one of {', '.join(sorted(DECODERS))}")
+    context = _string_pairs(entry.get("context", {}))
+    if context is None or not all(_CONTEXT_KEY.match(name) and v for name, v in context):
+        raise _fail(file, meta.id, "context must map lowercase names to value names")
+    default = [] if decoder in PRESENCE_DECODERS else ["placeholder"]
+    validators = entry.get("validators", default)
+    if not isinstance(validators, list) or not all(v in VALIDATORS for v in validators):
+        known = ", ".join(sorted(VALIDATORS))
+        raise _fail(file, meta.id, f"validators must name known validators ({known})")
+    comment = entry.get("comment")
+    if not isinstance(comment, str) or not comment.strip():
+        raise _fail(file, meta.id, "missing comment saying what the value holds")
+    return RegistryRule(
+        meta=meta,
+        keys=tuple(keys),
+        value=value,
+        decoder=decoder,
+        context=context,
+        validators=tuple(validators),
+        comment=comment,
+        examples=_registry_examples(file, meta.id, entry.get("examples"), "examples"),
+        negative_examples=_registry_examples(
+            file, meta.id, entry.get("negative_examples"), "negative_examples"
+        ),
+        source=str(file),
+    )
 
 
 def _fail(file: Path, rule_id: object, message: str) -> RulePackError:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from imgscan.detect.checks import gpp_decrypt, unattend_decode
+
 Validator = Callable[[bytes], "str | None"]
 
 # Values that configuration files and documentation use in place of a real secret.
@@ -75,6 +77,7 @@ _TEMPLATE_REFERENCE = re.compile(
     rb"""^(?:
         \$\{[^}]*\}?            # ${VAR} and ${VAR:-default}
       | \$\(?[A-Za-z_][A-Za-z0-9_]*\)?  # $VAR, $(VAR)
+      | \$env:[A-Za-z_][A-Za-z0-9_]*  # $env:VAR (PowerShell)
       | %\([^)]*\)[sd]?         # %(password)s
       | %[A-Za-z_][A-Za-z0-9_]*%  # %VAR% (Windows)
       | \{\{.*\}\}              # {{ password }} (Jinja, Helm, Go templates)
@@ -131,7 +134,41 @@ def shadow_hash(secret: bytes) -> str | None:
     return None
 
 
+# The password of the cpassword that Microsoft's Group Policy Preferences documentation, the
+# MS14-025 write-ups and every GPP-decryption tool show (Get-GPPPassword, gpp-decrypt).
+_GPP_DOCUMENTATION_PASSWORDS = frozenset({"Local*P4ssword!"})
+
+
+def gpp_cpassword(secret: bytes) -> str | None:
+    """Drop a Group Policy Preferences cpassword that decrypts (with the key Microsoft
+    published) to an empty password, to a placeholder or to the documentation's sample. One
+    that does not decrypt stays: it is reported unconfirmed (the `gpp-cpassword` check
+    confirms the others)."""
+    password = gpp_decrypt(secret)
+    if password is None:
+        return None
+    if not password:
+        return "decrypts to an empty password"
+    if password in _GPP_DOCUMENTATION_PASSWORDS:
+        return "documentation example"
+    return placeholder(password.encode("utf-8"))
+
+
+def unattend_password(secret: bytes) -> str | None:
+    """Drop a Windows Setup answer-file value stored "encrypted" (<PlainText>false</PlainText>:
+    base64 of UTF-16LE password + "Password" or "AdministratorPassword") whose password is
+    empty or a placeholder. Plain-text values are the `placeholder` validator's."""
+    password = unattend_decode(secret)
+    if password is None:
+        return None
+    if not password:
+        return "encodes an empty password"
+    return placeholder(password.encode("utf-8"))
+
+
 VALIDATORS: dict[str, Validator] = {
     "placeholder": placeholder,
     "shadow_hash": shadow_hash,
+    "gpp_cpassword": gpp_cpassword,
+    "unattend_password": unattend_password,
 }

@@ -1,5 +1,6 @@
-"""What a worker process does with one file: open it, expand archives, run the engine, and turn
-hits into findings (redacted unless raw values were asked for).
+"""What a worker process does with one file: open it, expand archives, run the engine, read
+registry hives' values (detect/registry.py), and turn hits into findings (redacted unless raw
+values were asked for).
 
 `FileScanner` is built once per process from the plain-data `WorkerSpec` (pool initializer);
 the main process never sends it anything but FileRefs.
@@ -7,21 +8,24 @@ the main process never sends it anything but FileRefs.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import lzma
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
 from imgscan.detect import usage
 from imgscan.detect.checks import fixture_location, private_key_id
 from imgscan.detect.engine import Engine, EngineSpec, Hit
+from imgscan.detect.registry import RegistryHit, RegistryMatcher, is_hive, value_path
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import (
     Check,
@@ -64,6 +68,30 @@ class FileOutcome:
     skipped: tuple[Skipped, ...]
     bytes: int
     clues: tuple[Clue, ...] = ()  # where the image says its keys are used (detect/usage.py)
+    # Where the time went (benchmarks' per-stage figures): seconds inside reads of the file's
+    # content from the image, and seconds scanning it in all (reads, expansion, matching).
+    read_seconds: float = 0.0
+    scan_seconds: float = 0.0
+
+
+class _TimedReads:
+    """A stream that counts the seconds spent in its `read` (the reader library's work of
+    fetching and decompressing image blocks); everything else is passed through."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.seconds = 0.0
+
+    def read(self, size: int | None = -1) -> bytes:
+        started = time.perf_counter()
+        try:
+            # read() with no argument, not read(-1): dfvfs' file objects refuse a negative size.
+            return self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 _SPOOL_IN_MEMORY = 8 << 20
@@ -93,9 +121,11 @@ class FileScanner:
         it while the main process is still opening the image)."""
         self.spec = spec
         self.engine = engine if engine is not None else Engine(spec.engine)
+        self.registry = RegistryMatcher(self.engine.pack.registry)
         self.opener = opener
 
     def scan(self, ref: FileRef) -> FileOutcome:
+        started = time.perf_counter()
         findings: list[Finding] = []
         skipped: list[Skipped] = []
         clues: list[Clue] = []
@@ -113,8 +143,11 @@ class FileScanner:
             # a file system of a million empty files costs no opens.
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), (), 0)
+        timed = None
         try:
-            stream = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
+            opened = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
+            timed = _TimedReads(opened)
+            stream = cast(BinaryIO, timed)
             if ref.raw:
                 hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
@@ -126,7 +159,15 @@ class FileScanner:
             skipped.append(Skipped(ref.path, f"read error: {_one_line(exc)}"))
         finally:
             self.opener.release(ref)
-        return FileOutcome(ref.volume, tuple(findings), tuple(skipped), ref.size, tuple(clues))
+        return FileOutcome(
+            ref.volume,
+            tuple(findings),
+            tuple(skipped),
+            ref.size,
+            tuple(clues),
+            read_seconds=timed.seconds if timed is not None else 0.0,
+            scan_seconds=time.perf_counter() - started,
+        )
 
     def _scan_stream(
         self,
@@ -169,16 +210,66 @@ class FileScanner:
                 stream.seek(0)  # still scan the raw bytes: they may hold plain text
         elif kind is not None:
             skipped.append(Skipped(path, f"archive nested deeper than {MAX_DEPTH} levels"))
-        hits = _dedupe(self.engine.scan(stream, path, self.spec.chunk_size))
+        # Windows writes many text files as UTF-16 (mstsc's .rdp files, regedit exports,
+        # PowerShell 5's Out-File): matched as the UTF-8 text they hold.
+        text = _utf16_as_utf8(stream, head) or stream
+        hits = _dedupe(self.engine.scan(text, path, self.spec.chunk_size))
         for hit in hits:
             findings.append(self._finding(hit, path))
-        if not hits:
+        values = self._registry_findings(stream, path, head, skipped)
+        findings.extend(values)
+        if not hits and not values:
             file_finding = self._file_finding(stream, path)
             if file_finding is not None:
                 findings.append(file_finding)
-        if usage.wants(path) and stream.seekable():
-            stream.seek(0)
-            clues.extend(usage.read_clues(path, stream.read(usage.MAX_BYTES)))
+        if usage.wants(path) and text.seekable():
+            text.seek(0)
+            clues.extend(usage.read_clues(path, text.read(usage.MAX_BYTES)))
+        if text is not stream:
+            text.close()
+
+    def _registry_findings(
+        self, stream: BinaryIO, path: str, head: bytes, skipped: list[Skipped]
+    ) -> list[Finding]:
+        """Findings of the registry rules when the file is a registry hive; its bytes have
+        been through the content engine like any file's. A hive that does not open, or whose
+        walk hit a bound, is recorded as skipped (partly unread), with what was found."""
+        if not is_hive(head) or not self.registry.rules or not stream.seekable():
+            return []
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()
+        stream.seek(0)
+        try:
+            hits, unread = self.registry.scan(stream, size)
+        except OSError as exc:  # libregf's error for a hive it cannot parse
+            skipped.append(Skipped(path, f"registry hive unreadable: {_one_line(exc)}"))
+            return []
+        if unread is not None:
+            skipped.append(Skipped(path, unread))
+        return [self._registry_finding(hit, path) for hit in hits]
+
+    def _registry_finding(self, hit: RegistryHit, hive: str) -> Finding:
+        """A registry value as a finding at `<hive>!/<key>:<value>`. A presence rule's value
+        (encrypted hashes, LSA secrets) is evidence, never shown: its preview gives its size."""
+        meta = hit.rule.meta
+        path = value_path(hive, hit.key, hit.value)
+        if hit.secret is None:
+            preview = f"value of {len(hit.evidence)} bytes"
+        else:
+            preview = redact(hit.secret, meta.preview_prefix)
+        shown = hit.secret is not None and self.spec.show_secrets
+        return Finding(
+            rule=meta.id,
+            category=meta.category,
+            severity=meta.severity,
+            path=path,
+            line=0,
+            preview=preview,
+            fingerprint=fingerprint(meta.id, path, hit.evidence),
+            secret=hit.secret.decode("utf-8", "replace") if shown and hit.secret else None,
+            validation=Validation(hit.checks),
+            context=hit.context,
+        )
 
     def _file_finding(self, stream: BinaryIO, path: str) -> Finding | None:
         """A finding for a credential store known by its path (a file rule), when no content
@@ -273,6 +364,34 @@ def _public_key(category: str, secret: bytes) -> tuple[tuple[str, str], ...]:
         return ()
     key_id = private_key_id(secret)
     return (("public_key", key_id),) if key_id else ()
+
+
+_UTF16_BOMS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+
+
+def _utf16_as_utf8(stream: BinaryIO, head: bytes) -> BinaryIO | None:
+    """The UTF-8 transcoding of a seekable stream that starts with a UTF-16 byte-order mark
+    (lines stay lines, so line numbers hold), spooled like an archive member: memory stays
+    bounded. None for anything else, and for bytes that are not UTF-16 after all (a binary
+    file that happens to start with FF FE): those are scanned as they are."""
+    encoding = _UTF16_BOMS.get(head[:2])
+    if encoding is None or not stream.seekable():
+        return None
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    # Returned open: the caller closes it once scanned.
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    stream.seek(2)
+    try:
+        while chunk := stream.read(1 << 20):
+            spool.write(decoder.decode(chunk).encode("utf-8", "surrogatepass"))
+        spool.write(decoder.decode(b"", final=True).encode("utf-8", "surrogatepass"))
+    except UnicodeDecodeError:
+        spool.close()
+        stream.seek(0)
+        return None
+    spool.seek(0)
+    stream.seek(0)
+    return cast(BinaryIO, spool)
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:
