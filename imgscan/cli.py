@@ -10,6 +10,7 @@ The only module that prints to the terminal or decides the process exit status. 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="baseline file to write"
     )
+    _add_batch_parsers(commands)
     return parser
 
 
@@ -566,6 +568,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
                 return _run_scan(args, interrupts)
             case "baseline":
                 return _run_baseline(args, interrupts)
+            case "batch":
+                return _run_batch(args, interrupts)
+            case "results":
+                return _run_results(args)
+            case "batch-worker":
+                return _run_batch_worker()
             case _:
                 parser.error(f"unknown command {args.command}")
     except KeyboardInterrupt:
@@ -588,3 +596,469 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
         )
         return EXIT_ERROR
     return EXIT_ERROR
+
+
+# -- batch, results, batch-worker ----------------------------------------------------------
+
+_BATCH_EPILOG = """\
+exit codes (batch; `results summary` the same over the stored results):
+  0    every image was read completely and no finding fails the gate
+  1    findings at or above --fail-on in at least one image
+  2    an image could not be opened or scanned completely (it is listed with its error; the
+       batch goes on with the others): the gate fails closed, before findings
+  130  interrupted (SIGINT or SIGTERM): images finished so far are in the store; run the same
+       command again to scan only the rest
+
+examples:
+  imgscan batch /srv/images --out-dir reports/          every image under the directory
+  imgscan batch '/srv/images/**/*.qcow2' @more.txt      a glob and a list file (one per line)
+  imgscan batch /srv/images --summary-format csv -o summary.csv
+  imgscan batch /srv/images --scheduler tcp://sched:8786   on a Dask cluster (docs/batch.md)
+  imgscan results summary --fail-on high                gate on stored results, no rescan
+  imgscan results show disk.qcow2 --format html -o disk.html
+"""
+
+_EXTENSIONS = {"table": "txt", "json": "json", "sarif": "sarif", "markdown": "md", "html": "html"}
+
+
+def _add_db_option(command: argparse.ArgumentParser) -> None:
+    from imgscan.batch.store import default_db_path
+
+    command.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"results store, SQLite (default: {default_db_path()}, i.e. "
+        "$XDG_DATA_HOME/imgscan/results.sqlite or ~/.local/share/imgscan/results.sqlite)",
+    )
+
+
+def _add_batch_parsers(commands: Any) -> None:
+    """The `batch`, `results` and (hidden) `batch-worker` commands."""
+    batch = commands.add_parser(
+        "batch",
+        help="scan many images (directories, globs, list files), resumably, optionally on Dask",
+        description="Scan every image named, in parallel, keeping each result in a results "
+        "store keyed by the image's content digest and the imgscan and rule-pack versions: a "
+        "rerun scans only images it has no result for (new, changed, or not finished when a "
+        "batch was stopped). Directories are walked for files named like disk images "
+        "(.qcow2 .qcow .img .raw .vmdk .vhd .vhdx .vdi .ova); a file named explicitly is "
+        "scanned whatever its name. Raw secret values are never captured in a batch.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BATCH_EPILOG,
+    )
+    batch.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="image file, directory (walked recursively), glob ('**' recurses; quote it), "
+        "or @FILE: a file listing images, one per line (# comments)",
+    )
+    batch.add_argument(
+        "--from-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file listing images, one per line (relative to the file); repeatable",
+    )
+    _add_db_option(batch)
+    batch.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="write one report per image to DIR, named after the image with the --format "
+        "extension (disk.qcow2.json); a report of an image already in the store is written "
+        "only when its file is missing",
+    )
+    batch.add_argument(
+        "-f",
+        "--format",
+        choices=list(_EXTENSIONS),
+        default="json",
+        help="format of the per-image reports (default: json)",
+    )
+    batch.add_argument(
+        "--summary-format",
+        choices=["table", "json", "csv"],
+        default="table",
+        help="format of the summary of exposures per image (default: table)",
+    )
+    batch.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write the summary to FILE, not stdout"
+    )
+    batch.add_argument(
+        "--fail-on",
+        type=_severity,
+        default=Severity.LOW,
+        metavar="SEVERITY",
+        help="lowest severity that makes the exit code 1 (default: low)",
+    )
+    batch.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="do not turn incomplete coverage into exit code 2 (an image that could not be "
+        "opened still is)",
+    )
+    batch.add_argument(
+        "--reader",
+        type=ReaderKind,
+        choices=list(ReaderKind),
+        default=ReaderKind.AUTO,
+        metavar="{auto,native,guestfs}",
+        help="image reader, as for `scan` (default: auto)",
+    )
+    batch.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        default=0,
+        help="worker processes on this host in all (default: one per core), shared between "
+        "images scanned at once (half as many as jobs) and each image's workers; with "
+        "--scheduler: worker processes per image on each Dask worker (default: one per core)",
+    )
+    batch.add_argument(
+        "--images",
+        type=_jobs,
+        default=0,
+        metavar="N",
+        help="images scanned at once on this host (default: chosen from --jobs)",
+    )
+    batch.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=DEFAULT_MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="skip (and report) files larger than SIZE (default: 1G)",
+    )
+    batch.add_argument(
+        "--allow-external-files",
+        action="store_true",
+        help="allow qcow2 backing files and vmdk extents elsewhere (see `scan --help`); such "
+        "files are not part of the content digest",
+    )
+    batch.add_argument(
+        "--signatures", type=Path, metavar="DIR", help="rule pack directory (default: bundled)"
+    )
+    batch.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster at ADDRESS (tcp://host:8786), one task per image; the "
+        "workers must read the images at the same paths; results come back to this store",
+    )
+    batch.add_argument(
+        "--retries",
+        type=_jobs,
+        default=2,
+        metavar="N",
+        help="scan an image again up to N times when its scan process dies (default: 2)",
+    )
+    batch.add_argument(
+        "--rescan",
+        action="store_true",
+        help="scan every image again, even those with a stored result",
+    )
+    batch.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal)",
+    )
+    batch.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no closing line on stderr"
+    )
+    batch.add_argument(
+        "-v", "--verbose", action="store_true", help="say what is happening on stderr"
+    )
+    batch.add_argument(
+        "--debug", action="store_true", help="show tracebacks of errors and debug messages"
+    )
+
+    results = commands.add_parser(
+        "results",
+        help="query the results store without scanning",
+        description="Read past batch results from the results store; nothing is scanned.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BATCH_EPILOG,
+    )
+    queries = results.add_subparsers(dest="query", metavar="QUERY", required=True)
+    listing = queries.add_parser(
+        "list",
+        help="every stored result (all versions), newest first; exit 0",
+        description="Every stored result, with its state (done, error, running: claimed by a "
+        "batch that did not finish it), versions and counts. Exit code 0.",
+    )
+    listing.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    show = queries.add_parser(
+        "show",
+        help="one image's stored report; exit code as `scan` would give",
+        description="Render the stored report of an image, named by its path (as a batch saw "
+        "it) or its digest (or 12+ hex digits of it). The result for the current imgscan and "
+        "rule pack is preferred, else the latest. Exit codes as for `scan`: 0, 1 (findings "
+        "fail the gate), 2 (incomplete, an error, or no result).",
+    )
+    show.add_argument("target", metavar="IMAGE-or-DIGEST")
+    show.add_argument("-f", "--format", choices=list(_EXTENSIONS), default="table")
+    show.add_argument("-o", "--output", type=Path, metavar="FILE")
+    summary = queries.add_parser(
+        "summary",
+        help="the summary of every image the store has seen; exit code as a gate",
+        description="One row per image path a batch has seen, with its stored result "
+        "(current versions preferred). Exit codes as for `batch`.",
+    )
+    summary.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    summary.add_argument("-o", "--output", type=Path, metavar="FILE")
+    for query in (listing, show, summary):
+        _add_db_option(query)
+        query.add_argument(
+            "--signatures",
+            type=Path,
+            metavar="DIR",
+            help="the rule pack whose version is current (default: bundled)",
+        )
+        query.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    for query in (show, summary):
+        query.add_argument(
+            "--fail-on",
+            type=_severity,
+            default=Severity.LOW,
+            metavar="SEVERITY",
+            help="lowest severity that makes the exit code 1 (default: low)",
+        )
+        query.add_argument(
+            "--allow-incomplete",
+            action="store_true",
+            help="do not turn incomplete coverage into exit code 2",
+        )
+    # No help: not listed. A batch's child process: scans one image (ImageTask on stdin) and
+    # prints its JSON envelope (imgscan/batch/runner.py).
+    worker = commands.add_parser("batch-worker")
+    worker.add_argument("--debug", action="store_true")
+
+
+def _open_store(args: argparse.Namespace, must_exist: bool = False) -> Any:
+    """The results store `--db` names (default: the user's); for a query, one that exists."""
+    from imgscan.batch.store import Store, default_db_path
+
+    path = args.db if args.db is not None else default_db_path()
+    if must_exist and not path.is_file():
+        raise ImgscanError(f"{path}: no results store here (`imgscan batch` makes one)")
+    return Store(path)
+
+
+def _report_names(paths: Sequence[str], extension: str) -> dict[str, str]:
+    """Report file names: the image's file name plus the extension; names that two images of
+    the batch share get a short hash of the image's path (stable from run to run)."""
+    import hashlib
+    from collections import Counter
+
+    counts = Counter(Path(p).name for p in paths)
+    names = {}
+    for path in paths:
+        name = Path(path).name
+        if counts[name] > 1:
+            name += "-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        names[path] = f"{name}.{extension}"
+    return names
+
+
+class _BatchBar:
+    """The batch's one progress bar on stderr: images and bytes done, rate and ETA (by bytes),
+    through the hashing phase and then the scanning phase."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+            delay=0.5,  # a rerun of an unchanged store is over before a bar is worth drawing
+        )
+        self._name, self._images, self._done = "", 0, 0
+
+    def phase(self, name: str, images: int, size: int) -> None:
+        self._name, self._images, self._done = name, images, 0
+        self._bar.reset(total=size)
+        self._bar.set_description(f"{name} 0/{images} images", refresh=True)
+
+    def advance(self, images: int, size: int) -> None:
+        if images:
+            self._done += images
+            self._bar.set_description(
+                f"{self._name} {self._done}/{self._images} images", refresh=False
+            )
+        self._bar.update(size)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    from imgscan.batch.discover import discover
+    from imgscan.batch.runner import BatchSettings, ImageOutcome, run_batch
+    from imgscan.batch.stored import result_from_report
+    from imgscan.batch.summary import SummaryRow, render_summary
+
+    if not args.paths and not args.from_file:
+        raise ImgscanError("batch: name at least one PATH (or --from-file FILE)")
+    pack = load_pack(args.signatures or default_signatures_dir())
+    discovery = discover(list(args.paths), list(args.from_file))
+    names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])
+    if args.out_dir is not None:
+        try:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImgscanError(f"{args.out_dir}: cannot create: {exc.strerror}") from None
+    settings = BatchSettings(
+        reader=args.reader,
+        jobs=args.jobs,
+        parallel_images=args.images,
+        max_file_size=args.max_file_size,
+        allow_external_files=args.allow_external_files,
+        signatures=args.signatures,
+        retries=args.retries,
+        scheduler=args.scheduler,
+        rescan=args.rescan,
+    )
+    policy = Policy(fail_on=args.fail_on)
+    reports: dict[str, str] = {}
+    store = _open_store(args)
+
+    def write_report(outcome: ImageOutcome) -> None:
+        """The image's report in --out-dir, as soon as its result is in the store."""
+        record = outcome.record
+        if args.out_dir is None or record is None or record.state != "done":
+            return
+        target = args.out_dir / names[outcome.path]
+        reports[outcome.path] = str(target)
+        if outcome.status == "cached" and target.exists():
+            return
+        data = store.report(record.key)
+        if data is None:
+            return
+        result = result_from_report(data, pack if record.key.pack_version == pack.version else None)
+        result = replace(result, image=replace(result.image, path=outcome.path))
+        result = replace(result, gate=judge(policy, result))
+        _write(target, _renderer(args.format)(result), "report")
+
+    bar = None
+    if not (args.no_progress or args.quiet) and sys.stderr.isatty():
+        bar = _BatchBar()
+    try:
+        with store, store.writer_lock():
+            outcome = run_batch(discovery, store, settings, bar, write_report, pack)
+    finally:
+        if bar is not None:
+            bar.close()
+    interrupts.deferred = True
+    rows = [
+        SummaryRow(o.path, o.status, o.digest, o.record, o.error, reports.get(o.path))
+        for o in outcome.outcomes
+    ]
+    _write(
+        args.output,
+        render_summary(rows, args.summary_format, args.fail_on, outcome.pack_version),
+        "summary",
+    )
+    if not args.quiet:
+        print(
+            f"imgscan: batch of {len(rows)} image(s): {outcome.count('scanned')} scanned, "
+            f"{outcome.count('cached')} already in the store, {outcome.count('error')} "
+            f"error(s)"
+            + (f", {outcome.count('interrupted')} not finished" if outcome.interrupted else "")
+            + f"; results in {store.path}",
+            file=sys.stderr,
+        )
+    if outcome.interrupted or interrupts.received is not None:
+        print(
+            f"imgscan: interrupted by {interrupts.received or 'SIGINT'}: run the same command "
+            "again to scan the images not finished",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return _gate_of_rows(rows, args.fail_on, args.allow_incomplete)
+
+
+def _gate_of_rows(rows: Sequence[Any], fail_on: Severity, allow_incomplete: bool) -> int:
+    """The exit code of many images: 2 when one could not be scanned (or, unless allowed,
+    was not read completely), else 1 when one has findings failing the gate, else 0."""
+    gates = {row.gate(fail_on) for row in rows}
+    if "error" in gates or ("incomplete" in gates and not allow_incomplete):
+        return EXIT_ERROR
+    if "fail" in gates or (
+        allow_incomplete and any(r.record is not None and r.record.fails(fail_on) for r in rows)
+    ):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def _run_results(args: argparse.Namespace) -> int:
+    from imgscan.batch.stored import result_from_report
+    from imgscan.batch.summary import SummaryRow, render_summary
+
+    pack = load_pack(args.signatures or default_signatures_dir())
+    with _open_store(args, must_exist=True) as store:
+        if args.query == "list":
+            rows = [SummaryRow(r.image_path, r.state, r.key.digest, r) for r in store.records()]
+            _write(None, render_summary(rows, args.format, Severity.LOW, pack.version), "list")
+            return EXIT_CLEAN
+        if args.query == "summary":
+            rows = []
+            for path, digest in store.images():
+                record = store.find(digest, __version__, pack.version)
+                status = record.state if record is not None else "not scanned"
+                rows.append(SummaryRow(path, status, digest, record))
+            _write(
+                args.output,
+                render_summary(rows, args.format, args.fail_on, pack.version),
+                "summary",
+            )
+            return _gate_of_rows(rows, args.fail_on, args.allow_incomplete)
+        record = store.find(args.target, __version__, pack.version)
+        if record is None and Path(args.target).is_file():
+            # An image no batch saw at this path: the same content may be stored under
+            # another one (a copy, a rename). Its digest says.
+            from imgscan.batch.digest import LookupOnly, image_digest
+            from imgscan.batch.discover import ImageFile, vmdk_extents
+
+            target = Path(args.target).absolute()
+            image = ImageFile(target, (target, *vmdk_extents(target)))
+            try:
+                digest, _ = image_digest(image, LookupOnly(store))
+            except OSError as exc:
+                raise ImgscanError(f"{args.target}: cannot read: {exc.strerror}") from None
+            record = store.find(digest, __version__, pack.version)
+        if record is None:
+            raise ImgscanError(f"{args.target}: no result in {store.path}")
+        if record.state != "done":
+            raise ImgscanError(
+                f"{args.target}: no finished result ({record.state}"
+                + (f": {record.error}" if record.error else "")
+                + ")"
+            )
+        data = store.report(record.key)
+        assert data is not None  # a done result has its report
+    current = record.key.pack_version == pack.version and record.key.tool_version == __version__
+    if not current:
+        print(
+            f"imgscan: warning: this result is from imgscan {record.key.tool_version} with rule "
+            f"pack {record.key.pack_version}; a batch now would scan the image again",
+            file=sys.stderr,
+        )
+    result = result_from_report(data, pack if record.key.pack_version == pack.version else None)
+    result = replace(result, gate=judge(Policy(fail_on=args.fail_on), result))
+    _write(args.output, _renderer(args.format)(result), "report")
+    return exit_code(result, args.fail_on, args.allow_incomplete)
+
+
+def _run_batch_worker() -> int:
+    from imgscan.batch.runner import serve_child
+
+    envelope = serve_child(sys.stdin.buffer)
+    _write(None, json.dumps(envelope, ensure_ascii=True) + "\n", "result")
+    return EXIT_INTERRUPTED if envelope.get("interrupted") else EXIT_CLEAN

@@ -262,9 +262,19 @@ class OsInfo:
 
 @dataclass(frozen=True)
 class Stats:
+    """How much was scanned, and how long it took.
+
+    `stages` says where the time went, in seconds (for benchmarks and for a user wondering why
+    a scan is slow): `open` (detecting the format, opening the image, placing volumes and
+    reading OS facts, before the first file), `listing` (waiting for the reader to list files),
+    `read` and `match` (the workers' time reading file content from the image and scanning it,
+    summed over the workers, so they may add up to more than `seconds` with several workers).
+    """
+
     files: int
     bytes: int
     seconds: float
+    stages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
     keys = {f["rule"]: f["validation"]["status"] for f in report["findings"]}
     parsed = [r for r in keys if r.startswith(("pem-", "openssh-", "escaped-pem-"))]
     assert len(parsed) >= 3 and {keys[r] for r in parsed} == {"verified"}, keys
-    assert set(report["stats"]) == {"files", "bytes", "seconds"}
+    assert set(report["stats"]) == {"files", "bytes", "seconds", "stages"}
+    assert set(report["stats"]["stages"]) == {"open", "listing", "read", "match"}
+    assert all(seconds >= 0 for seconds in report["stats"]["stages"].values())
     paths = {f["path"] for f in report["findings"]}
     assert "/srv/app/releases/config-bundle.zip!/settings.ini" in paths
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -219,7 +219,7 @@ class IsolatedReader:
             return None
         return value  # type: ignore[no-any-return]
 
-    def files(self, device: str, mountpoint: str) -> Iterator[FileRef | Skipped]:
+    def files(self, device: str, mountpoint: str) -> Generator[FileRef | Skipped, None, None]:
         doing = f"listing {device}"
         conn = self._connection(doing)
         if conn is None:

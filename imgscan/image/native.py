@@ -657,6 +657,7 @@ class NativeOpener:
         for device, address in spec.volumes:
             volume_address, indicator = address.rsplit("|", 1)
             self._volumes[device] = (_volume_spec(bases, volume_address), indicator)
+        self._file_systems: dict[str, Any] = {}
 
     def open(self, ref: FileRef) -> BinaryIO:
         volume_spec, indicator = self._volumes[ref.volume]
@@ -664,6 +665,13 @@ class NativeOpener:
             return cast(
                 BinaryIO,
                 dfvfs_resolver.Resolver.OpenFileObject(volume_spec, resolver_context=self._context),
+            )
+        if ref.volume not in self._file_systems:
+            # Held open for the worker's life: dfvfs closes a file system (and drops it from
+            # the resolver cache) when its last file object goes, and reopening it for every
+            # file (superblock, group descriptors, journal) cost most of a small file's scan.
+            self._file_systems[ref.volume] = dfvfs_resolver.Resolver.OpenFileSystem(
+                _fs_spec(volume_spec, indicator, "/"), resolver_context=self._context
             )
         if indicator == "EXT":
             # ext files are addressed by inode: no path lookup, and names need not decode.

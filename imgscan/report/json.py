@@ -101,6 +101,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "files": result.stats.files,
             "bytes": result.stats.bytes,
             "seconds": result.stats.seconds,
+            "stages": dict(result.stats.stages),
         },
         "warnings": list(result.warnings),
     }

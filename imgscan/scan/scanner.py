@@ -123,8 +123,14 @@ class _Tally:
     sizes: dict[str, int] = field(default_factory=dict)
     walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
     walk_ended: set[str] = field(default_factory=set)  # volumes the walk went through
+    opened: float | None = None  # when the first file was asked for (monotonic)
+    listing: float = 0.0  # seconds waiting for the reader's next file
+    reading: float = 0.0  # workers' seconds reading file content, summed
+    scanning: float = 0.0  # workers' seconds scanning files (reads included), summed
 
     def add(self, outcome: FileOutcome) -> None:
+        self.reading += outcome.read_seconds
+        self.scanning += outcome.scan_seconds
         self.findings.extend(outcome.findings)
         self.skipped.extend(outcome.skipped)
         self.clues.extend(outcome.clues)
@@ -175,6 +181,12 @@ class _Tally:
                 files=sum(self.files.values()),
                 bytes=sum(self.sizes.values()),
                 seconds=round(time.monotonic() - self.started, 3),
+                stages=(
+                    ("open", round((self.opened or time.monotonic()) - self.started, 3)),
+                    ("listing", round(self.listing, 3)),
+                    ("read", round(self.reading, 3)),
+                    ("match", round(max(0.0, self.scanning - self.reading), 3)),
+                ),
             ),
             exposures=build_exposures(findings, self.clues),
             rules=tuple(
@@ -275,14 +287,19 @@ def _walk(
         # A btrfs volume is walked from its top level; mounted subvolumes move to their
         # mountpoints (the files under /@dev/sda2/@home appear under /home).
         moves = relocations(layout, device)
+        if tally.opened is None:
+            tally.opened = time.monotonic()
         items = reader.files(device, layout[device])
         try:
+            asked = time.monotonic()
             for item in items:
+                tally.listing += time.monotonic() - asked
                 if moves:
                     item = replace(item, path=relocate(item.path, moves))
                 if isinstance(item, FileRef):
                     tally.walked[item.volume] = tally.walked.get(item.volume, 0) + 1
                 yield item
+                asked = time.monotonic()
         finally:
             # Closed with the walk, not whenever it is collected: a guestfs stream stops now.
             if isinstance(items, Generator):

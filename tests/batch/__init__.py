@@ -1,0 +1,1 @@
+"""Batch tests (a package so that mypy tells its conftest from tests/conftest.py)."""
