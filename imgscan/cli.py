@@ -92,6 +92,17 @@ def _severity(text: str) -> Severity:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
 def _jobs(text: str) -> int:
     try:
         value = int(text)
@@ -755,6 +766,14 @@ def _add_batch_parsers(commands: Any) -> None:
         help="scan an image again up to N times when its scan process dies (default: 2)",
     )
     batch.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop the scan of an image that takes longer than SECONDS and list it as an "
+        "error (exit 2): one stuck image cannot hold the batch (default: no limit)",
+    )
+    batch.add_argument(
         "--rescan",
         action="store_true",
         help="scan every image again, even those with a stored result",
@@ -922,6 +941,7 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
         retries=args.retries,
+        timeout=args.timeout,
         scheduler=args.scheduler,
         rescan=args.rescan,
     )

@@ -72,6 +72,7 @@ class ImageTask:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     allow_external_files: bool = False
     signatures: str | None = None
+    timeout: float = 0.0  # seconds the scan may take; 0: no limit
 
     def options(self) -> ScanOptions:
         return ScanOptions(
@@ -188,6 +189,8 @@ def run_child(task: ImageTask, children: _Children | None = None) -> dict[str, A
         )
         if children is not None:
             children.add(proc)
+        expired = threading.Event()
+        timer = _deadline(proc, task.timeout, expired)
         try:
             assert proc.stdin is not None and proc.stdout is not None
             try:
@@ -200,6 +203,8 @@ def run_child(task: ImageTask, children: _Children | None = None) -> dict[str, A
             code = proc.wait()
             proc.stdin.close()
         finally:
+            if timer is not None:
+                timer.cancel()
             if children is not None:
                 children.discard(proc)
             if proc.poll() is None:
@@ -207,6 +212,16 @@ def run_child(task: ImageTask, children: _Children | None = None) -> dict[str, A
                 proc.wait()
         errors.seek(0)
         tail = errors.read().decode("utf-8", "replace").strip().splitlines()
+    if expired.is_set():
+        # Stopped for taking too long: an error of this image (fail closed), not a crash to
+        # retry nor an interruption of the batch.
+        return {
+            "tool_version": __version__,
+            "pack_version": None,
+            "worker": _worker_name(),
+            "error": f"{task.image}: the scan did not finish within {task.timeout:g} s "
+            "(--timeout); stopped",
+        }
     try:
         envelope: dict[str, Any] = json.loads(answer)
     except ValueError:
@@ -215,6 +230,30 @@ def run_child(task: ImageTask, children: _Children | None = None) -> dict[str, A
     if envelope.get("interrupted"):
         raise ScanChildStopped(f"{task.image}: scan interrupted")
     return envelope
+
+
+def _deadline(
+    proc: subprocess.Popen[bytes], seconds: float, expired: threading.Event
+) -> threading.Timer | None:
+    """Stop `proc` once `seconds` have passed (None: no limit): SIGTERM, which ends its scan
+    and its own children as an interruption would, then SIGKILL if it is still there after a
+    grace period. `expired` is set when that happened."""
+    if seconds <= 0:
+        return None
+
+    def stop() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            proc.terminate()
+            try:
+                proc.wait(_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _describe(code: int) -> str:
@@ -250,6 +289,7 @@ class BatchSettings:
     allow_external_files: bool = False
     signatures: Path | None = None
     retries: int = 2
+    timeout: float = 0.0  # seconds one image's scan may take (0: no limit)
     scheduler: str | None = None  # a Dask scheduler address: run there instead of locally
     rescan: bool = False
 
@@ -400,6 +440,7 @@ def run_batch(
             max_file_size=settings.max_file_size,
             allow_external_files=settings.allow_external_files,
             signatures=str(settings.signatures) if settings.signatures else None,
+            timeout=settings.timeout,
         )
         for digest, path in due.items()
     }

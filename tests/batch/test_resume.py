@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import cmdline, descendants, session_processes
+from procs import SLOW_LOG_MIB, cmdline, descendants, session_processes, write_slow_log
 
 from .batchstore import make_store, run_cli, scans_per_digest
 
@@ -174,4 +174,46 @@ def test_a_scan_process_that_dies_is_retried(
     (image,) = json.loads(out)["images"]
     assert (image["status"], image["gate"]) == ("scanned", "fail")
     assert list(scans_per_digest(db).values()) == [1]  # the dead attempt committed nothing
+    assert _session_empties(proc.pid) == []
+
+
+def test_an_image_past_its_timeout_is_an_error_and_the_batch_goes_on(
+    images: Path, signatures: Path, tmp_path: Path
+) -> None:
+    # A scan that cannot finish in time is stopped and listed as an error; the small image
+    # beside it (a few seconds' scan) is scanned; nothing is left running. The slow image holds
+    # one slow log under six names (hard links): six times a worker's few seconds.
+    store = make_store(images, tmp_path / "store", ("bare.raw",))
+    tree = tmp_path / "tree"
+    log = tree / "var" / "log" / "big.log"
+    write_slow_log(log)
+    for n in range(1, 6):
+        os.link(log, log.with_name(f"big.log.{n}"))
+    subprocess.run(
+        ["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(store / "slow.raw"),
+         f"{SLOW_LOG_MIB + 64}M"],
+        check=True,
+    )  # fmt: skip
+    db = tmp_path / "results.sqlite"
+    argv = [
+        *(sys.executable, "-m", "imgscan", "batch", str(store), "--db", str(db)),
+        *("--timeout", "8", "--images", "1", "--jobs", "1"),
+        *("--summary-format", "json", "--signatures", str(signatures)),
+    ]
+    started = time.monotonic()
+    with subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 2, err
+    rows = {Path(r["path"]).name: r for r in json.loads(out)["images"]}
+    assert rows["slow.raw"]["status"] == "error"
+    assert "did not finish within 8 s (--timeout)" in rows["slow.raw"]["error"]
+    assert rows["bare.raw"]["status"] == "scanned"
     assert _session_empties(proc.pid) == []
