@@ -189,18 +189,20 @@ def _median(runs: list[Run]) -> Run:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def table(runs: list[Run]) -> str:
+def table(runs: list[Run], image_bytes: int) -> str:
+    """Markdown: MB/s of file content scanned, and of the image file's size, per wall second."""
     lines = [
-        "| run | wall s | MB/s | files/s | peak RSS MB | planted found | findings | stages (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | wall s | content MB/s | image MB/s | files/s | peak RSS MB | planted found "
+        "| findings | stages (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r.stages.items()) or "-"
         rate = f"{r.mb_s:.0f}" if r.scanned_bytes else "-"
         files = f"{r.files / r.seconds:.0f}" if r.files else "-"
         lines.append(
-            f"| {r.name} | {r.seconds:.1f} | {rate} | {files} | {r.peak_rss_mb:.0f} | "
-            f"{r.found}/{r.planted} | {r.findings} | {stages} |"
+            f"| {r.name} | {r.seconds:.1f} | {rate} | {image_bytes / MB / r.seconds:.0f} | "
+            f"{files} | {r.peak_rss_mb:.0f} | {r.found}/{r.planted} | {r.findings} | {stages} |"
         )
     return "\n".join(lines)
 
@@ -231,11 +233,11 @@ def main() -> int:
         for jobs in (1, 2):
             tries = [imgscan(image, "native", jobs, manifest, work) for _ in range(args.repeat)]
             runs.append(_median(tries))
-            print(table(runs[-1:]).splitlines()[-1], file=sys.stderr)
+            print(table(runs[-1:], size).splitlines()[-1], file=sys.stderr)
         if not args.skip_guestfs:
             for jobs in (1, 2):
                 runs.append(imgscan(image, "guestfs", jobs, manifest, work))
-                print(table(runs[-1:]).splitlines()[-1], file=sys.stderr)
+                print(table(runs[-1:], size).splitlines()[-1], file=sys.stderr)
         peer = trivy(image, manifest, work)
         if peer is not None:
             runs.append(peer)
@@ -253,7 +255,7 @@ def main() -> int:
         f"{len(manifest['planted'])} planted secrets.\n"
     )
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in limits.items()) + "\n")
-    print(table(runs) + "\n")
+    print(table(runs, size) + "\n")
     print("Summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     if args.json:
         args.json.write_text(

@@ -453,7 +453,7 @@ def registry_entries(
                 "name": plant.name,
             }
         )
-    for path, kind in PRESENCE_FILES:
+    for path, kind in PRESENCE_FILES + windows_files.STORES:
         planted.append({"path": path, "kind": kind, "secret": None})
     decoys = [
         {

@@ -69,6 +69,10 @@ def _decoy(path: str, kind: str, value: str, after: str | None = None) -> base.D
     return base.Decoy(SYSTEM, path, kind, value, after)
 
 
+#: Credential stores reported for their presence (their content is encrypted): (guest path,
+#: rule). The manifest lists them as plants without a secret.
+STORES = ((f"{DOCS}\\Passwords.kdbx", "keepass-database"),)
+
 #: Files stored as UTF-16LE with a byte-order mark, as Windows writes them (mstsc saves .rdp
 #: files so): the builder re-encodes them after rendering.
 UTF16 = (f"{DOCS}\\ts01.rdp",)

@@ -46,12 +46,15 @@ def missing_planted(result: ScanResult, image: dict[str, Any]) -> list[str]:
 
     A registry value's path is `<hive>!/<key>:<value>`. A plant with a null secret is
     reported for its presence (an encrypted store): found when its rule (`kind`) reports it
-    at its path, without a value."""
+    at its path; a registry one (SAM account, LSA secret) without a value."""
     missing = []
     for item in image["planted"]:
         hits = [f for f in result.findings if f.path == item["path"]]
         if item["secret"] is None:
-            if not any(f.rule == item["kind"] and f.secret is None for f in hits):
+            valueless = "hive" in item
+            if not any(
+                f.rule == item["kind"] and (f.secret is None or not valueless) for f in hits
+            ):
                 missing.append(f"{item['path']} ({item['kind']})")
             continue
         if not any(
