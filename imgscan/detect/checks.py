@@ -160,11 +160,17 @@ def _load_private_key(secret: bytes) -> Any:
 
     data = secret.replace(b"\\n", b"\n") if b"\\n" in secret else secret
     data = data[match.start() :]
-    if match.group(1) == b"OPENSSH ":
-        return serialization.load_ssh_private_key(data, password=None)
-    return serialization.load_pem_private_key(
-        data, password=None, unsafe_skip_rsa_key_validation=True
-    )
+    # cryptography warns that DSA support is deprecated each time it loads a DSA key: the
+    # key is the image's, not ours, and the warning would reach the user's terminal.
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        if match.group(1) == b"OPENSSH ":
+            return serialization.load_ssh_private_key(data, password=None)
+        return serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=True
+        )
 
 
 def private_key(secret: bytes) -> Check | None:

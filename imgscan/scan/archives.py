@@ -24,7 +24,9 @@ import zstandard
 from imgscan.model import Skipped
 
 MAX_DEPTH = 3
-MAX_MEMBERS = 10_000
+# Members per archive: the JDK's ct.sym holds ~17,000 (a stock Java runtime must not make every
+# scan incomplete); the expanded-bytes budget bounds the work, this bounds per-member overhead.
+MAX_MEMBERS = 100_000
 MAX_EXPANDED = 1 << 30  # bytes of member content per outermost archive
 # Text and code compress 3-10x, very repetitive logs up to ~100x; a decompression bomb expands
 # thousands of times. An archive may expand to MAX_RATIO times its size (but always to at
