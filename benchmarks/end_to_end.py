@@ -193,8 +193,8 @@ def table(runs: list[Run], image_bytes: int) -> str:
     """Markdown: MB/s of file content scanned, and of the image file's size, per wall second."""
     lines = [
         "| run | wall s | content MB/s | image MB/s | files/s | peak RSS MB | planted found "
-        "| findings | stages (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| findings | complete | stages (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r.stages.items()) or "-"
@@ -202,7 +202,8 @@ def table(runs: list[Run], image_bytes: int) -> str:
         files = f"{r.files / r.seconds:.0f}" if r.files else "-"
         lines.append(
             f"| {r.name} | {r.seconds:.1f} | {rate} | {image_bytes / MB / r.seconds:.0f} | "
-            f"{files} | {r.peak_rss_mb:.0f} | {r.found}/{r.planted} | {r.findings} | {stages} |"
+            f"{files} | {r.peak_rss_mb:.0f} | {r.found}/{r.planted} | {r.findings} | "
+            f"{'-' if r.complete is None else 'yes' if r.complete else 'no'} | {stages} |"
         )
     return "\n".join(lines)
 

@@ -203,11 +203,15 @@ def public_key_id(public_key: Any) -> str | None:
     TLS key is matched with its certificate."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.utils import CryptographyDeprecationWarning
 
     try:
-        line = public_key.public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
+        # A DSA key (the image's) makes cryptography warn on stderr each time: not ours to fix.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            line = public_key.public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
     except (ValueError, TypeError, UnsupportedAlgorithm):
         return None
     blob = base64.b64decode(line.split()[1])

@@ -7,8 +7,9 @@ the process boundary.
 
 Why a pool of our own and not `ProcessPoolExecutor`: the executor cannot say which worker ran
 which task, and one dead worker breaks it whole (it terminates every other worker with its work
-and fails every pending task). Here each worker has a pipe of its own, is handed one batch at a
-time and answers file by file, so when a worker dies the pool knows exactly which file it was
+and fails every pending task). Here each worker has a pipe of its own, holds at most two
+batches (the one it scans and the next, so it never waits for the main process between them)
+and answers file by file, so when a worker dies the pool knows exactly which file it was
 scanning (the first one not answered) and the other workers go on undisturbed.
 
 Crash isolation, the contract:
@@ -78,6 +79,8 @@ class WorkerCrashError(ImgscanError):
 _log = logging.getLogger(__name__)
 
 _BATCH_FILES = 64
+# Batches a worker holds at once: the one it scans and the next.
+_IN_FLIGHT = 2
 _BATCH_BYTES = 8 << 20
 # Worker deaths one scan survives: a file that kills its worker every time costs two, so this
 # is room for six such files (or a dozen transient deaths) before the image is given up on.
@@ -167,8 +170,11 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ready: bool = False
-    task: _Task | None = None
-    # The files of `task` sent and not yet answered, in the order the worker scans them.
+    # The batches sent and not yet fully answered (at most _IN_FLIGHT), oldest first, with how
+    # many files of each are still unanswered.
+    tasks: deque[_Task] = field(default_factory=deque)
+    left: deque[int] = field(default_factory=deque)
+    # The files of `tasks` sent and not yet answered, in the order the worker scans them.
     unanswered: deque[FileRef] = field(default_factory=deque)
 
 
@@ -244,7 +250,7 @@ class WorkerPool:
         exhausted = False
         while True:
             self._dispatch()
-            if exhausted and not self._queue and all(w.task is None for w in self._workers):
+            if exhausted and not self._queue and all(not w.tasks for w in self._workers):
                 return
             # Walk ahead of the workers, a batch at a time, so an idle worker never waits for
             # the walk; but first take what the workers have to say, without waiting.
@@ -308,22 +314,27 @@ class WorkerPool:
         self._send_setup(worker, self._setup)  # a replacement: what the others were sent
 
     def _dispatch(self) -> None:
-        """Hand queued tasks to ready workers that hold none."""
+        """Hand queued tasks to ready workers, up to _IN_FLIGHT each: the next batch is in a
+        worker's pipe before it finishes the current one, so it never waits for this process
+        to wake up and send it. A file being retried after a crash goes only to a worker that
+        holds nothing else, so that it is scanned alone."""
         for worker in self._workers:
-            if not self._queue:
-                return
-            if not worker.ready or worker.task is not None:
-                continue
-            task = self._queue.popleft()
-            try:
-                worker.conn.send(list(task.refs))
-            except OSError:
-                # The worker died before it took the batch: not the batch's fault. Its
-                # sentinel reports the death; the task goes to another worker.
-                self._queue.appendleft(task)
-                continue
-            worker.task = task
-            worker.unanswered = deque(task.refs)
+            while self._queue and worker.ready and len(worker.tasks) < _IN_FLIGHT:
+                if self._queue[0].died is not None and worker.tasks:
+                    break
+                task = self._queue.popleft()
+                try:
+                    worker.conn.send(list(task.refs))
+                except OSError:
+                    # The worker died before it took the batch: not the batch's fault. Its
+                    # sentinel reports the death; the task goes to another worker.
+                    self._queue.appendleft(task)
+                    break
+                worker.tasks.append(task)
+                worker.left.append(len(task.refs))
+                worker.unanswered.extend(task.refs)
+                if task.died is not None:
+                    break
 
     def _collect(self, worker: _Worker) -> Iterator[FileOutcome]:
         """Take every message `worker` has sent; handle its death if it died."""
@@ -334,8 +345,10 @@ class WorkerPool:
                 kind, payload = worker.conn.recv()
                 if kind == "outcome":
                     worker.unanswered.popleft()
-                    if not worker.unanswered:
-                        worker.task = None
+                    worker.left[0] -= 1
+                    if not worker.left[0]:
+                        worker.tasks.popleft()
+                        worker.left.popleft()
                     outcomes.append(payload)
                 elif kind == "ready":
                     worker.ready = True
@@ -370,7 +383,8 @@ class WorkerPool:
             self._spawn()
             return
         self._crashes += 1
-        task, unanswered = worker.task, list(worker.unanswered)
+        task = worker.tasks[0] if worker.tasks else None
+        unanswered = list(worker.unanswered)
         if task is not None and unanswered:
             culprit, rest = unanswered[0], unanswered[1:]
             if rest:  # not yet scanned when the worker died: innocent, handed out as they are
