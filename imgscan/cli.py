@@ -632,6 +632,18 @@ examples:
 _EXTENSIONS = {"table": "txt", "json": "json", "sarif": "sarif", "markdown": "md", "html": "html"}
 
 
+def _add_gate_options(command: argparse.ArgumentParser, incomplete_help: str) -> None:
+    """--fail-on and --allow-incomplete, as the batch and results commands take them."""
+    command.add_argument(
+        "--fail-on",
+        type=_severity,
+        default=Severity.LOW,
+        metavar="SEVERITY",
+        help="lowest severity that makes the exit code 1 (default: low)",
+    )
+    command.add_argument("--allow-incomplete", action="store_true", help=incomplete_help)
+
+
 def _add_db_option(command: argparse.ArgumentParser) -> None:
     from imgscan.batch.store import default_db_path
 
@@ -699,18 +711,10 @@ def _add_batch_parsers(commands: Any) -> None:
     batch.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="write the summary to FILE, not stdout"
     )
-    batch.add_argument(
-        "--fail-on",
-        type=_severity,
-        default=Severity.LOW,
-        metavar="SEVERITY",
-        help="lowest severity that makes the exit code 1 (default: low)",
-    )
-    batch.add_argument(
-        "--allow-incomplete",
-        action="store_true",
-        help="do not turn incomplete coverage into exit code 2 (an image that could not be "
-        "opened still is)",
+    _add_gate_options(
+        batch,
+        "do not turn incomplete coverage into exit code 2 (an image that could not be opened "
+        "still is)",
     )
     batch.add_argument(
         "--reader",
@@ -837,18 +841,7 @@ def _add_batch_parsers(commands: Any) -> None:
         )
         query.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     for query in (show, summary):
-        query.add_argument(
-            "--fail-on",
-            type=_severity,
-            default=Severity.LOW,
-            metavar="SEVERITY",
-            help="lowest severity that makes the exit code 1 (default: low)",
-        )
-        query.add_argument(
-            "--allow-incomplete",
-            action="store_true",
-            help="do not turn incomplete coverage into exit code 2",
-        )
+        _add_gate_options(query, "do not turn incomplete coverage into exit code 2")
     # No help: not listed. A batch's child process: scans one image (ImageTask on stdin) and
     # prints its JSON envelope (imgscan/batch/runner.py).
     worker = commands.add_parser("batch-worker")
