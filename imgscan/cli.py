@@ -259,6 +259,11 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="rule pack directory (default: the bundled signatures/)",
     )
+    _add_terminal_options(command)
+
+
+def _add_terminal_options(command: argparse.ArgumentParser) -> None:
+    """--no-progress, --verbose and --debug: what a long-running command says on stderr."""
     command.add_argument(
         "--no-progress",
         action="store_true",
@@ -783,19 +788,9 @@ def _add_batch_parsers(commands: Any) -> None:
         help="scan every image again, even those with a stored result",
     )
     batch.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (it is shown only when stderr is a terminal)",
-    )
-    batch.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no closing line on stderr"
     )
-    batch.add_argument(
-        "-v", "--verbose", action="store_true", help="say what is happening on stderr"
-    )
-    batch.add_argument(
-        "--debug", action="store_true", help="show tracebacks of errors and debug messages"
-    )
+    _add_terminal_options(batch)
 
     results = commands.add_parser(
         "results",

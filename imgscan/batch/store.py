@@ -31,7 +31,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -245,30 +245,16 @@ class Store:
         row = self._db.execute(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND device = ? AND inode = ? "
             "AND size = ? AND mtime_ns = ? AND ctime_ns = ?",
-            (
-                identity.path,
-                identity.device,
-                identity.inode,
-                identity.size,
-                identity.mtime_ns,
-                identity.ctime_ns,
-            ),
+            astuple(identity),
         ).fetchone()
         return None if row is None else str(row[0])
 
     def remember_sha256(self, identity: FileIdentity, sha256: str) -> None:
         with self._transaction() as db:
             db.execute(
+                # The table's columns are FileIdentity's fields, in order, then the hash.
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    identity.path,
-                    identity.device,
-                    identity.inode,
-                    identity.size,
-                    identity.mtime_ns,
-                    identity.ctime_ns,
-                    sha256,
-                ),
+                (*astuple(identity), sha256),
             )
 
     # -- writing results (the batch's process only) ---------------------------------------
