@@ -257,7 +257,7 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         "--signatures",
         type=Path,
         metavar="DIR",
-        help="rule pack directory (default: the bundled signatures/)",
+        help="rule pack directory (default: the pack inside the package, imgscan/signatures/)",
     )
     _add_terminal_options(command)
 

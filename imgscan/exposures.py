@@ -224,7 +224,7 @@ def _network_target(f: Finding, ctx: dict[str, str], path: str) -> str:
 
 
 _SCRIPT_REMEDIATION = "remove the password from the script or history and change it"
-# Windows credentials (registry values, files by path, Windows text formats; signatures/
+# Windows credentials (registry values, files by path, Windows text formats; the pack's
 # registry.toml, files.toml, patterns/windows.toml): rule id -> (kind, remediation). Their
 # targets come from `_windows_target`. Without this, a saved RDP password with its host would
 # read as a database and a SAM record as an anonymous "local account".

@@ -5,6 +5,7 @@ Frozen and picklable: worker processes receive it as-is.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,12 @@ def default_cache_dir() -> Path:
 
 
 def default_signatures_dir() -> Path:
-    """The rule pack shipped beside the package (repository layout: ../signatures)."""
-    return Path(__file__).resolve().parent.parent / "signatures"
+    """The rule pack shipped inside the package (`imgscan/signatures/`, package data).
+
+    The same directory in a checkout, an editable install and an installed wheel, whatever the
+    working directory. Installed packages are plain directories on disk (a zipped install is not
+    supported: YARA and the loader read the rule files by path)."""
+    return Path(str(importlib.resources.files("imgscan") / "signatures"))
 
 
 @dataclass(frozen=True)

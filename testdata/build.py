@@ -16,7 +16,8 @@ The images are made without root, loop devices or hand-made binaries:
 
 The output goes to ``<out>/<key>/`` where ``key`` hashes this file and every
 file under ``trees/``; an existing ``<out>/<key>/manifest.json`` is reused.
-``<out>`` defaults to ``$IMGSCAN_TESTDATA_CACHE`` or ``~/.cache/imgscan/testdata``.
+``<out>`` defaults to ``$IMGSCAN_TESTDATA_CACHE``, else ``$XDG_CACHE_HOME/imgscan/testdata``, else
+``~/.cache/imgscan/testdata``.
 
 Usage: ``python testdata/build.py [--out DIR] [--force]``; the last stdout
 line is the image directory. Tests call :func:`build`.
@@ -985,7 +986,7 @@ def make_packages(root: Path, rng: random.Random, packages: tuple[tuple[str, str
 
 def gen_server_root(root: Path, values: dict[str, str]) -> None:
     """Extra content of the server's root file system."""
-    make_skeleton(root, ("srv", "var/backups", "var/log/nginx", "var/www"))
+    make_skeleton(root, ("srv", "var/backups", "var/log/nginx", "var/log/myapp", "var/www"))
     make_packages(root, random.Random("imgscan-server-packages"), PACKAGES)
     (root / "var/log/myapp/big.log").write_bytes(make_big_log(values))
     (root / "var/log/myapp/app.log").write_bytes(make_app_log())
@@ -1124,9 +1125,13 @@ def source_key() -> str:
 
 
 def default_out() -> Path:
-    """``$IMGSCAN_TESTDATA_CACHE`` or ``~/.cache/imgscan/testdata``."""
+    """``$IMGSCAN_TESTDATA_CACHE``, else ``$XDG_CACHE_HOME/imgscan/testdata``, else
+    ``~/.cache/imgscan/testdata``."""
     env = os.environ.get("IMGSCAN_TESTDATA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "imgscan" / "testdata"
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path.home() / ".cache") / "imgscan" / "testdata"
 
 
 def render_file(path: Path, values: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ every planted value back through the top-level subvolume. Output ``<cache>/btrfs
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -250,8 +251,11 @@ def verify(app: rich.Appliance, items: list[dict[str, Any]], ids: dict[str, int]
     errors: list[str] = []
     if sorted(ids) != sorted(s for s, _, _ in SUBVOLUMES):
         errors.append(f"subvolumes {sorted(ids)}")
+    # The appliance names the one disk /dev/sda on most machines and /dev/sdb on some (the
+    # order the kernel enumerates its own disk and ours in): compare below the device name.
     roots = app("inspect_os")
-    if roots != ["btrfsvol:/dev/sda2/@"]:
+    device = roots[0].removeprefix("btrfsvol:").removesuffix("/@") if len(roots) == 1 else ""
+    if not re.fullmatch(r"/dev/[sv]d[a-z]2", device):
         return [*errors, f"inspection found roots {roots}"]
     root = roots[0]
     got = (
@@ -262,9 +266,9 @@ def verify(app: rich.Appliance, items: list[dict[str, Any]], ids: dict[str, int]
     if got != ("fedora", 39, "files02"):
         errors.append(f"inspection says {got}")
     mounts = app("inspect_get_mountpoints", root)
-    for mountpoint, device in (("/", root), ("/home", "btrfsvol:/dev/sda2/@home")):
+    for mountpoint, wanted in (("/", root), ("/home", f"btrfsvol:{device}/@home")):
         # libguestfs keeps fstab's optional leading slash: btrfsvol:/dev/sda2//@home.
-        if (mounts.get(mountpoint) or "").replace("//", "/") != device:
+        if (mounts.get(mountpoint) or "").replace("//", "/") != wanted:
             errors.append(f"inspection mounts {mounts.get(mountpoint)} at {mountpoint}")
     app("mount_options", "ro,subvolid=5", BTRFS.device, "/")
     return errors + small.read_back(app, items, top_level_path)

@@ -2247,7 +2247,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="cache root (default: $IMGSCAN_TESTDATA_CACHE or ~/.cache/imgscan/testdata)",
+        help="cache root (default: $IMGSCAN_TESTDATA_CACHE, $XDG_CACHE_HOME/imgscan/testdata or ~/.cache/imgscan/testdata)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument(

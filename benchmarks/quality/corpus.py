@@ -22,7 +22,7 @@ Contracts (checked by :func:`verify_corpus` and tests/quality/test_harness.py):
 * the same seed gives the same corpus; values are generated at run time (shapes.py), the source
   holds no credential;
 * the corpus is written from vendors' token formats and real file layouts, never from imgscan's
-  rule pack (signatures/), so recall measured on it means something.
+  rule pack (imgscan/signatures/), so recall measured on it means something.
 
 Run ``python benchmarks/quality/corpus.py DEST [--seed N]`` to build one by hand.
 """

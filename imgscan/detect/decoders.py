@@ -1,5 +1,5 @@
 """Registry value decoders: what a stored value means, for the registry rules
-(signatures/registry.toml, `decoder = ...`).
+(imgscan/signatures/registry.toml, `decoder = ...`).
 
 A decoder takes the value's registry type, its raw data and the other values of the same key
 (`siblings`, as text by lower-cased name: WinSCP keys its obfuscation with the user and host

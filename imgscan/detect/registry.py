@@ -1,4 +1,4 @@
-"""Registry hives: the values registry rules (signatures/registry.toml) name, read offline.
+"""Registry hives: the values registry rules (imgscan/signatures/registry.toml) name, read offline.
 
 Windows keeps many credentials where no text scanner sees them: in hive files (SOFTWARE, SAM,
 SECURITY, every profile's NTUSER.DAT and UsrClass.dat, and any copy of them: RegBack,

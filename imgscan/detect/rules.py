@@ -1,8 +1,8 @@
-"""The rule pack: loading and checking `signatures/patterns/*.toml`, `signatures/yara/*.yar`,
-`signatures/files.toml` and `signatures/registry.toml`.
+"""The rule pack: loading and checking `patterns/*.toml`, `yara/*.yar`, `files.toml` and
+`registry.toml` of a pack directory (the built-in one is `imgscan/signatures/`).
 
 Loading is strict: a malformed entry raises RulePackError naming the file and the rule id, so a
-broken pack never scans silently with fewer rules. The schema is in signatures/README.md.
+broken pack never scans silently with fewer rules. The schema is in imgscan/signatures/README.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Expansion of the value templates in rule examples (signatures/README.md).
+"""Expansion of the value templates in rule examples (imgscan/signatures/README.md).
 
 Examples build their secrets when the tests run, so the repository holds no realistic-looking
 credential. Expansion is seeded by the rule id: a failing example fails the same way again.

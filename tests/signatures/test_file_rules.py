@@ -1,4 +1,4 @@
-"""File rules (signatures/files.toml): each rule's example paths are its own, its negative
+"""File rules (imgscan/signatures/files.toml): each rule's example paths are its own, its negative
 paths are not, and a file is reported by its path only when no content rule fired on it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Registry rules (signatures/registry.toml): each example, stored in a hive built at test time
+"""Registry rules (imgscan/signatures/registry.toml): each example, stored in a hive built at test time
 the way the software stores it, is found at its key path with its decoded secret and context;
 no negative example is."""
 
