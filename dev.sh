@@ -43,14 +43,11 @@ setup_venv() {
     rm -rf "$VENV"
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
   fi
-  local stamp="$VENV/.imgscan-installed" want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing imgscan and its Python dependencies into $VENV"
-    "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e '.[dev]'
-    echo "$want" > "$stamp"
-  fi
+  # pip runs every time (a few seconds when nothing is missing): a stamp from an earlier run
+  # once said "installed" for a virtualenv that lacked a dependency.
+  say "installing imgscan (editable) and its Python dependencies into $VENV"
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q -e '.[dev]'
 }
 
 setup() { setup_system; setup_venv; }

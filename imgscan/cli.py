@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from imgscan import __version__
+from imgscan import build
 from imgscan.detect.rules import load_pack
 from imgscan.errors import ImgscanError
 from imgscan.image import ReaderKind
@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
-    parser.add_argument("--version", action="version", version=f"imgscan {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=str(build.current()),
+        help="show the release, the code digest and the rule pack digest, and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     scan = commands.add_parser(
         "scan",
@@ -1018,7 +1023,7 @@ def _run_results(args: argparse.Namespace) -> int:
         if args.query == "summary":
             rows = []
             for path, digest in store.images():
-                record = store.find(digest, __version__, pack.version)
+                record = store.find(digest, build.tool_version(), pack.version)
                 status = record.state if record is not None else "not scanned"
                 rows.append(SummaryRow(path, status, digest, record))
             _write(
@@ -1027,7 +1032,7 @@ def _run_results(args: argparse.Namespace) -> int:
                 "summary",
             )
             return _gate_of_rows(rows, args.fail_on, args.allow_incomplete)
-        record = store.find(args.target, __version__, pack.version)
+        record = store.find(args.target, build.tool_version(), pack.version)
         if record is None and Path(args.target).is_file():
             # An image no batch saw at this path: the same content may be stored under
             # another one (a copy, a rename). Its digest says.
@@ -1040,7 +1045,7 @@ def _run_results(args: argparse.Namespace) -> int:
                 digest, _ = image_digest(image, LookupOnly(store))
             except OSError as exc:
                 raise ImgscanError(f"{args.target}: cannot read: {exc.strerror}") from None
-            record = store.find(digest, __version__, pack.version)
+            record = store.find(digest, build.tool_version(), pack.version)
         if record is None:
             raise ImgscanError(f"{args.target}: no result in {store.path}")
         if record.state != "done":
@@ -1051,7 +1056,9 @@ def _run_results(args: argparse.Namespace) -> int:
             )
         data = store.report(record.key)
         assert data is not None  # a done result has its report
-    current = record.key.pack_version == pack.version and record.key.tool_version == __version__
+    current = (
+        record.key.pack_version == pack.version and record.key.tool_version == build.tool_version()
+    )
     if not current:
         print(
             f"imgscan: warning: this result is from imgscan {record.key.tool_version} with rule "

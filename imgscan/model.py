@@ -300,6 +300,8 @@ class ScanResult:
     # The scan was stopped (SIGINT or SIGTERM) before its end: this is a partial result, and
     # the volumes it did not finish have status `interrupted`.
     interrupted: bool = False
+    # The rule pack that scanned (`RulePack.version`; "" when not known, as in old stored reports).
+    pack_version: str = ""
 
     @property
     def complete(self) -> bool:

@@ -36,9 +36,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import build as base
 import build_windows as small
 import zstandard
+
+import build as base
 
 KEY_PREFIX = "hostile-"
 MIB = base.MIB

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import build as base
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+import build as base
 
 HERE = base.HERE
 RICH_TREES = HERE / "trees-rich"
@@ -2247,7 +2248,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="cache root (default: $IMGSCAN_TESTDATA_CACHE, $XDG_CACHE_HOME/imgscan/testdata or ~/.cache/imgscan/testdata)",
+        help="cache root (default: $IMGSCAN_TESTDATA_CACHE, $XDG_CACHE_HOME/imgscan/testdata "
+        "or ~/.cache/imgscan/testdata)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument(

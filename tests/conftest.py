@@ -21,6 +21,18 @@ sys.path.insert(0, str(REPO / "testdata"))
 import build as testdata_build  # noqa: E402  (testdata/build.py, the image builder)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A skipped test fails: every dependency of the suite is installed by ./dev.sh, so a skip
+    can only mean a missing install step, and a green run must not hide one."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, which this suite does not allow: {reason}"
+
+
 @pytest.fixture(scope="session")
 def pack() -> RulePack:
     return load_pack(default_signatures_dir())

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from imgscan import __version__
+from imgscan import build
 from imgscan.batch.digest import image_digest
 from imgscan.batch.discover import Discovery
 from imgscan.batch.store import Key, Record, Store
@@ -111,7 +111,7 @@ def serve_child(stdin: IO[bytes]) -> dict[str, Any]:
     threading.Thread(target=_watch_parent, args=(stdin,), daemon=True).start()
     options = task.options()
     envelope: dict[str, Any] = {
-        "tool_version": __version__,
+        "tool_version": build.tool_version(),
         "pack_version": None,
         "worker": _worker_name(),
     }
@@ -216,7 +216,7 @@ def run_child(task: ImageTask, children: _Children | None = None) -> dict[str, A
         # Stopped for taking too long: an error of this image (fail closed), not a crash to
         # retry nor an interruption of the batch.
         return {
-            "tool_version": __version__,
+            "tool_version": build.tool_version(),
             "pack_version": None,
             "worker": _worker_name(),
             "error": f"{task.image}: the scan did not finish within {task.timeout:g} s "
@@ -312,7 +312,7 @@ class ImageOutcome:
 class BatchResult:
     outcomes: list[ImageOutcome] = field(default_factory=list)
     interrupted: bool = False
-    tool_version: str = __version__
+    tool_version: str = field(default_factory=build.tool_version)
     pack_version: str = ""
     slots: int = 1
     workers_per_image: int = 1
@@ -407,7 +407,7 @@ def run_batch(
         by_digest.setdefault(digest, []).append(path)
     due: dict[str, Path] = {}
     for digest, paths in by_digest.items():
-        key = Key(digest, __version__, pack.version)
+        key = Key(digest, build.tool_version(), pack.version)
         if settings.rescan or not store.is_done(key):
             due[digest] = paths[0]
             continue
@@ -447,22 +447,24 @@ def run_batch(
     if progress is not None:
         progress.phase("scanning", len(due), sum(sizes[p] for p in due.values()))
     claimer = f"{socket.gethostname()}:{os.getpid()}"
-    store.claim([(Key(d, __version__, pack.version), str(p)) for d, p in due.items()], claimer)
+    store.claim(
+        [(Key(d, build.tool_version(), pack.version), str(p)) for d, p in due.items()], claimer
+    )
 
     def finished(digest: str, envelope: dict[str, Any] | None, error: str | None) -> None:
         """Commit one image's result (the store's single writer is this thread)."""
-        key = Key(digest, __version__, pack.version)
+        key = Key(digest, build.tool_version(), pack.version)
         path = due[digest]
         worker = envelope.get("worker") if envelope else None
         if envelope is not None and error is None:
             if (envelope.get("tool_version"), envelope.get("pack_version")) != (
-                __version__,
+                build.tool_version(),
                 pack.version,
             ) and envelope.get("report") is not None:
                 error = (
                     f"{path}: the worker {worker} runs imgscan {envelope.get('tool_version')} "
                     f"with rule pack {envelope.get('pack_version')}, this batch "
-                    f"{__version__} with {pack.version}: install the same on every host"
+                    f"{build.tool_version()} with {pack.version}: install the same on every host"
                 )
             elif envelope.get("report") is not None:
                 store.commit_result(key, str(path), envelope["report"], worker)

@@ -118,6 +118,7 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
             for e in report["exposures"]
         ),
         interrupted=bool(coverage["interrupted"]),
+        pack_version=str(report["tool"].get("rules") or ""),
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from imgscan import __version__
+from imgscan import build
 from imgscan.batch.store import Record
 from imgscan.model import Severity
 
@@ -108,7 +108,7 @@ def _json(rows: Sequence[SummaryRow], fail_on: Severity, pack_version: str) -> s
     gates = Counter(image["gate"] for image in images)
     data = {
         "schema": SCHEMA,
-        "tool": {"name": "imgscan", "version": __version__},
+        "tool": {"name": "imgscan", "version": build.tool_version()},
         "rule_pack": pack_version or None,
         "fail_on": fail_on.value,
         "totals": {

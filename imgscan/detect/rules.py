@@ -204,21 +204,17 @@ def load_pack(directory: Path) -> RulePack:
     registry.toml)."""
     if not directory.is_dir():
         raise RulePackError(f"{directory}: rule pack directory not found")
-    digest = hashlib.sha256()
     patterns: list[PatternRule] = []
     seen: dict[str, str] = {}
     for file in sorted((directory / "patterns").glob("*.toml")):
-        for entry in _tables(file, "rules", digest):
+        for entry in _tables(file, "rules"):
             rule = _pattern_rule(file, entry)
             _claim(seen, file, rule.id)
             patterns.append(rule)
     yara_sources = []
     for file in sorted((directory / "yara").glob("*.yar")):
         raw = file.read_bytes()
-        digest.update(file.name.encode() + b"\0" + raw)
         examples_file = file.with_suffix(".examples.toml")
-        if examples_file.exists():
-            digest.update(examples_file.read_bytes())
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -230,14 +226,14 @@ def load_pack(directory: Path) -> RulePack:
     files: list[FileRule] = []
     files_toml = directory / "files.toml"
     if files_toml.exists():
-        for entry in _tables(files_toml, "files", digest):
+        for entry in _tables(files_toml, "files"):
             file_rule = _file_rule(files_toml, entry)
             _claim(seen, files_toml, file_rule.id)
             files.append(file_rule)
     registry: list[RegistryRule] = []
     registry_toml = directory / "registry.toml"
     if registry_toml.exists():
-        for entry in _tables(registry_toml, "registry", digest):
+        for entry in _tables(registry_toml, "registry"):
             registry_rule = _registry_rule(registry_toml, entry)
             _claim(seen, registry_toml, registry_rule.id)
             registry.append(registry_rule)
@@ -246,16 +242,32 @@ def load_pack(directory: Path) -> RulePack:
     return RulePack(
         tuple(patterns),
         tuple(yara_sources),
-        digest.hexdigest()[:16],
+        pack_digest(directory),
         tuple(files),
         tuple(registry),
     )
 
 
-def _tables(file: Path, key: str, digest: Any) -> list[object]:
-    """The `[[key]]` tables of a TOML rule file (whose bytes go into the pack's digest)."""
+def pack_digest(directory: Path) -> str:
+    """16 hex digits of sha256 over every file `load_pack` reads, in the order it reads them:
+    the pack's version, without parsing or compiling anything (`imgscan --version` uses it)."""
+    digest = hashlib.sha256()
+    for file in sorted((directory / "patterns").glob("*.toml")):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    for file in sorted((directory / "yara").glob("*.yar")):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        examples_file = file.with_suffix(".examples.toml")
+        if examples_file.exists():
+            digest.update(examples_file.read_bytes())
+    for file in (directory / "files.toml", directory / "registry.toml"):
+        if file.exists():
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _tables(file: Path, key: str) -> list[object]:
+    """The `[[key]]` tables of a TOML rule file."""
     raw = file.read_bytes()
-    digest.update(file.name.encode() + b"\0" + raw)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:

@@ -127,7 +127,7 @@ def _require_guestfs() -> None:
     if not HAS_GUESTFS:
         raise ReaderUnavailableError(
             "the guestfs reader needs libguestfs and its Python bindings, which are not on PyPI: "
-            "run `apt-get install python3-guestfs libguestfs-tools linux-image-amd64` and use "
+            "run `apt-get install python3-guestfs libguestfs-xfs linux-image-amd64` and use "
             "a virtualenv made with `/usr/bin/python3 -m venv --system-site-packages`"
         )
 

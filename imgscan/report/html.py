@@ -28,7 +28,7 @@ import hashlib
 import html
 from collections.abc import Iterable
 
-from imgscan import __version__
+from imgscan import build
 from imgscan.exposures import sysprep_command
 from imgscan.model import Finding, ScanResult, Severity, Volume
 from imgscan.report.interface import printable
@@ -230,7 +230,7 @@ def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
         *_gate(result),
         f"<dt>Scanned</dt><dd>{result.stats.files} files, {_size(result.stats.bytes)}, "
         f"{result.stats.seconds:.1f} s</dd>",
-        f"<dt>Tool</dt><dd>imgscan {_text(__version__)}</dd>",
+        f"<dt>Tool</dt><dd>{_text(str(build.current()))}</dd>",
         "</dl>",
         "</header>",
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from imgscan import __version__
+from imgscan import __version__, build
 from imgscan.exposures import sysprep_command
 from imgscan.model import ScanResult
 
@@ -39,7 +39,13 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         findings.append(item)
     return {
         "schema": SCHEMA,
-        "tool": {"name": "imgscan", "version": __version__},
+        # `code` and `rules` identify the build (imgscan/build.py); `version` is the release.
+        "tool": {
+            "name": "imgscan",
+            "version": __version__,
+            "code": build.current().code,
+            "rules": result.pack_version,
+        },
         "image": {
             "path": result.image.path,
             "format": result.image.format,

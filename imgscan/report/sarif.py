@@ -14,7 +14,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from imgscan import __version__
+from imgscan import build
 from imgscan.model import FINGERPRINT_VERSION, Finding, RuleDoc, ScanResult, Severity
 from imgscan.report.interface import printable
 
@@ -136,7 +136,7 @@ def render_sarif(result: ScanResult) -> str:
         "tool": {
             "driver": {
                 "name": "imgscan",
-                "version": __version__,
+                "version": build.tool_version(),
                 "informationUri": INFORMATION_URI,
                 "rules": [_rule(doc) for doc in docs],
             }

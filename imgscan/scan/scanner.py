@@ -189,6 +189,7 @@ class _Tally:
                 ),
             ),
             exposures=build_exposures(findings, self.clues),
+            pack_version=pack.version if pack is not None else "",
             rules=tuple(
                 RuleDoc(meta.id, meta.name, meta.category, meta.severity, pack.help(meta.id))
                 for meta in (pack.meta(rule_id) for rule_id in sorted({f.rule for f in findings}))

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import distributed
 import pytest
 
 from imgscan.batch.store import Store
 
 from .batchstore import make_store, run_cli, summary_json
-
-distributed = pytest.importorskip("distributed")
 
 
 def _comparable(db: Path) -> dict[str, tuple[Any, ...]]:

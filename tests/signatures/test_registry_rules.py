@@ -1,6 +1,6 @@
-"""Registry rules (imgscan/signatures/registry.toml): each example, stored in a hive built at test time
-the way the software stores it, is found at its key path with its decoded secret and context;
-no negative example is."""
+"""Registry rules (imgscan/signatures/registry.toml): each example, stored in a hive built at
+test time the way the software stores it, is found at its key path with its decoded secret and
+context; no negative example is."""
 
 from __future__ import annotations
 
