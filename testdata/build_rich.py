@@ -36,6 +36,7 @@ line is the image directory. Tests call :func:`build_rich`. See README.md for th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -47,6 +48,7 @@ import signal
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -1134,6 +1136,50 @@ def _shown(value: Any) -> str:
     return repr(text) if not text or " " in text else text
 
 
+# A launch under the default accelerator (KVM) that is not up by then is stopped and TCG is
+# tried: on some hosts qemu hangs under KVM instead of failing (imgscan's reader does the same).
+KVM_LAUNCH_TIMEOUT = 60.0
+
+
+def _qemu_children() -> set[int]:
+    """Pids of this process's children running qemu (libguestfs starts qemu as a child)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and os.readlink(entry / "exe").rsplit("/", 1)[-1].startswith(
+                "qemu"
+            ):
+                found.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _launch(g: Any, timeout: float | None) -> None:
+    """``g.launch()``; with ``timeout``, the qemu it started is killed if the appliance is not up
+    by then, which makes the launch fail (RuntimeError)."""
+    if timeout is None:
+        g.launch()
+        return
+    before = _qemu_children()
+    done = threading.Event()
+
+    def watchdog() -> None:
+        if not done.wait(timeout):
+            for pid in _qemu_children() - before:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=watchdog, name="launch-watchdog", daemon=True).start()
+    try:
+        g.launch()
+    finally:
+        done.set()
+
+
 class Appliance:
     """A launched libguestfs handle whose calls are recorded in the build log."""
 
@@ -1157,7 +1203,7 @@ class Appliance:
                 g.add_drive_opts(str(path), format=fmt, readonly=readonly)
             started = time.monotonic()
             try:
-                g.launch()
+                _launch(g, None if tcg else KVM_LAUNCH_TIMEOUT)
             except RuntimeError as exc:
                 error = exc
                 g.close()

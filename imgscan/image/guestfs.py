@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
@@ -97,6 +98,11 @@ _STREAM_STOP_TIMEOUT = 60.0
 # How long close() waits for the appliance to shut down before leaving it to libguestfs' own
 # exit handler (and its recovery process, which kills qemu when this process dies).
 _CLOSE_TIMEOUT = 30.0
+# How long a launch with the default accelerator (KVM) may take before it counts as failed and
+# TCG is tried. Under KVM the appliance is up in a few seconds; on some hosts qemu aborts under
+# KVM at once, on others (this project's CI machines, at times) the launch never returns, and
+# without a bound the scan would hang with it.
+KVM_LAUNCH_TIMEOUT = 60.0
 
 # imgscan format name -> qemu block driver name (qemu calls VHD "vpc").
 _QEMU_FORMATS = {
@@ -118,9 +124,44 @@ _LV_PATH = re.compile(r"^/dev/[A-Za-z0-9+_.-]+/[A-Za-z0-9+_.-]+$")
 # CPUID leaf (checked: no "Hypervisor detected" line at all in a TCG appliance's dmesg).
 _KVM_MARKER = "Hypervisor detected: KVM"
 
-# Set once a default (KVM) launch has failed and TCG then worked: a later reader in the same
-# process goes straight to TCG instead of spending another failed launch on KVM.
+# A default (KVM) launch failed and TCG then worked. Remembered for this process and, in the
+# cache directory, for later scans on this host until it reboots or qemu changes: each would
+# otherwise spend up to KVM_LAUNCH_TIMEOUT on a launch that cannot work.
 _kvm_unusable = False
+
+
+def _kvm_verdict() -> tuple[Path, str]:
+    """Where the "KVM does not work here" verdict is kept, and what it must say to still hold:
+    this boot and this qemu binary."""
+    from imgscan.options import default_cache_dir  # options imports the image package
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    qemu = shutil.which("qemu-system-x86_64") or ""
+    with contextlib.suppress(OSError):
+        qemu += f" {os.stat(qemu).st_mtime_ns}"
+    return default_cache_dir() / "kvm-unusable", f"{boot} {qemu}\n"
+
+
+def _kvm_known_unusable() -> bool:
+    if _kvm_unusable:
+        return True
+    path, wanted = _kvm_verdict()
+    try:
+        return path.read_text() == wanted
+    except OSError:
+        return False
+
+
+def _remember_kvm_unusable() -> None:
+    global _kvm_unusable
+    _kvm_unusable = True
+    path, text = _kvm_verdict()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def _require_guestfs() -> None:
@@ -210,13 +251,22 @@ class _Appliance:
         self.handle = handle
 
     @classmethod
-    def launch(cls, drives: list[tuple[str, str]], tcg: bool, memsize: int) -> _Appliance:
-        """Start an appliance with `image` attached read-only; raise _LaunchError/_DriveError."""
+    def launch(
+        cls, drives: list[tuple[str, str]], tcg: bool, memsize: int, timeout: float | None = None
+    ) -> _Appliance:
+        """Start an appliance with `image` attached read-only; raise _LaunchError/_DriveError.
+
+        With `timeout`, an appliance that is not up by then is stopped (its qemu killed) and
+        the launch fails with _LaunchError."""
         worker = _HandleThread()
         before = _qemu_children()
         future = worker.submit(lambda: _open_handle(drives, tcg, memsize))
         try:
-            handle = future.result()
+            handle = future.result(timeout=timeout)
+        except FutureTimeoutError:
+            _abandon_launch(worker, future, before)
+            worker.stop(timeout=1.0)
+            raise _LaunchError(f"the appliance was not up after {timeout:.0f} s", None) from None
         except KeyboardInterrupt:
             _abandon_launch(worker, future, before)
             worker.stop(timeout=1.0)
@@ -377,14 +427,15 @@ def _start_appliance(
     Raises ImageError when libguestfs rejects the image or no accelerator can start it, and
     ReaderUnavailableError when libguestfs cannot build its appliance at all (no kernel).
     """
-    global _kvm_unusable
     tried_kvm = False
     try:
-        if not (_tcg_forced_by_environment() or _kvm_unusable):
+        if not (_tcg_forced_by_environment() or _kvm_known_unusable()):
             tried_kvm = True
             started = time.monotonic()
             try:
-                appliance = _Appliance.launch(drives, tcg=False, memsize=memsize)
+                appliance = _Appliance.launch(
+                    drives, tcg=False, memsize=memsize, timeout=KVM_LAUNCH_TIMEOUT
+                )
             except _LaunchError as exc:
                 _log.info(
                     "libguestfs launch with the default accelerator failed after %.1f s "
@@ -420,7 +471,7 @@ def _start_appliance(
             f"{image}: libguestfs could not start its appliance (tried {tried}): {text}"
         ) from exc
     if tried_kvm:
-        _kvm_unusable = True
+        _remember_kvm_unusable()
     return appliance, "tcg"
 
 
