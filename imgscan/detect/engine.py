@@ -30,7 +30,7 @@ from imgscan.detect.rules import (
     glob_form,
     path_glob_regex,
 )
-from imgscan.detect.validate import VALIDATORS
+from imgscan.detect.validate import VALIDATORS, published_value
 from imgscan.detect.yara import YaraMatcher
 from imgscan.model import Check
 
@@ -81,7 +81,8 @@ class Engine:
         # case-insensitive: a rule for **/web.config also takes Web.Config.
         self._path_rules = _glob_regexes(rules)
         self._file_rules = _glob_regexes(spec.pack.files)
-        self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
+        published = published_value(spec.pack.published)
+        self._validators = [[*(VALIDATORS[v] for v in r.validators), published] for r in rules]
 
     def allowed_rules(self, path: str) -> frozenset[int]:
         """Indices of the pattern rules that apply to a file at guest `path`.

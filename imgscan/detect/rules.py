@@ -166,6 +166,9 @@ class RulePack:
     version: str  # digest of every rule file: identifies the pack in reports and caches
     files: tuple[FileRule, ...] = ()
     registry: tuple[RegistryRule, ...] = ()
+    # SHA-256 digests of values vendors publish as examples or test credentials (published.toml):
+    # a match whose secret is one of them is not reported, whatever rule found it.
+    published: frozenset[bytes] = frozenset()
 
     def meta(self, rule_id: str) -> RuleMeta:
         rules: list[PatternRule | FileRule | RegistryRule] = [
@@ -239,13 +242,40 @@ def load_pack(directory: Path) -> RulePack:
             registry.append(registry_rule)
     if not patterns and not yara_sources and not files and not registry:
         raise RulePackError(f"{directory}: no rules found")
+    published_toml = directory / "published.toml"
+    published = frozenset(
+        _published_digest(published_toml, index, entry)
+        for index, entry in enumerate(
+            _tables(published_toml, "published") if published_toml.exists() else [], start=1
+        )
+    )
     return RulePack(
         tuple(patterns),
         tuple(yara_sources),
         pack_digest(directory),
         tuple(files),
         tuple(registry),
+        published,
     )
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _published_digest(file: Path, index: int, entry: object) -> bytes:
+    """The SHA-256 of one `[[published]]` value; the entry must name the value and its source."""
+    if not isinstance(entry, dict):
+        raise RulePackError(f"{file}: entry {index}: every [[published]] entry must be a table")
+    unknown = sorted(set(entry) - {"sha256", "name", "source"})
+    if unknown:
+        raise RulePackError(f"{file}: entry {index}: unknown keys {unknown}")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+        raise RulePackError(f"{file}: entry {index}: sha256 must be 64 lowercase hex digits")
+    for key in ("name", "source"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise RulePackError(f"{file}: entry {index}: {key} is required")
+    return bytes.fromhex(digest)
 
 
 def pack_digest(directory: Path) -> str:
@@ -259,7 +289,11 @@ def pack_digest(directory: Path) -> str:
         examples_file = file.with_suffix(".examples.toml")
         if examples_file.exists():
             digest.update(examples_file.read_bytes())
-    for file in (directory / "files.toml", directory / "registry.toml"):
+    for file in (
+        directory / "files.toml",
+        directory / "registry.toml",
+        directory / "published.toml",
+    ):
         if file.exists():
             digest.update(file.name.encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]

@@ -7,6 +7,7 @@ password hash). Rules name validators in their `validators` list.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 
@@ -164,6 +165,18 @@ def unattend_password(secret: bytes) -> str | None:
     if not password:
         return "encodes an empty password"
     return placeholder(password.encode("utf-8"))
+
+
+def published_value(digests: frozenset[bytes]) -> Validator:
+    """A validator that drops a secret equal to a value vendors publish as an example or test
+    credential (the pack's published.toml holds their SHA-256). Every pattern rule runs it."""
+
+    def check(secret: bytes) -> str | None:
+        if digests and hashlib.sha256(secret).digest() in digests:
+            return "a value its vendor publishes as an example or test credential"
+        return None
+
+    return check
 
 
 VALIDATORS: dict[str, Validator] = {
