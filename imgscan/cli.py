@@ -116,8 +116,8 @@ def _jobs(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgscan",
-        description="Scan offline VM disk images (qcow2, vmdk, raw) for secrets and report "
-        "what a copy of the image would leak. Images are only ever read.",
+        description="Scan offline VM disk images (qcow2, vmdk, VHD, VHDX, VDI, raw, OVA) for "
+        "secrets and report what a copy of the image would leak. Images are only ever read.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )

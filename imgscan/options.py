@@ -1,6 +1,7 @@
 """ScanOptions: every knob of one scan, built once by the CLI (or an API caller) and passed down.
 
-Frozen and picklable: worker processes receive it as-is.
+Frozen and picklable. Worker processes do not receive it: they get a `WorkerSpec`
+(imgscan/scan/worker.py) with what scanning a file needs.
 """
 
 from __future__ import annotations

