@@ -32,9 +32,9 @@ Crash isolation, the contract:
 test server image, on a busy 2-core machine, that costs about 0.5 s per scan compared with
 scanning in process (1.5 s against 2.2 s, median of `imgscan scan --jobs 1`): a worker's cold
 start (interpreter, imports, engine build, its own handle on the image), fixed per scan, most of
-a scan of a tiny image and nothing on a real one. It buys a crash isolation as good as with any other job count (a
-segfault in process would end the scan with no report at all) and a main process that always
-answers SIGINT/SIGTERM at once.
+a scan of a tiny image and nothing on a real one. It buys a crash isolation as good as with any
+other job count (a segfault in process would end the scan with no report at all) and a main
+process that always answers SIGINT/SIGTERM at once.
 
 Interruption: workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the
 main process decides what happens) and keep SIGTERM's default action, dying at once without a
