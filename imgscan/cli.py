@@ -30,6 +30,7 @@ from imgscan.errors import ImgscanError
 from imgscan.image import ReaderKind
 from imgscan.model import GateAction, ScanResult, Severity, Verdict
 from imgscan.options import (
+    DEFAULT_FILE_TIMEOUT,
     DEFAULT_MAX_FILE_SIZE,
     ScanOptions,
     default_signatures_dir,
@@ -228,6 +229,14 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         help="skip (and report) files larger than SIZE (default: 1G)",
     )
     command.add_argument(
+        "--file-timeout",
+        type=_seconds,
+        default=DEFAULT_FILE_TIMEOUT,
+        metavar="SECONDS",
+        help="list a file that takes longer to scan as skipped (coverage incomplete; "
+        f"default: {DEFAULT_FILE_TIMEOUT:g})",
+    )
+    command.add_argument(
         "--allow-external-files",
         action="store_true",
         help="allow a qcow2 backing file or vmdk extents in other files "
@@ -397,6 +406,7 @@ def _scan(args: argparse.Namespace) -> ScanResult:
         reader=args.reader,
         jobs=args.jobs,
         max_file_size=args.max_file_size,
+        file_timeout=args.file_timeout,
         show_secrets=getattr(args, "show_secrets", False),
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,

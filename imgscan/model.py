@@ -195,6 +195,21 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Capped:
+    """Findings of one rule in one file that a cap held back (detect/engine.py: at most
+    MAX_FINDINGS_PER_RULE per rule and MAX_FINDINGS_PER_FILE per file are reported).
+
+    The file was read whole, so coverage is complete; `reported` findings of the rule are in
+    the report and `not_reported` further matches passed the rule's validators but were only
+    counted (not checked, fingerprinted or listed)."""
+
+    path: str
+    rule: str
+    reported: int
+    not_reported: int
+
+
 # Volume types that only hold other volumes, which are listed themselves.
 CONTAINER_FSTYPES = frozenset({"LVM2_member", "crypto_LUKS"})
 
@@ -300,6 +315,8 @@ class ScanResult:
     # The scan was stopped (SIGINT or SIGTERM) before its end: this is a partial result, and
     # the volumes it did not finish have status `interrupted`.
     interrupted: bool = False
+    # Files whose findings were capped (read whole, but not every match is listed).
+    capped: tuple[Capped, ...] = ()
 
     @property
     def complete(self) -> bool:

@@ -918,6 +918,68 @@ def luks_without_key(b: Build) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Unbounded work per file and per finding (issue 20): dense lines, globs, baselines, locations
+# ------------------------------------------------------------------------------------------
+
+
+@case
+def dense_findings(b: Build) -> None:
+    # Per-hit work must not grow with the line's length, and findings per file are capped:
+    # a one-line .env and an ansible inventory of a few MiB of assignments, and 120,000
+    # distinct shape-valid AWS key ids. Each is read whole (coverage complete); the report
+    # says the findings were capped.
+    tree = b.tree("dense-findings")
+    (tree / "srv" / "app").mkdir(parents=True)
+    (tree / "srv" / "app" / ".env").write_bytes(b"client_secret=bbbbbbbbbbbbbbb2\t" * 90_000)
+    (tree / "etc" / "ansible").mkdir()
+    (tree / "etc" / "ansible" / "hosts").write_bytes(
+        b"web1 ansible_become_pass=Vx8kLq2Zp " * 60_000
+    )
+    keys = " ".join(base.aws_key_id() for _ in range(120_000))
+    (tree / "srv" / "keys.txt").write_text(keys + "\n")
+    image = b.ext4("dense-findings.ext4", tree, 48)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "dense-findings",
+            image.name,
+            "a 2.7 MiB one-line .env, a 2 MiB one-line ansible inventory and 120,000 AWS key"
+            " ids: bounded work per finding, findings capped per file and per rule",
+            (1,),
+            reason="capped",
+            finds=True,
+        )
+    )
+
+
+@case
+def file_time_budget(b: Build) -> None:
+    # 96 MiB of placeholder assignments: every line is a candidate that the validators drop,
+    # so no cap applies and the file takes tens of seconds; --file-timeout 1 lists it as
+    # skipped (coverage incomplete) and the scan goes on.
+    tree = b.tree("file-time-budget")
+    (tree / "srv").mkdir()
+    with (tree / "srv" / "placeholders.conf").open("wb") as fh:
+        block = b"password = changeme\n" * (MIB // 20)
+        for _ in range(96):
+            fh.write(block)
+    image = b.ext4("file-time-budget.ext4", tree, 160)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "file-time-budget",
+            image.name,
+            "a 96 MiB file of candidates the validators drop, with --file-timeout 1",
+            (2,),
+            incomplete=True,
+            reason="time budget",
+            finds=True,
+            args=("--file-timeout", "1"),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def build_steps(stage: Path, key: str, run: base.Runner) -> None:
