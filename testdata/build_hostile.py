@@ -979,6 +979,67 @@ def file_time_budget(b: Build) -> None:
     )
 
 
+# Segments of the deep directory of glob_backtracking: every one is a place where `**/` can
+# start or stop, which is what makes a backtracking matcher take exponential time.
+_GLOB_SEGMENTS = ("vendor", "tests", "spec", "vendor", "lib")
+
+
+@case
+def glob_backtracking(b: Build) -> None:
+    # A guest path of 3,900 bytes made of short directories, ignore and policy globs with
+    # several `**` that do not match it: matching must take time linear in the path.
+    tree = b.tree("glob-backtracking")
+    fd = os.open(tree, os.O_RDONLY)
+    depth = 0
+    length = 0
+    while length < 3_880:
+        folder = _GLOB_SEGMENTS[depth % len(_GLOB_SEGMENTS)]
+        os.mkdir(folder, dir_fd=fd)
+        inner = os.open(folder, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+        depth += 1
+        length += len(folder) + 1
+    for index in range(12):
+        out = os.open(f"c{index}.conf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+        os.write(out, f"password = {base.rand_password(20)}\n".encode())
+        os.close(out)
+    os.close(fd)
+    image = b.ext4("glob-backtracking.ext4", tree, 16)
+    globs = (
+        "**/vendor/**/tests/**/*.pem",
+        "**/vendor/**/spec/**/vendor/**/*.key",
+        "/vendor/**/lib/**/tests/**/spec/**/x*.conf",
+        "**/tests/**/**/**/**/vendor/**/c*.crt",
+    )
+    ignore = "".join(
+        f'[[ignore]]\npath = "{glob}"\nreason = "glob {n} of the backtracking case"\n\n'
+        for n, glob in enumerate(globs, start=1)
+    )
+    (b.stage / "glob-backtracking-ignore.toml").write_text(ignore)
+    policy = "".join(
+        f'[[rule]]\naction = "allow"\npath = ["{glob}", "{glob}/*"]\nreason = "glob {n}"\n\n'
+        for n, glob in enumerate(globs, start=1)
+    )
+    (b.stage / "glob-backtracking-policy.toml").write_text(policy)
+    b.cases.append(
+        Case(
+            "glob-backtracking",
+            image.name,
+            f"a {length}-byte guest path of {depth} short directories, ignore and policy globs"
+            " with several ** that backtrack in a regex",
+            (1,),
+            finds=True,
+            args=(
+                "--ignore",
+                "{dir}/glob-backtracking-ignore.toml",
+                "--policy",
+                "{dir}/glob-backtracking-policy.toml",
+            ),
+        )
+    )
+
+
 # ------------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,6 @@ reports at most MAX_FINDINGS_PER_RULE findings of one rule and MAX_FINDINGS_PER_
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import BinaryIO
 
 from imgscan.detect.checks import NotASecret, file_checks, offline_checks
 from imgscan.detect.context import Context, secret_context
+from imgscan.detect.globs import Glob
 from imgscan.detect.patterns import CompiledPatterns, PatternMatcher, compile_patterns
 from imgscan.detect.rules import (
     FileRule,
@@ -35,7 +35,6 @@ from imgscan.detect.rules import (
     RuleMeta,
     RulePack,
     glob_form,
-    path_glob_regex,
 )
 from imgscan.detect.validate import VALIDATORS
 from imgscan.detect.yara import YaraMatcher
@@ -137,8 +136,8 @@ class Engine:
         self._free = frozenset(i for i, r in enumerate(rules) if not r.paths)
         # Without Hyperscan, globs are matched one regex per rule. Windows names are
         # case-insensitive: a rule for **/web.config also takes Web.Config.
-        self._path_rules = _glob_regexes(rules)
-        self._file_rules = _glob_regexes(spec.pack.files)
+        self._path_rules = _glob_matchers(rules)
+        self._file_rules = _glob_matchers(spec.pack.files)
         self._validators = [[VALIDATORS[v] for v in r.validators] for r in rules]
 
     def allowed_rules(self, path: str) -> frozenset[int]:
@@ -150,7 +149,7 @@ class Engine:
         path, caseless = glob_form(path)
         extra = self._patterns.path_rules(path, caseless)
         if extra is None:  # no Hyperscan: match the globs one by one
-            extra = {i for i, rx in self._path_rules[caseless] if rx.match(path)}
+            extra = {i for i, gs in self._path_rules[caseless] if any(g.match(path) for g in gs)}
         return self._free.union(extra) if extra else self._free
 
     def file_rule(self, path: str) -> FileRule | None:
@@ -158,7 +157,7 @@ class Engine:
         path, caseless = glob_form(path)
         found = self._patterns.file_rules(path, caseless)
         if found is None:
-            found = {i for i, rx in self._file_rules[caseless] if rx.match(path)}
+            found = {i for i, gs in self._file_rules[caseless] if any(g.match(path) for g in gs)}
         return self.pack.files[min(found)] if found else None
 
     def scan_bytes(self, data: bytes, path: str) -> list[Hit]:
@@ -249,14 +248,14 @@ def _binary(buf: bytes) -> bool:
     return bool(buf[:4096].translate(None, _TEXT))
 
 
-def _glob_regexes(
+def _glob_matchers(
     rules: Sequence[PatternRule | FileRule],
-) -> dict[bool, list[tuple[int, re.Pattern[str]]]]:
-    """For each rule with globs: (index, one regex of them all), exact and caseless."""
-    alternatives = [(i, "|".join(path_glob_regex(g) for g in r.paths)) for i, r in enumerate(rules)]
+) -> dict[bool, list[tuple[int, tuple[Glob, ...]]]]:
+    """For each rule with globs: (index, its compiled globs), exact and caseless. Linear-time
+    matchers (detect/globs.py): the paths are the image's, and a regex backtracks."""
     return {
         caseless: [
-            (i, re.compile(rx, re.IGNORECASE if caseless else 0)) for i, rx in alternatives if rx
+            (i, tuple(Glob(g, caseless) for g in r.paths)) for i, r in enumerate(rules) if r.paths
         ]
         for caseless in (False, True)
     }
