@@ -457,8 +457,10 @@ class _Interrupts:
     libguestfs appliance and writing the partial report are not cut short. That clean-up is
     bounded (pool.py and guestfs.py give every wait a timeout); SIGKILL remains for the rest.
 
-    Once a scan's result is in hand (`deferred`), a first signal raises nothing: the report is
-    written whole, never cut off halfway through a file, and the exit code is then 130.
+    After the scan, suppression, the policy, the exposures and rendering still stop at a first
+    signal (they are pure Python work on the result, and a hostile image chooses its size); only
+    once the report's text is in hand (`deferred`) does a first signal raise nothing: the report
+    is written whole, never cut off halfway through a file, and the exit code is then 130.
     """
 
     def __init__(self) -> None:
@@ -510,13 +512,20 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         interrupted_by = interrupts.received or "SIGINT"
         warning = f"scan interrupted by {interrupted_by}: this report is partial"
         scanned = replace(stop.partial, warnings=(*stop.partial.warnings, warning))
+    try:
+        result = apply_suppressions(scanned, baseline, ignore)
+        result = replace(result, gate=judge(policy, result))
+        report = _renderer(args.format)(result)
+    except KeyboardInterrupt:
+        # A signal after the scan, before the report was rendered: stop now (exit 130). No
+        # report: one without the suppressions and the verdict would say too much.
+        print(_unwritten(interrupts.received or "SIGINT", "report"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     interrupts.deferred = True
-    result = apply_suppressions(scanned, baseline, ignore)
-    result = replace(result, gate=judge(policy, result))
     for warning in result.warnings:
         print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
     try:
-        _write(args.output, _renderer(args.format)(result), "report")
+        _write(args.output, report, "report")
     except ImgscanError as exc:
         if interrupted_by is None:
             raise
@@ -531,6 +540,13 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
 
 def _late(signame: str) -> str:
     return f"imgscan: interrupted by {signame} once the scan had ended (what was written is whole)"
+
+
+def _unwritten(signame: str, what: str) -> str:
+    return (
+        f"imgscan: interrupted by {signame} after the scan, before its {what} was ready: "
+        f"no {what} written"
+    )
 
 
 def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
@@ -548,6 +564,11 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    try:
+        baseline = render_baseline(result)
+    except KeyboardInterrupt:
+        print(_unwritten(interrupts.received or "SIGINT", "baseline"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     interrupts.deferred = True
     for warning in result.warnings:
         print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
@@ -559,7 +580,7 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    _write(args.output, render_baseline(result), "baseline")
+    _write(args.output, baseline, "baseline")
     print(
         f"imgscan: baseline of {len(result.findings)} finding(s) written to {args.output}",
         file=sys.stderr,
