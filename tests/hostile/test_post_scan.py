@@ -42,7 +42,7 @@ def _image(name: str) -> Path:
     directory = build_hostile.build_hostile()
     manifest = json.loads((directory / "manifest.json").read_text())
     case = next(c for c in manifest["cases"] if c["name"] == name)
-    return directory / case["file"]
+    return directory / str(case["file"])
 
 
 def _many_globs(tmp_path: Path, kind: str, count: int) -> Path:
