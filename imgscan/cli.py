@@ -497,10 +497,10 @@ class _Interrupts:
 
 def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
-    from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
+    from imgscan.suppress import Baseline, apply_suppressions, load_baseline, load_ignore
 
     # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
-    baseline = load_baseline(args.baseline) if args.baseline else frozenset()
+    baseline = load_baseline(args.baseline) if args.baseline else Baseline()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
     policy = _policy(args)
     interrupted_by: str | None = None

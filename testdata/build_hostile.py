@@ -1040,6 +1040,49 @@ def glob_backtracking(b: Build) -> None:
     )
 
 
+@case
+def baseline_bounds(b: Build) -> None:
+    # A baseline of 2,200,000 fingerprints (about 390 MB): loaded as a whole it needs over a
+    # GiB; only its fingerprints are kept. And one nested 100,000 deep: a one-line error.
+    tree = b.tree("baseline-bounds")
+    image = b.ext4("baseline-bounds.ext4", tree, 8)
+    shutil.rmtree(tree)
+    with (b.stage / "huge-baseline.json").open("w") as fh:
+        fh.write('{"schema": "imgscan.baseline/v1", "tool": {"name": "imgscan"},\n "findings": [')
+        for index in range(2_200_000):
+            fp = secrets.token_hex(16) if index % 1000 else f"not-a-version-{index}"
+            path = f"/srv/app/releases/{index:08d}/config/settings/production/database.yml"
+            fh.write(
+                f'{"," if index else ""}\n  {{"fingerprint": "fp1:{fp}",'
+                f' "rule": "generic-password-assignment", "path": "{path}"}}'
+            )
+        fh.write('\n ],\n "image": "disk.qcow2"}\n')
+    depth = 100_000
+    (b.stage / "deep-baseline.json").write_text(
+        '{"schema": "imgscan.baseline/v1", "findings": ' + "[" * depth + "]" * depth + "}"
+    )
+    b.cases.append(
+        Case(
+            "baseline-huge",
+            image.name,
+            "a 390 MB baseline of 2,200,000 fingerprints",
+            (1,),
+            finds=True,
+            args=("--baseline", "{dir}/huge-baseline.json"),
+        )
+    )
+    b.cases.append(
+        Case(
+            "baseline-deep",
+            image.name,
+            "a baseline whose findings are arrays nested 100,000 deep",
+            (2,),
+            error="deep-baseline.json",
+            args=("--baseline", "{dir}/deep-baseline.json"),
+        )
+    )
+
+
 # ------------------------------------------------------------------------------------------
 
 
