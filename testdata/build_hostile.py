@@ -1083,6 +1083,44 @@ def baseline_bounds(b: Build) -> None:
     )
 
 
+@case
+def credential_locations(b: Build) -> None:
+    # Live credentials in directories named like test data: a path segment is no evidence of a
+    # fixture, so with --fail-on high they still fail the gate (none of them is demoted to info).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tree = b.work / "credential-locations"
+    shutil.rmtree(tree, ignore_errors=True)
+    aws = tree / "home" / "bob" / ".aws" / "spec"
+    aws.mkdir(parents=True)
+    (aws / "credentials").write_text(
+        "[default]\n"
+        f"aws_access_key_id = {base.aws_key_id()}\n"
+        f"aws_secret_access_key = {base.rand_chars(base.B64, 40)}\n"
+    )
+    ssh = tree / "root" / "fixtures" / ".ssh"
+    ssh.mkdir(parents=True)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    (ssh / "id_ecdsa").write_bytes(key)
+    image = b.ext4("credential-locations.ext4", tree, 8)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "credential-locations",
+            image.name,
+            "an AWS key pair in /home/bob/.aws/spec/credentials and an unencrypted SSH key in"
+            " /root/fixtures/.ssh/id_ecdsa, gated with --fail-on high",
+            (1,),
+            args=("--fail-on", "high"),
+        )
+    )
+
+
 # ------------------------------------------------------------------------------------------
 
 
