@@ -58,8 +58,9 @@ class WorkerSpec:
     chunk_size: int
     max_file_size: int
     show_secrets: bool
-    # The time budget of one file: past it the file is listed as skipped (what was found until
-    # then is reported). Checked between chunks and matches, not inside a read.
+    # The time budget of one file (per started GiB of it): past it the file is listed as
+    # skipped (what was found until then is reported). Checked between chunks and matches,
+    # not inside a read.
     file_timeout: float = DEFAULT_FILE_TIMEOUT  # archive members included
 
 
@@ -102,6 +103,9 @@ class _TimedReads:
 
 
 _SPOOL_IN_MEMORY = 8 << 20
+# A file gets its --file-timeout for every started GiB of its size: a 4 GiB swap volume, read
+# at the speed of a slow reader, is not cut off where a small file would be.
+_BUDGET_UNIT = 1 << 30
 
 
 class _Budget:
@@ -152,7 +156,8 @@ class FileScanner:
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), (), 0)
         timed = None
-        self._quota = quota = Quota(deadline=time.monotonic() + self.spec.file_timeout)
+        budget = self.spec.file_timeout * max(1, -(-ref.size // _BUDGET_UNIT))
+        self._quota = quota = Quota(deadline=time.monotonic() + budget)
         try:
             opened = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
             timed = _TimedReads(opened)
@@ -172,8 +177,8 @@ class FileScanner:
             skipped.append(
                 Skipped(
                     ref.path,
-                    f"time budget of {self.spec.file_timeout:g} s per file exceeded: "
-                    "not scanned to its end (--file-timeout)",
+                    f"time budget of {budget:g} s exceeded: not scanned to its end "
+                    "(--file-timeout)",
                 )
             )
         except Exception as exc:

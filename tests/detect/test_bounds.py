@@ -17,8 +17,9 @@ from imgscan.detect.engine import (
     FileTimeout,
     Quota,
 )
+from imgscan.image.interface import OpenerSpec
 from imgscan.model import FileRef
-from imgscan.scan.worker import FileScanner
+from imgscan.scan.worker import FileScanner, InlineOpener, WorkerSpec
 
 
 def test_one_line_of_assignments_is_linear_and_capped(engine: Engine) -> None:
@@ -91,3 +92,18 @@ def test_worker_reports_caps_and_time_budget(inline_scanner: FileScanner) -> Non
     assert len(outcome.findings) == MAX_FINDINGS_PER_RULE
     assert outcome.capped == (("/srv/keys.txt", "aws-access-key-id", MAX_FINDINGS_PER_RULE, 7),)
     assert outcome.skipped == ()
+
+
+def test_a_file_past_its_time_budget_is_skipped(engine: Engine) -> None:
+    # 8 MiB of candidates the validators drop (seconds of work) against a 0.2 s budget.
+    spec = WorkerSpec(engine.spec, OpenerSpec("inline", "-", "raw"), 1 << 20, 1 << 30, False, 0.2)
+    scanner = FileScanner(spec, InlineOpener(), engine)
+    text = b"password = Zx81kq0Lw7\n" + b"password = changeme\n" * (8 << 20 >> 5)
+    started = time.monotonic()
+    outcome = scanner.scan(FileRef("/dev/sda1", "/srv/app.conf", len(text), "-", text))
+    assert time.monotonic() - started < 5.0
+    (skipped,) = outcome.skipped
+    assert skipped.path == "/srv/app.conf"
+    assert skipped.reason.startswith("time budget of 0.2 s exceeded")
+    # What was found before the budget ran out is still reported.
+    assert [f.line for f in outcome.findings] == [1]
