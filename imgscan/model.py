@@ -200,9 +200,11 @@ class Capped:
     """Findings of one rule in one file that a cap held back (detect/engine.py: at most
     MAX_FINDINGS_PER_RULE per rule and MAX_FINDINGS_PER_FILE per file are reported).
 
-    The file was read whole, so coverage is complete; `reported` findings of the rule are in
-    the report and `not_reported` further matches passed the rule's validators but were only
-    counted (not checked, fingerprinted or listed)."""
+    The file was read whole, so coverage is complete (unless it is also listed as skipped);
+    `reported` is how many findings of the rule the cap let through (one leak matched by two
+    rules is then listed once, under the more severe) and `not_reported` how many further
+    matches passed the rule's validators but were only counted (not checked, fingerprinted or
+    listed)."""
 
     path: str
     rule: str
