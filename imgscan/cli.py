@@ -30,6 +30,7 @@ from imgscan.errors import ImgscanError
 from imgscan.image import ReaderKind
 from imgscan.model import GateAction, ScanResult, Severity, Verdict
 from imgscan.options import (
+    DEFAULT_FILE_TIMEOUT,
     DEFAULT_MAX_FILE_SIZE,
     ScanOptions,
     default_signatures_dir,
@@ -233,6 +234,14 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         help="skip (and report) files larger than SIZE (default: 1G)",
     )
     command.add_argument(
+        "--file-timeout",
+        type=_seconds,
+        default=DEFAULT_FILE_TIMEOUT,
+        metavar="SECONDS",
+        help="list a file that takes longer to scan as skipped (coverage incomplete; "
+        f"default: {DEFAULT_FILE_TIMEOUT:g})",
+    )
+    command.add_argument(
         "--allow-external-files",
         action="store_true",
         help="allow a qcow2 backing file or vmdk extents in other files "
@@ -402,6 +411,7 @@ def _scan(args: argparse.Namespace) -> ScanResult:
         reader=args.reader,
         jobs=args.jobs,
         max_file_size=args.max_file_size,
+        file_timeout=args.file_timeout,
         show_secrets=getattr(args, "show_secrets", False),
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
@@ -452,8 +462,10 @@ class _Interrupts:
     libguestfs appliance and writing the partial report are not cut short. That clean-up is
     bounded (pool.py and guestfs.py give every wait a timeout); SIGKILL remains for the rest.
 
-    Once a scan's result is in hand (`deferred`), a first signal raises nothing: the report is
-    written whole, never cut off halfway through a file, and the exit code is then 130.
+    After the scan, suppression, the policy, the exposures and rendering still stop at a first
+    signal (they are pure Python work on the result, and a hostile image chooses its size); only
+    once the report's text is in hand (`deferred`) does a first signal raise nothing: the report
+    is written whole, never cut off halfway through a file, and the exit code is then 130.
     """
 
     def __init__(self) -> None:
@@ -490,10 +502,10 @@ class _Interrupts:
 
 def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
-    from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
+    from imgscan.suppress import Baseline, apply_suppressions, load_baseline, load_ignore
 
     # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
-    baseline = load_baseline(args.baseline) if args.baseline else frozenset()
+    baseline = load_baseline(args.baseline) if args.baseline else Baseline()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
     policy = _policy(args)
     interrupted_by: str | None = None
@@ -505,13 +517,20 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         interrupted_by = interrupts.received or "SIGINT"
         warning = f"scan interrupted by {interrupted_by}: this report is partial"
         scanned = replace(stop.partial, warnings=(*stop.partial.warnings, warning))
+    try:
+        result = apply_suppressions(scanned, baseline, ignore)
+        result = replace(result, gate=judge(policy, result))
+        report = _renderer(args.format)(result)
+    except KeyboardInterrupt:
+        # A signal after the scan, before the report was rendered: stop now (exit 130). No
+        # report: one without the suppressions and the verdict would say too much.
+        print(_unwritten(interrupts.received or "SIGINT", "report"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     interrupts.deferred = True
-    result = apply_suppressions(scanned, baseline, ignore)
-    result = replace(result, gate=judge(policy, result))
     for warning in result.warnings:
         print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
     try:
-        _write(args.output, _renderer(args.format)(result), "report")
+        _write(args.output, report, "report")
     except ImgscanError as exc:
         if interrupted_by is None:
             raise
@@ -526,6 +545,13 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
 
 def _late(signame: str) -> str:
     return f"imgscan: interrupted by {signame} once the scan had ended (what was written is whole)"
+
+
+def _unwritten(signame: str, what: str) -> str:
+    return (
+        f"imgscan: interrupted by {signame} after the scan, before its {what} was ready: "
+        f"no {what} written"
+    )
 
 
 def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
@@ -543,6 +569,11 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    try:
+        baseline = render_baseline(result)
+    except KeyboardInterrupt:
+        print(_unwritten(interrupts.received or "SIGINT", "baseline"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     interrupts.deferred = True
     for warning in result.warnings:
         print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
@@ -554,7 +585,7 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    _write(args.output, render_baseline(result), "baseline")
+    _write(args.output, baseline, "baseline")
     print(
         f"imgscan: baseline of {len(result.findings)} finding(s) written to {args.output}",
         file=sys.stderr,

@@ -195,6 +195,23 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Capped:
+    """Findings of one rule in one file that a cap held back (detect/engine.py: at most
+    MAX_FINDINGS_PER_RULE per rule and MAX_FINDINGS_PER_FILE per file are reported).
+
+    The file was read whole, so coverage is complete (unless it is also listed as skipped);
+    `reported` is how many findings of the rule the cap let through (one leak matched by two
+    rules is then listed once, under the more severe) and `not_reported` how many further
+    matches passed the rule's validators but were only counted (not checked, fingerprinted or
+    listed)."""
+
+    path: str
+    rule: str
+    reported: int
+    not_reported: int
+
+
 # Volume types that only hold other volumes, which are listed themselves.
 CONTAINER_FSTYPES = frozenset({"LVM2_member", "crypto_LUKS"})
 
@@ -302,6 +319,8 @@ class ScanResult:
     interrupted: bool = False
     # The rule pack that scanned (`RulePack.version`; "" when not known, as in old stored reports).
     pack_version: str = ""
+    # Files whose findings were capped (read whole, but not every match is listed).
+    capped: tuple[Capped, ...] = ()
 
     @property
     def complete(self) -> bool:

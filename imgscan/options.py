@@ -16,6 +16,7 @@ from imgscan.model import Severity
 
 DEFAULT_MAX_FILE_SIZE = 1 << 30  # 1 GiB: larger files are listed as skipped
 DEFAULT_CHUNK_SIZE = 1 << 20  # files are read in 1 MiB chunks, never whole
+DEFAULT_FILE_TIMEOUT = 120.0  # seconds: a file that takes longer is listed as skipped
 
 
 def default_cache_dir() -> Path:
@@ -51,6 +52,7 @@ class ScanOptions:
     allow_external_files: bool = False
     signatures: Path | None = None
     progress: bool = False
+    file_timeout: float = DEFAULT_FILE_TIMEOUT  # each file's time budget (seconds)
     # Passphrases for LUKS volumes. Kept out of repr() so that no log of the options shows them.
     luks_keys: tuple[str, ...] = field(default=(), repr=False)
 

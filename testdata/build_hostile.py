@@ -919,6 +919,210 @@ def luks_without_key(b: Build) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Unbounded work per file and per finding (issue 20): dense lines, globs, baselines, locations
+# ------------------------------------------------------------------------------------------
+
+
+@case
+def dense_findings(b: Build) -> None:
+    # Per-hit work must not grow with the line's length, and findings per file are capped:
+    # a one-line .env and an ansible inventory of a few MiB of assignments, and 120,000
+    # distinct shape-valid AWS key ids. Each is read whole (coverage complete); the report
+    # says the findings were capped.
+    tree = b.tree("dense-findings")
+    (tree / "srv" / "app").mkdir(parents=True)
+    (tree / "srv" / "app" / ".env").write_bytes(b"client_secret=bbbbbbbbbbbbbbb2\t" * 90_000)
+    (tree / "etc" / "ansible").mkdir()
+    (tree / "etc" / "ansible" / "hosts").write_bytes(
+        b"web1 ansible_become_pass=Vx8kLq2Zp " * 60_000
+    )
+    keys = " ".join(base.aws_key_id() for _ in range(120_000))
+    (tree / "srv" / "keys.txt").write_text(keys + "\n")
+    image = b.ext4("dense-findings.ext4", tree, 48)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "dense-findings",
+            image.name,
+            "a 2.7 MiB one-line .env, a 2 MiB one-line ansible inventory and 120,000 AWS key"
+            " ids: bounded work per finding, findings capped per file and per rule",
+            (1,),
+            reason="capped",
+            finds=True,
+        )
+    )
+
+
+@case
+def file_time_budget(b: Build) -> None:
+    # 96 MiB of placeholder assignments: every line is a candidate that the validators drop,
+    # so no cap applies and the file takes tens of seconds; --file-timeout 1 lists it as
+    # skipped (coverage incomplete) and the scan goes on.
+    tree = b.tree("file-time-budget")
+    (tree / "srv").mkdir()
+    with (tree / "srv" / "placeholders.conf").open("wb") as fh:
+        block = b"password = changeme\n" * (MIB // 20)
+        for _ in range(96):
+            fh.write(block)
+    image = b.ext4("file-time-budget.ext4", tree, 160)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "file-time-budget",
+            image.name,
+            "a 96 MiB file of candidates the validators drop, with --file-timeout 1",
+            (2,),
+            incomplete=True,
+            reason="time budget",
+            finds=True,
+            args=("--file-timeout", "1"),
+        )
+    )
+
+
+# Segments of the deep directory of glob_backtracking: every one is a place where `**/` can
+# start or stop, which is what makes a backtracking matcher take exponential time.
+_GLOB_SEGMENTS = ("vendor", "tests", "spec", "vendor", "lib")
+
+
+@case
+def glob_backtracking(b: Build) -> None:
+    # A guest path of 3,900 bytes made of short directories, ignore and policy globs with
+    # several `**` that do not match it: matching must take time linear in the path.
+    tree = b.tree("glob-backtracking")
+    fd = os.open(tree, os.O_RDONLY)
+    depth = 0
+    length = 0
+    while length < 3_880:
+        folder = _GLOB_SEGMENTS[depth % len(_GLOB_SEGMENTS)]
+        os.mkdir(folder, dir_fd=fd)
+        inner = os.open(folder, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+        depth += 1
+        length += len(folder) + 1
+    for index in range(12):
+        out = os.open(f"c{index}.conf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+        os.write(out, f"password = {base.rand_password(20)}\n".encode())
+        os.close(out)
+    os.close(fd)
+    image = b.ext4("glob-backtracking.ext4", tree, 16)
+    globs = (
+        "**/vendor/**/tests/**/*.pem",
+        "**/vendor/**/spec/**/vendor/**/*.key",
+        "/vendor/**/lib/**/tests/**/spec/**/x*.conf",
+        "**/tests/**/**/**/**/vendor/**/c*.crt",
+    )
+    ignore = "".join(
+        f'[[ignore]]\npath = "{glob}"\nreason = "glob {n} of the backtracking case"\n\n'
+        for n, glob in enumerate(globs, start=1)
+    )
+    (b.stage / "glob-backtracking-ignore.toml").write_text(ignore)
+    policy = "".join(
+        f'[[rule]]\naction = "allow"\npath = ["{glob}", "{glob}/*"]\nreason = "glob {n}"\n\n'
+        for n, glob in enumerate(globs, start=1)
+    )
+    (b.stage / "glob-backtracking-policy.toml").write_text(policy)
+    b.cases.append(
+        Case(
+            "glob-backtracking",
+            image.name,
+            f"a {length}-byte guest path of {depth} short directories, ignore and policy globs"
+            " with several ** that backtrack in a regex",
+            (1,),
+            finds=True,
+            args=(
+                "--ignore",
+                "{dir}/glob-backtracking-ignore.toml",
+                "--policy",
+                "{dir}/glob-backtracking-policy.toml",
+            ),
+        )
+    )
+
+
+@case
+def baseline_bounds(b: Build) -> None:
+    # A baseline of 2,200,000 fingerprints (about 390 MB): loaded as a whole it needs over a
+    # GiB; only its fingerprints are kept. And one nested 100,000 deep: a one-line error.
+    tree = b.tree("baseline-bounds")
+    image = b.ext4("baseline-bounds.ext4", tree, 8)
+    shutil.rmtree(tree)
+    with (b.stage / "huge-baseline.json").open("w") as fh:
+        fh.write('{"schema": "imgscan.baseline/v1", "tool": {"name": "imgscan"},\n "findings": [')
+        for index in range(2_200_000):
+            fp = secrets.token_hex(16) if index % 1000 else f"not-a-version-{index}"
+            path = f"/srv/app/releases/{index:08d}/config/settings/production/database.yml"
+            fh.write(
+                f'{"," if index else ""}\n  {{"fingerprint": "fp1:{fp}",'
+                f' "rule": "generic-password-assignment", "path": "{path}"}}'
+            )
+        fh.write('\n ],\n "image": "disk.qcow2"}\n')
+    depth = 100_000
+    (b.stage / "deep-baseline.json").write_text(
+        '{"schema": "imgscan.baseline/v1", "findings": ' + "[" * depth + "]" * depth + "}"
+    )
+    b.cases.append(
+        Case(
+            "baseline-huge",
+            image.name,
+            "a 390 MB baseline of 2,200,000 fingerprints",
+            (1,),
+            finds=True,
+            args=("--baseline", "{dir}/huge-baseline.json"),
+        )
+    )
+    b.cases.append(
+        Case(
+            "baseline-deep",
+            image.name,
+            "a baseline whose findings are arrays nested 100,000 deep",
+            (2,),
+            error="deep-baseline.json",
+            args=("--baseline", "{dir}/deep-baseline.json"),
+        )
+    )
+
+
+@case
+def credential_locations(b: Build) -> None:
+    # Live credentials in directories named like test data: a path segment is no evidence of a
+    # fixture, so with --fail-on high they still fail the gate (none of them is demoted to info).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tree = b.work / "credential-locations"
+    shutil.rmtree(tree, ignore_errors=True)
+    aws = tree / "home" / "bob" / ".aws" / "spec"
+    aws.mkdir(parents=True)
+    (aws / "credentials").write_text(
+        "[default]\n"
+        f"aws_access_key_id = {base.aws_key_id()}\n"
+        f"aws_secret_access_key = {base.rand_chars(base.B64, 40)}\n"
+    )
+    ssh = tree / "root" / "fixtures" / ".ssh"
+    ssh.mkdir(parents=True)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    (ssh / "id_ecdsa").write_bytes(key)
+    image = b.ext4("credential-locations.ext4", tree, 8)
+    shutil.rmtree(tree)
+    b.cases.append(
+        Case(
+            "credential-locations",
+            image.name,
+            "an AWS key pair in /home/bob/.aws/spec/credentials and an unencrypted SSH key in"
+            " /root/fixtures/.ssh/id_ecdsa, gated with --fail-on high",
+            (1,),
+            args=("--fail-on", "high"),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def build_steps(stage: Path, key: str, run: base.Runner) -> None:

@@ -359,7 +359,7 @@ class Store:
             "AND r.pack_version = ?",
             (key.digest, key.tool_version, key.pack_version),
         ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else _record(row, self.path)
 
     def report(self, key: Key) -> dict[str, Any] | None:
         """The stored JSON report of a `done` result."""
@@ -370,7 +370,7 @@ class Store:
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        data: dict[str, Any] = json.loads(row[0])
+        data: dict[str, Any] = _json(self.path, f"the report of image {key.digest}", row[0])
         return data
 
     def records(self) -> list[Record]:
@@ -379,7 +379,7 @@ class Store:
             f"SELECT {_RECORD_COLUMNS} FROM results r "
             "ORDER BY COALESCE(r.finished_at, r.claimed_at) DESC, r.digest"
         ).fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row, self.path) for row in rows]
 
     def images(self) -> list[tuple[str, str]]:
         """Every image path a batch has seen, with its digest then, sorted by path."""
@@ -406,7 +406,7 @@ class Store:
             "LIMIT 1",
             (digest,),
         ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else _record(row, self.path)
 
     def _digests_for(self, what: str) -> list[str]:
         as_path = str(Path(what).absolute())
@@ -429,7 +429,17 @@ class Store:
         return found
 
 
-def _record(row: tuple[Any, ...]) -> Record:
+def _json(store: Path, what: str, text: str) -> Any:
+    """`text`, a JSON column of the store, parsed; a crafted or corrupt one (bad JSON, or
+    nesting deep enough to exhaust the parser's recursion) is a `StoreError` naming the store."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise StoreError(f"{store}: corrupt results store: {what} is {reason}") from None
+
+
+def _record(row: tuple[Any, ...], store: Path) -> Record:
     (
         digest,
         tool_version,
@@ -460,7 +470,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         format=fmt,
         complete=None if complete is None or state != "done" else bool(complete),
         counts={s: int(n) for s, n in counts.items()},
-        exposures=tuple(json.loads(exposures or "[]")),
+        exposures=tuple(_json(store, f"the exposures of image {digest}", exposures or "[]")),
         files=int(files),
         bytes=int(size),
         seconds=float(seconds),

@@ -332,12 +332,119 @@ _FIXTURE_DIRS = frozenset(
 )
 
 
+# A directory name is no evidence that a credential is a fixture: these files hold live
+# credentials wherever they sit (cloud credentials, SSH and TLS private keys, password files,
+# keytabs, browser and keyring stores), so they are never demoted for their directory.
+_CREDENTIAL_NAMES = frozenset(
+    {
+        # SSH private keys (OpenSSH's default names, host keys are below) and PuTTY's
+        "id_rsa",
+        "id_dsa",
+        "id_ecdsa",
+        "id_ed25519",
+        "id_ecdsa_sk",
+        "id_ed25519_sk",
+        "identity",
+        # passwords and tokens of clients and of the system
+        ".pgpass",
+        "pgpass.conf",
+        ".netrc",
+        "_netrc",
+        ".git-credentials",
+        ".my.cnf",
+        ".vault-token",
+        "shadow",
+        "shadow-",
+        "gshadow",
+        "gshadow-",
+        "master.passwd",
+        "keytab",
+        # cloud SDKs' stores
+        "application_default_credentials.json",
+        "credentials.db",
+        "access_tokens.db",
+        "accesstokens.json",
+        "msal_token_cache.json",
+        "azureprofile.json",
+        # browsers' and keyrings' stores
+        "login data",
+        "login data for account",
+        "logins.json",
+        "key3.db",
+        "key4.db",
+        "signons.sqlite",
+        "login.keyring",
+        "user.keystore",
+    }
+)
+_CREDENTIAL_SUFFIXES = (
+    ".key",  # TLS private keys (server.key) and others
+    "-key.pem",
+    "_key.pem",
+    ".ppk",
+    ".p12",
+    ".pfx",
+    ".jks",
+    ".keystore",
+    ".keytab",
+    ".keyring",
+    ".kdbx",
+)
+# Files that are credentials by their directory: ~/.aws/credentials, ~/.docker/config.json,
+# ~/.kube/config, ~/.azure/*, ~/.config/gcloud/*. Found anywhere below such a directory.
+_CREDENTIAL_DIRS = {
+    ".aws": frozenset({"credentials", "config"}),
+    ".docker": frozenset({"config.json"}),
+    ".kube": frozenset({"config"}),
+    ".azure": None,  # every file
+    "gcloud": None,
+    ".gnupg": None,
+    "keyrings": None,
+}
+# Home directories and /etc: what sits there is the machine's or a user's own, not the test
+# data of software it ships with (Linux, macOS-style and Windows profiles).
+_OWN_PLACES = re.compile(
+    r"^(?:/root(?:/|$)|/home/[^/]+/|/var/root/|/users/[^/]+/|/etc/"
+    r"|[a-z]:/users/[^/]+/|[a-z]:/documents and settings/[^/]+/)"
+)
+
+
 def fixture_location(path: str) -> Check | None:
-    """An INFO check when `path` lies in a test-fixture directory (the caller demotes it)."""
-    directories = re.split(r"[/\\!]", path)[:-1]
-    if any(part.lower() in _FIXTURE_DIRS for part in directories):
-        return Check("location", CheckResult.INFO, "in a test or fixture directory")
-    return None
+    """An INFO check when `path` lies in a test-fixture directory (the caller demotes it).
+
+    Never for a credential file (a cloud credentials file, an SSH or TLS private key, a
+    password file, a keytab, a browser or keyring store: `_credential_file`) nor for anything
+    in a home directory or under /etc: there a directory named `tests/` or `spec/` is no
+    evidence of a fixture, and demoting would let a live key through a gate.
+    """
+    parts = re.split(r"[/\\!]", path)
+    directories = parts[:-1]
+    if not any(part.lower() in _FIXTURE_DIRS for part in directories):
+        return None
+    if _own_place(path) or _credential_file(parts):
+        return None
+    return Check("location", CheckResult.INFO, "in a test or fixture directory")
+
+
+def _own_place(path: str) -> bool:
+    """Whether `path` (or, for an archive member, the archive holding it) is in a home
+    directory or under /etc."""
+    outer = path.split("!/", 1)[0].replace("\\", "/").lower()
+    return _OWN_PLACES.match(outer) is not None
+
+
+def _credential_file(parts: list[str]) -> bool:
+    """Whether the file whose path components are `parts` is a credential file by its name."""
+    name = parts[-1].lower()
+    if name in _CREDENTIAL_NAMES or name.endswith(_CREDENTIAL_SUFFIXES):
+        return True
+    if name.startswith("ssh_host_") and name.endswith("_key"):
+        return True
+    for directory in parts[:-1]:
+        names = _CREDENTIAL_DIRS.get(directory.lower(), frozenset())
+        if names is None or name in names:
+            return True
+    return False
 
 
 # Keystore passwords worth a try: none, the Java default, and the common list.

@@ -4,8 +4,11 @@ An exposure says "a copy can log into the HR database on db.internal:5432 as hr_
 finding needs more than its secret. This module reads it from the secret's own line (a URL's
 user and host, a .pgpass entry, a shadow entry's account, a JDBC or ADO.NET string) or, for a
 password in a settings file, from the settings nearest to it (`host = ...`, `user: ...`).
-Values equal to the secret are never returned. Extraction is bounded: one line of at most
-LINE_LIMIT bytes each side and NEIGHBOUR_LINES lines around.
+Values equal to the secret are never returned. Extraction is bounded, whatever the length of
+the secret's line: at most LINE_LIMIT bytes each side of the secret are read as its line, and
+the neighbours are the NEIGHBOUR_LINES lines around it within NEIGHBOUR_BYTES each side. So
+the cost of one secret does not grow with its line (a one-line file of 100,000 assignments
+costs 100,000 bounded reads, not 100,000 reads of the whole line).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 
 LINE_LIMIT = 2048
 NEIGHBOUR_LINES = 12
+NEIGHBOUR_BYTES = NEIGHBOUR_LINES * LINE_LIMIT
 Context = tuple[tuple[str, str], ...]
 
 _URL = (
@@ -81,14 +85,22 @@ def secret_context(buf: bytes, start: int, end: int) -> Context:
     secret = buf[start:end]
     if not secret or b"\n" in secret:
         return ()  # a key block: its context is its path
-    line_start = buf.rfind(b"\n", max(0, start - LINE_LIMIT), start) + 1
-    line_end = buf.find(b"\n", end, end + LINE_LIMIT)
-    line = buf[line_start : line_end if line_end >= 0 else min(len(buf), end + LINE_LIMIT)]
-    line = line.rstrip(b"\r")
+    # The line around the secret, cut at LINE_LIMIT bytes each side when it is longer.
+    floor = max(0, start - LINE_LIMIT)
+    line_start = buf.rfind(b"\n", floor, start) + 1 or floor
+    cut = line_start > 0 and buf[line_start - 1 : line_start] != b"\n"
+    ceiling = min(len(buf), end + LINE_LIMIT)
+    line_end = buf.find(b"\n", end, ceiling)
+    if line_end < 0:
+        line_end = ceiling
+    line = buf[line_start:line_end].rstrip(b"\r")
     if line.lower().startswith(_RDP_PASSWORD):
         return _clean(_rdp_settings(buf[max(0, start - _RDP_REACH) : end + _RDP_REACH]), secret)
     escaped = re.escape(secret)
-    for template in (_URL, _PGPASS, _NETRC, _PASSWD_LINE):
+    # A cut line has no known start: the templates anchored there (.pgpass, passwd-like
+    # entries) would take a fragment for the entry.
+    templates = (_URL, _NETRC) if cut else (_URL, _PGPASS, _NETRC, _PASSWD_LINE)
+    for template in templates:
         match = re.search(template % escaped, line)
         if match:
             return _clean(match.groupdict(), secret)
@@ -102,7 +114,7 @@ def secret_context(buf: bytes, start: int, end: int) -> Context:
             if key is not None:
                 found.setdefault(key, pair.group("value").strip().split(b",")[0])
     if not found:
-        found = _neighbours(buf, line_start, line_end if line_end >= 0 else len(buf), secret)
+        found = _neighbours(buf, line_start, line_end, secret)
     return _clean(found, secret)
 
 
@@ -124,17 +136,21 @@ def _rdp_settings(text: bytes) -> dict[str, bytes]:
 
 
 def _neighbours(buf: bytes, line_start: int, line_end: int, secret: bytes) -> dict[str, bytes]:
-    """The settings nearest to the secret's line, within NEIGHBOUR_LINES either side."""
+    """The settings nearest to the secret's line, within NEIGHBOUR_LINES lines and
+    NEIGHBOUR_BYTES bytes either side (every search below is bounded by those bytes)."""
+    floor = max(0, line_start - NEIGHBOUR_BYTES)
     before = line_start
     for _ in range(NEIGHBOUR_LINES):
-        before = buf.rfind(b"\n", 0, max(0, before - 1)) + 1
-        if before == 0:
+        if before <= floor:
+            before = floor
             break
+        before = buf.rfind(b"\n", floor, before - 1) + 1 or floor
+    ceiling = min(len(buf), line_end + NEIGHBOUR_BYTES)
     after = line_end
     for _ in range(NEIGHBOUR_LINES):
-        nxt = buf.find(b"\n", after + 1)
+        nxt = buf.find(b"\n", after + 1, ceiling)
         if nxt < 0:
-            after = len(buf)
+            after = ceiling
             break
         after = nxt
     window = buf[before:after]

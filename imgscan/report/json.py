@@ -75,6 +75,16 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                 for v in result.volumes
             ],
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+            # Files read whole whose findings were capped: not every match is listed.
+            "capped": [
+                {
+                    "path": c.path,
+                    "rule": c.rule,
+                    "reported": c.reported,
+                    "not_reported": c.not_reported,
+                }
+                for c in result.capped
+            ],
         },
         "suppressed": [
             {

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
-from imgscan.detect.engine import build_spec
+from imgscan.detect.engine import MAX_FINDINGS_PER_FILE, MAX_FINDINGS_PER_RULE, build_spec
 from imgscan.detect.rules import RulePack, load_pack
 from imgscan.errors import ImageError
 from imgscan.exposures import build_exposures
@@ -29,6 +29,7 @@ from imgscan.image.layout import (
 )
 from imgscan.image.windows import find_windows
 from imgscan.model import (
+    Capped,
     Clue,
     FileRef,
     Finding,
@@ -119,6 +120,7 @@ class _Tally:
     skipped: list[Skipped] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     clues: list[Clue] = field(default_factory=list)
+    capped: list[Capped] = field(default_factory=list)
     files: dict[str, int] = field(default_factory=dict)  # outcomes received, per volume
     sizes: dict[str, int] = field(default_factory=dict)
     walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
@@ -134,6 +136,7 @@ class _Tally:
         self.findings.extend(outcome.findings)
         self.skipped.extend(outcome.skipped)
         self.clues.extend(outcome.clues)
+        self.capped.extend(Capped(*entry) for entry in outcome.capped)
         self.files[outcome.volume] = self.files.get(outcome.volume, 0) + 1
         self.sizes[outcome.volume] = self.sizes.get(outcome.volume, 0) + outcome.bytes
 
@@ -171,6 +174,7 @@ class _Tally:
                 )
             )
         pack = self.pack
+        capped = tuple(sorted(set(self.capped), key=lambda c: (c.path, c.rule)))
         return ScanResult(
             image=self.image,
             reader=self.reader,
@@ -196,11 +200,26 @@ class _Tally:
             )
             if pack is not None
             else (),
-            warnings=tuple(self.warnings),
+            warnings=tuple(self.warnings) + tuple(_capped_notes(capped)),
             os=self.os,
             clues=tuple(sorted(set(self.clues), key=lambda c: (c.path, c.kind, c.facts))),
             interrupted=unfinished is VolumeStatus.INTERRUPTED,
+            capped=capped,
         )
+
+
+def _capped_notes(capped: tuple[Capped, ...]) -> list[str]:
+    """One warning per file whose findings were capped: the report says it lists only part
+    of them (the file was read whole: coverage is not affected)."""
+    per_file: dict[str, list[Capped]] = {}
+    for entry in capped:
+        per_file.setdefault(entry.path, []).append(entry)
+    return [
+        f"{path}: findings capped ({MAX_FINDINGS_PER_RULE} per rule, {MAX_FINDINGS_PER_FILE}"
+        " per file): "
+        + ", ".join(f"{c.rule} {c.reported} reported, {c.not_reported} not" for c in entries)
+        for path, entries in per_file.items()
+    ]
 
 
 def _scan(
@@ -248,6 +267,7 @@ def _scan(
             options.chunk_size,
             options.max_file_size,
             options.show_secrets,
+            options.file_timeout,
         )
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
         walk = _walk(reader, scannable, layout, tally)

@@ -24,7 +24,7 @@ import zstandard
 
 from imgscan.detect import usage
 from imgscan.detect.checks import fixture_location, private_key_id
-from imgscan.detect.engine import Engine, EngineSpec, Hit
+from imgscan.detect.engine import Engine, EngineSpec, FileTimeout, Hit, Quota
 from imgscan.detect.registry import RegistryHit, RegistryMatcher, is_hive, value_path
 from imgscan.image.interface import FileOpener, OpenerSpec
 from imgscan.model import (
@@ -40,6 +40,7 @@ from imgscan.model import (
     fingerprint,
     redact,
 )
+from imgscan.options import DEFAULT_FILE_TIMEOUT
 from imgscan.scan.archives import (
     MAX_DEPTH,
     Member,
@@ -57,6 +58,10 @@ class WorkerSpec:
     chunk_size: int
     max_file_size: int
     show_secrets: bool
+    # The time budget of one file (per started GiB of it): past it the file is listed as
+    # skipped (what was found until then is reported). Checked between chunks and matches,
+    # not inside a read.
+    file_timeout: float = DEFAULT_FILE_TIMEOUT  # archive members included
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class FileOutcome:
     # content from the image, and seconds scanning it in all (reads, expansion, matching).
     read_seconds: float = 0.0
     scan_seconds: float = 0.0
+    # Findings a cap held back (detect/engine.py Quota): (path, rule id, reported, not
+    # reported) for each rule of this file that hit a cap. The file was read all the same.
+    capped: tuple[tuple[str, str, int, int], ...] = ()
 
 
 class _TimedReads:
@@ -95,6 +103,9 @@ class _TimedReads:
 
 
 _SPOOL_IN_MEMORY = 8 << 20
+# A file gets its --file-timeout for every started GiB of its size: a 4 GiB swap volume, read
+# at the speed of a slow reader, is not cut off where a small file would be.
+_BUDGET_UNIT = 1 << 30
 
 
 class _Budget:
@@ -123,6 +134,7 @@ class FileScanner:
         self.engine = engine if engine is not None else Engine(spec.engine)
         self.registry = RegistryMatcher(self.engine.pack.registry)
         self.opener = opener
+        self._quota = Quota()  # the current file's (set by scan)
 
     def scan(self, ref: FileRef) -> FileOutcome:
         started = time.perf_counter()
@@ -144,15 +156,31 @@ class FileScanner:
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), (), 0)
         timed = None
+        budget = self.spec.file_timeout * max(1, -(-ref.size // _BUDGET_UNIT))
+        self._quota = quota = Quota(deadline=time.monotonic() + budget)
         try:
             opened = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
             timed = _TimedReads(opened)
             stream = cast(BinaryIO, timed)
             if ref.raw:
-                hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
+                try:
+                    hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, True, quota)
+                except FileTimeout as stop:
+                    findings.extend(self._finding(hit, ref.path) for hit in _dedupe(stop.hits))
+                    raise
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
                 self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
+        except FileTimeout:
+            # Listed as skipped (coverage incomplete), with what was found until then: one
+            # hostile file must not hold up the scan.
+            skipped.append(
+                Skipped(
+                    ref.path,
+                    f"time budget of {budget:g} s exceeded: not scanned to its end "
+                    "(--file-timeout)",
+                )
+            )
         except Exception as exc:
             # Per-file trouble is data, not a crash: a corrupt file (or a reader library's own
             # error type) costs that file, recorded with the reason, never the whole scan.
@@ -167,6 +195,10 @@ class FileScanner:
             tuple(clues),
             read_seconds=timed.seconds if timed is not None else 0.0,
             scan_seconds=time.perf_counter() - started,
+            capped=tuple(
+                (ref.path, rule, quota.reported.get(rule, 0), count)
+                for rule, count in sorted(quota.withheld.items())
+            ),
         )
 
     def _scan_stream(
@@ -185,6 +217,8 @@ class FileScanner:
             try:
                 members = expand(stream, path, kind, self.spec.max_file_size, budget.left)
                 for item in members:
+                    if self._quota.expired():
+                        raise FileTimeout([])
                     if isinstance(item, Skipped):
                         skipped.append(item)
                         continue
@@ -213,7 +247,11 @@ class FileScanner:
         # Windows writes many text files as UTF-16 (mstsc's .rdp files, regedit exports,
         # PowerShell 5's Out-File): matched as the UTF-8 text they hold.
         text = _utf16_as_utf8(stream, head) or stream
-        hits = _dedupe(self.engine.scan(text, path, self.spec.chunk_size))
+        try:
+            hits = _dedupe(self.engine.scan(text, path, self.spec.chunk_size, quota=self._quota))
+        except FileTimeout as stop:
+            findings.extend(self._finding(hit, path) for hit in _dedupe(stop.hits))
+            raise
         for hit in hits:
             findings.append(self._finding(hit, path))
         values = self._registry_findings(stream, path, head, skipped)

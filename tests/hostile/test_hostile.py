@@ -117,7 +117,9 @@ def test_hostile_case(hostile: tuple[Path, dict[str, Any]], name: str, tmp_path:
     case = next(c for c in manifest["cases"] if c["name"] == name)
     ESCAPE_FILE.unlink(missing_ok=True)
     report_path = tmp_path / "report.json"
-    scan = _scan(directory / case["file"], report_path, *case["args"])
+    # "{dir}" in a case's options names a file the builder put beside the images.
+    args = [arg.replace("{dir}", str(directory)) for arg in case["args"]]
+    scan = _scan(directory / case["file"], report_path, *args)
 
     assert scan.seconds <= TIME_LIMIT, f"{name}: {scan.seconds:.1f} s"
     assert scan.rss <= MEMORY_LIMIT, f"{name}: peak RSS {scan.rss >> 20} MiB"
@@ -155,7 +157,7 @@ def test_hostile_case(hostile: tuple[Path, dict[str, Any]], name: str, tmp_path:
         assert any(f["path"].endswith(".conf") for f in report["findings"]), report["findings"]
         assert manifest["password"] not in report_text + scan.stderr
     if case["escapes"]:
-        _assert_escaped(directory / case["file"], tmp_path, manifest, case["args"])
+        _assert_escaped(directory / case["file"], tmp_path, manifest, args)
 
 
 def run_formats(image: Path, tmp_path: Path, args: list[str]) -> dict[str, str]:
