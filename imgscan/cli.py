@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -426,9 +428,70 @@ def _write(path: Path | None, text: str, what: str) -> None:
             raise ImgscanError(f"stdout: cannot write {what}: the pipe is closed") from None
         return
     try:
-        path.write_text(text, encoding="utf-8")
+        _write_atomically(path, text.encode("utf-8"))
     except OSError as exc:
         raise ImgscanError(f"{path}: cannot write {what}: {exc.strerror}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that the file is either the old one or the whole new one,
+    never a half-written report: a temporary file in the same directory, then os.replace.
+
+    A path that exists and is not a regular file (/dev/stdout, /dev/null, a FIFO) is written
+    in place: replacing it would put a regular file where the device or pipe was. A symlink
+    is followed, so the file it points at is the one replaced, as a plain write would.
+    The new file gets the old file's permission bits, or those the umask gives a new file.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with target.open("wb") as fh:
+            fh.write(data)
+        return
+    if st is not None:
+        mode = stat.S_IMODE(st.st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _refuse_output_over_input(output: Path | None, inputs: Sequence[Path], what: str) -> None:
+    """Raise ImgscanError when `output` is one of `inputs` (the same file, by device and inode:
+    a hard link, a symlink or another spelling of the path counts), before anything is read:
+    writing the report would destroy the image, the baseline or the policy it came from."""
+    if output is None:
+        return
+    try:
+        written = os.stat(output)
+    except OSError:
+        return  # it does not exist yet (or cannot be looked at): not an input
+    if not stat.S_ISREG(written.st_mode):
+        return  # /dev/stdout, /dev/null, a pipe: no input is lost by writing there
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:
+            continue
+        if same:
+            raise ImgscanError(
+                f"{output}: the {what} would overwrite an input ({source}); choose another -o"
+            )
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -487,6 +550,7 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import apply_suppressions, load_baseline, load_ignore
 
+    _refuse_output_over_input(args.output, _scan_inputs(args), "report")
     # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
     baseline = load_baseline(args.baseline) if args.baseline else frozenset()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
@@ -519,6 +583,19 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     return exit_code(result, policy.fail_on, args.allow_incomplete)
 
 
+def _scan_inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file a scan or baseline command reads: the image and the files its vmdk
+    descriptor names beside it, and the baseline, ignore and policy files."""
+    from imgscan.batch.discover import vmdk_extents
+
+    inputs = [args.image, *vmdk_extents(args.image)]
+    for name in ("baseline", "policy"):
+        if getattr(args, name, None):
+            inputs.append(getattr(args, name))
+    inputs.extend(getattr(args, "ignore", None) or ())
+    return inputs
+
+
 def _late(signame: str) -> str:
     return f"imgscan: interrupted by {signame} once the scan had ended (what was written is whole)"
 
@@ -527,6 +604,7 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import render_baseline
 
+    _refuse_output_over_input(args.output, _scan_inputs(args), "baseline")
     try:
         result = _scan(args)
     except ScanInterrupted as stop:
@@ -915,6 +993,8 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         raise ImgscanError("batch: name at least one PATH (or --from-file FILE)")
     pack = load_pack(args.signatures or default_signatures_dir())
     discovery = discover(list(args.paths), list(args.from_file))
+    images = [part for image in discovery.images for part in image.parts]
+    _refuse_output_over_input(args.output, images, "summary")
     names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])
     if args.out_dir is not None:
         try:
