@@ -379,6 +379,17 @@ def _beside(src: _Source, name: str) -> bool:
 _ACCESS = ("RW", "RDONLY", "NOACCESS")
 
 
+def extent_beside(descriptor: Path, name: str) -> bool:
+    """Whether a vmdk descriptor file at `descriptor` may name extent `name` without
+    --allow-external-files: the rule detect_format applies (see _beside), for the batch's
+    discovery to use the same one."""
+    try:
+        size = descriptor.stat().st_size
+    except OSError:
+        return False
+    return _beside(_Source(descriptor, 0, size, descriptor.name, str(descriptor)), name)
+
+
 def _parse_descriptor(descriptor: bytes) -> tuple[str | None, list[str]]:
     """The create type and every extent file name of a vmdk descriptor.
 
