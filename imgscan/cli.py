@@ -650,8 +650,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "verbose", False)
         else logging.WARNING,
     )
-    with _Interrupts().installed() as interrupts:
-        return _run(parser, args, interrupts)
+    try:
+        with _Interrupts().installed() as interrupts:
+            return _run(parser, args, interrupts)
+    finally:
+        if argv is None:
+            # The program itself (python -m imgscan, the imgscan script), not a caller in
+            # process, whose own children are not ours to wait for.
+            wait_for_children()
+
+
+def wait_for_children(grace: float = 10.0) -> None:
+    """Return only once every child process of imgscan has ended, so that none outlives it
+    (reparented to PID 1 for a moment, or for good): multiprocessing's workers and its
+    resource tracker (which otherwise exits on its own a moment after us), the libguestfs
+    appliance, batch children. A child still running after `grace` seconds is killed and
+    waited for. SIGINT and SIGTERM are blocked meanwhile: the command's result is decided, and
+    a signal now must not leave the wait half done (nor print a traceback)."""
+    import multiprocessing
+    import time
+    from multiprocessing import resource_tracker
+
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    for child in multiprocessing.active_children():
+        child.join(grace)
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if callable(stop):
+        with suppress(Exception):
+            stop()  # closes its pipe and waits for it (CPython's own shutdown does the same)
+    deadline = time.monotonic() + grace
+    for pid in _child_pids():
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # not ours to wait for after all, or already waited for
+            if done:
+                break
+            if time.monotonic() > deadline:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
+
+
+def _child_pids() -> list[int]:
+    """The processes whose parent is this one, from /proc (empty where there is none)."""
+    me, found = os.getpid(), []
+    with suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                found.append(int(entry.name))
+    return found
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: _Interrupts) -> int:
