@@ -982,11 +982,19 @@ def _add_batch_parsers(commands: Any) -> None:
     worker.add_argument("--debug", action="store_true")
 
 
+def _store_path(args: argparse.Namespace) -> Path:
+    """The results store's path: `--db`, or the user's default."""
+    from imgscan.batch.store import default_db_path
+
+    path: Path = args.db if args.db is not None else default_db_path()
+    return path
+
+
 def _open_store(args: argparse.Namespace, must_exist: bool = False) -> Any:
     """The results store `--db` names (default: the user's); for a query, one that exists."""
-    from imgscan.batch.store import Store, default_db_path
+    from imgscan.batch.store import Store
 
-    path = args.db if args.db is not None else default_db_path()
+    path = _store_path(args)
     if must_exist and not path.is_file():
         raise ImgscanError(f"{path}: no results store here (`imgscan batch` makes one)")
     return Store(path)
@@ -1055,7 +1063,7 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     pack = load_pack(args.signatures or default_signatures_dir())
     discovery = discover(list(args.paths), list(args.from_file))
     images = [part for image in discovery.images for part in image.parts]
-    _refuse_output_over_input(args.output, images, "summary")
+    _refuse_output_over_input(args.output, [*images, _store_path(args)], "summary")
     names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])
     if args.out_dir is not None:
         try:
@@ -1151,6 +1159,9 @@ def _run_results(args: argparse.Namespace) -> int:
     from imgscan.batch.summary import SummaryRow, render_summary
 
     pack = load_pack(args.signatures or default_signatures_dir())
+    target = getattr(args, "target", None)
+    inputs = [_store_path(args), *([Path(target)] if target else [])]
+    _refuse_output_over_input(getattr(args, "output", None), inputs, "report")
     with _open_store(args, must_exist=True) as store:
         if args.query == "list":
             rows = [SummaryRow(r.image_path, r.state, r.key.digest, r) for r in store.records()]

@@ -17,7 +17,9 @@ import pytest
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imgscan", *map(str, args), "--no-progress"],
+        # `results` draws no progress bar, so it has no --no-progress.
+        [sys.executable, "-m", "imgscan", *map(str, args)]
+        + ([] if args[0] == "results" else ["--no-progress"]),
         capture_output=True,
         text=True,
         check=False,
@@ -64,10 +66,15 @@ def test_report_over_the_baseline_is_refused(image: Path, tmp_path: Path) -> Non
     assert _sha(baseline) == before
 
 
-def test_batch_summary_over_an_image_is_refused(image: Path, tmp_path: Path) -> None:
+def test_batch_summary_or_stored_report_over_an_input_is_refused(
+    image: Path, tmp_path: Path
+) -> None:
     before = _sha(image)
-    proc = run("batch", image.parent, "--db", tmp_path / "r.sqlite", "-o", image)
-    _assert_refused(proc)
+    db = tmp_path / "r.sqlite"
+    db.write_bytes(b"")
+    _assert_refused(run("batch", image.parent, "--db", db, "-o", image))
+    _assert_refused(run("batch", image.parent, "--db", db, "-o", db))
+    _assert_refused(run("results", "show", image, "--db", db, "-o", image))
     assert _sha(image) == before
 
 
