@@ -238,3 +238,18 @@ def test_differencing_vdi_is_refused(tmp_path: Path) -> None:
     build_hostile.differencing_vdi(image, uuid.UUID(int=7))
     with pytest.raises(ImageError, match="parent image"):
         detect_format(image)
+
+
+def test_vmdk_descriptor_with_several_extents_is_judged_by_each(tmp_path: Path) -> None:
+    (tmp_path / "disk-f001.vmdk").write_bytes(b"\0" * (2048 * 512))
+    (tmp_path / "disk-f002.vmdk").write_bytes(b"\0" * (2048 * 512))
+    path = tmp_path / "disk.vmdk"
+    lines = ['RW 2048 FLAT "disk-f001.vmdk" 0', 'RW 2048 FLAT "disk-f002.vmdk" 0']
+    head = '# Disk DescriptorFile\nversion=1\nparentCID=ffffffff\ncreateType="twoGbMaxExtentFlat"\n'
+    path.write_text(head + "\n".join(lines) + "\n")
+    info = detect_format(path)
+    assert (info.external, info.virtual_size) == ((), 2 * 2048 * 512)
+    # One extent more, outside the directory: refused, and that one is named.
+    path.write_text(head + "\n".join([*lines, 'RDONLY 2048 FLAT "../../etc/hostname" 0']) + "\n")
+    with pytest.raises(ImageError, match=r"extent '\.\./\.\./etc/hostname'\)"):
+        detect_format(path)
