@@ -662,25 +662,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def wait_for_children(grace: float = 10.0) -> None:
     """Return only once every child process of imgscan has ended, so that none outlives it
-    (reparented to PID 1 for a moment, or for good): multiprocessing's workers and its
-    resource tracker (which otherwise exits on its own a moment after us), the libguestfs
-    appliance, batch children. A child still running after `grace` seconds is killed and
-    waited for. SIGINT and SIGTERM are blocked meanwhile: the command's result is decided, and
-    a signal now must not leave the wait half done (nor print a traceback)."""
+    (reparented to PID 1 for a moment, or for good): multiprocessing's workers, reader
+    process and resource tracker (which otherwise exits on its own a moment after us), the
+    libguestfs appliance, batch children. Children get `grace` seconds in all; what still runs
+    then is killed and waited for, so this always returns within about `grace` seconds.
+    SIGINT and SIGTERM are blocked meanwhile: the command's result is decided, and a signal
+    now must not leave the wait half done (nor print a traceback)."""
     import multiprocessing
     import time
     from multiprocessing import resource_tracker
 
     if threading.current_thread() is threading.main_thread():
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    for child in multiprocessing.active_children():
-        child.join(grace)
-    tracker = getattr(resource_tracker, "_resource_tracker", None)
-    stop = getattr(tracker, "_stop", None)
-    if callable(stop):
-        with suppress(Exception):
-            stop()  # closes its pipe and waits for it (CPython's own shutdown does the same)
     deadline = time.monotonic() + grace
+    # multiprocessing's own children first, through multiprocessing, so that its records of
+    # them stay right (its exit handler joins them again).
+    for child in multiprocessing.active_children():
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
+    # The resource tracker ends when every holder of its pipe has closed it: close ours (as
+    # CPython's own shutdown does, but without its unbounded wait); it is then waited for
+    # below with everything else.
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    fd = getattr(tracker, "_fd", None)
+    if tracker is not None and isinstance(fd, int):
+        with suppress(OSError):
+            os.close(fd)
+        tracker._fd = None
+        tracker._pid = None
     for pid in _child_pids():
         while True:
             try:
