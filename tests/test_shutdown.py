@@ -3,9 +3,12 @@ session holds nothing (not a worker, not multiprocessing's resource tracker, not
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,26 @@ def test_nothing_outlives_imgscan(images: Path, tmp_path: Path, way: str) -> Non
         code, left = _left_behind(*args)
         assert code == expected
         assert left == [], left
+
+
+@pytest.mark.guestfs
+def test_interrupt_while_auto_starts_libguestfs_leaves_nothing(images: Path) -> None:
+    """mbr.qcow2 has a volume the native reader leaves to libguestfs: a Ctrl-C while the
+    appliance launches must stop the native reader's process too (the auto reader is not
+    built yet, so nobody else closes it), at once rather than at the end of the grace."""
+    argv = [sys.executable, "-m", "imgscan", "scan", str(images / "mbr.qcow2"), "--no-progress"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    ) as proc:
+        deadline = time.monotonic() + 120
+        while not any("qemu-system" in p for p in session_processes(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no appliance launched"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        stopped = time.monotonic()
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - stopped
+        left = session_processes(proc.pid)
+    assert code == 130
+    assert left == [], left
+    assert took < 8, f"{took:.1f} s to stop"  # wait_for_children's grace is 10 s
