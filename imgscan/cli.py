@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -441,9 +443,70 @@ def _write(path: Path | None, text: str, what: str) -> None:
             raise ImgscanError(f"stdout: cannot write {what}: the pipe is closed") from None
         return
     try:
-        path.write_text(text, encoding="utf-8")
+        _write_atomically(path, text.encode("utf-8"))
     except OSError as exc:
         raise ImgscanError(f"{path}: cannot write {what}: {exc.strerror}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that the file is either the old one or the whole new one,
+    never a half-written report: a temporary file in the same directory, then os.replace.
+
+    A path that exists and is not a regular file (/dev/stdout, /dev/null, a FIFO) is written
+    in place: replacing it would put a regular file where the device or pipe was. A symlink
+    is followed, so the file it points at is the one replaced, as a plain write would.
+    The new file gets the old file's permission bits, or those the umask gives a new file.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with target.open("wb") as fh:
+            fh.write(data)
+        return
+    if st is not None:
+        mode = stat.S_IMODE(st.st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _refuse_output_over_input(output: Path | None, inputs: Sequence[Path], what: str) -> None:
+    """Raise ImgscanError when `output` is one of `inputs` (the same file, by device and inode:
+    a hard link, a symlink or another spelling of the path counts), before anything is read:
+    writing the report would destroy the image, the baseline or the policy it came from."""
+    if output is None:
+        return
+    try:
+        written = os.stat(output)
+    except OSError:
+        return  # it does not exist yet (or cannot be looked at): not an input
+    if not stat.S_ISREG(written.st_mode):
+        return  # /dev/stdout, /dev/null, a pipe: no input is lost by writing there
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:
+            continue
+        if same:
+            raise ImgscanError(
+                f"{output}: the {what} would overwrite an input ({source}); choose another -o"
+            )
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -504,6 +567,7 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import Baseline, apply_suppressions, load_baseline, load_ignore
 
+    _refuse_output_over_input(args.output, _scan_inputs(args), "report")
     # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
     baseline = load_baseline(args.baseline) if args.baseline else Baseline()
     ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
@@ -543,6 +607,19 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     return exit_code(result, policy.fail_on, args.allow_incomplete)
 
 
+def _scan_inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file a scan or baseline command reads: the image and the files its vmdk
+    descriptor names beside it, and the baseline, ignore and policy files."""
+    from imgscan.batch.discover import vmdk_extents
+
+    inputs = [args.image, *vmdk_extents(args.image)]
+    for name in ("baseline", "policy"):
+        if getattr(args, name, None):
+            inputs.append(getattr(args, name))
+    inputs.extend(getattr(args, "ignore", None) or ())
+    return inputs
+
+
 def _late(signame: str) -> str:
     return f"imgscan: interrupted by {signame} once the scan had ended (what was written is whole)"
 
@@ -558,6 +635,7 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import render_baseline
 
+    _refuse_output_over_input(args.output, _scan_inputs(args), "baseline")
     try:
         result = _scan(args)
     except ScanInterrupted as stop:
@@ -608,8 +686,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "verbose", False)
         else logging.WARNING,
     )
-    with _Interrupts().installed() as interrupts:
-        return _run(parser, args, interrupts)
+    try:
+        with _Interrupts().installed() as interrupts:
+            return _run(parser, args, interrupts)
+    finally:
+        if argv is None:
+            # The program itself (python -m imgscan, the imgscan script), not a caller in
+            # process, whose own children are not ours to wait for.
+            wait_for_children()
+
+
+def wait_for_children(grace: float = 10.0) -> None:
+    """Return only once every child process of imgscan has ended, so that none outlives it
+    (reparented to PID 1 for a moment, or for good): multiprocessing's workers, reader
+    process and resource tracker (which otherwise exits on its own a moment after us), the
+    libguestfs appliance, batch children. Children get `grace` seconds in all; what still runs
+    then is killed and waited for, so this always returns within about `grace` seconds.
+    SIGINT and SIGTERM are blocked meanwhile: the command's result is decided, and a signal
+    now must not leave the wait half done (nor print a traceback)."""
+    import multiprocessing
+    import time
+    from multiprocessing import resource_tracker
+
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    deadline = time.monotonic() + grace
+    # multiprocessing's own children first, through multiprocessing, so that its records of
+    # them stay right (its exit handler joins them again).
+    for child in multiprocessing.active_children():
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
+    # The resource tracker ends when every holder of its pipe has closed it: close ours (as
+    # CPython's own shutdown does, but without its unbounded wait); it is then waited for
+    # below with everything else.
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    fd = getattr(tracker, "_fd", None)
+    if tracker is not None and isinstance(fd, int):
+        with suppress(OSError):
+            os.close(fd)
+        tracker._fd = None
+        tracker._pid = None
+    for pid in _child_pids():
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # not ours to wait for after all, or already waited for
+            if done:
+                break
+            if time.monotonic() > deadline:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
+
+
+def _child_pids() -> list[int]:
+    """The processes whose parent is this one, from /proc (empty where there is none)."""
+    me, found = os.getpid(), []
+    with suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                found.append(int(entry.name))
+    return found
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: _Interrupts) -> int:
@@ -879,11 +1029,19 @@ def _add_batch_parsers(commands: Any) -> None:
     worker.add_argument("--debug", action="store_true")
 
 
+def _store_path(args: argparse.Namespace) -> Path:
+    """The results store's path: `--db`, or the user's default."""
+    from imgscan.batch.store import default_db_path
+
+    path: Path = args.db if args.db is not None else default_db_path()
+    return path
+
+
 def _open_store(args: argparse.Namespace, must_exist: bool = False) -> Any:
     """The results store `--db` names (default: the user's); for a query, one that exists."""
-    from imgscan.batch.store import Store, default_db_path
+    from imgscan.batch.store import Store
 
-    path = args.db if args.db is not None else default_db_path()
+    path = _store_path(args)
     if must_exist and not path.is_file():
         raise ImgscanError(f"{path}: no results store here (`imgscan batch` makes one)")
     return Store(path)
@@ -951,6 +1109,8 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         raise ImgscanError("batch: name at least one PATH (or --from-file FILE)")
     pack = load_pack(args.signatures or default_signatures_dir())
     discovery = discover(list(args.paths), list(args.from_file))
+    images = [part for image in discovery.images for part in image.parts]
+    _refuse_output_over_input(args.output, [*images, _store_path(args)], "summary")
     names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])
     if args.out_dir is not None:
         try:
@@ -1046,6 +1206,9 @@ def _run_results(args: argparse.Namespace) -> int:
     from imgscan.batch.summary import SummaryRow, render_summary
 
     pack = load_pack(args.signatures or default_signatures_dir())
+    target = getattr(args, "target", None)
+    inputs = [_store_path(args), *([Path(target)] if target else [])]
+    _refuse_output_over_input(getattr(args, "output", None), inputs, "report")
     with _open_store(args, must_exist=True) as store:
         if args.query == "list":
             rows = [SummaryRow(r.image_path, r.state, r.key.digest, r) for r in store.records()]

@@ -36,10 +36,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import build as base
 import build_windows as small
 import zstandard
-
-import build as base
 
 KEY_PREFIX = "hostile-"
 MIB = base.MIB
@@ -1120,6 +1119,283 @@ def credential_locations(b: Build) -> None:
             args=("--fail-on", "high"),
         )
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Images that name other files, round 2 (issue 17): delta vmdks, differencing VHD, VHDX and
+# VDI, and a monolithicSparse vmdk whose descriptor names a neighbour extent
+# ------------------------------------------------------------------------------------------
+
+# Where each case's reference points: a host file by absolute path, one up the tree, and an
+# image beside the hostile one whose content must not be reported as the hostile image's.
+PARENT_VARIANTS = (
+    ("absolute", "/etc/shadow"),
+    ("dotdot", "../../../../../../etc/passwd"),
+    ("neighbour", None),  # the tenant image of the format, beside the hostile one
+)
+
+
+def _vhd_checksum(data: bytes | bytearray, at: int) -> bytes:
+    """The VHD checksum of a footer or dynamic header: the one's complement of the sum of
+    its bytes, the checksum field (4 bytes at `at`) counted as zero."""
+    total = sum(data[:at]) + sum(data[at + 4 :])
+    return struct.pack(">I", ~total & 0xFFFFFFFF)
+
+
+def differencing_vhd(path: Path, parent: str, parent_id: bytes = bytes(16)) -> None:
+    """Rewrite the empty dynamic VHD qemu-img made at `path` (footer, dynamic header, one
+    sector of BAT, footer) as a differencing VHD (disk type 4) whose parent is `parent`: the
+    parent's unicode name in the dynamic header and a relative (W2ru) and an absolute (W2ku)
+    parent locator, both `parent` in UTF-16LE, in a sector of their own before the BAT."""
+    data = path.read_bytes()
+    footer = bytearray(data[:512])
+    header = bytearray(data[512:1536])
+    (bat_entries,) = struct.unpack_from(">I", header, 28)
+    bat_bytes = (bat_entries * 4 + 511) // 512 * 512
+    footer[60:64] = struct.pack(">I", 4)
+    footer[64:68] = _vhd_checksum(footer, 64)
+    locator = parent.encode("utf-16-le")[:512]
+    header[16:24] = struct.pack(">Q", 2048)  # the BAT moves one sector down
+    header[40:56] = parent_id
+    header[64:576] = parent.encode("utf-16-be")[:510].ljust(512, b"\0")
+    for index, code in enumerate((b"W2ru", b"W2ku")):
+        entry = code + struct.pack(">IIIQ", 512, len(locator), 0, 1536)
+        header[576 + 24 * index : 600 + 24 * index] = entry
+    header[36:40] = _vhd_checksum(header, 36)
+    bat = b"\xff" * bat_bytes  # empty: every block comes from the parent
+    path.write_bytes(
+        bytes(footer) + bytes(header) + locator.ljust(512, b"\0") + bat + bytes(footer)
+    )
+
+
+_VHDX_PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
+_VHDX_FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
+_VHDX_LOCATOR_TYPE = uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
+
+
+def differencing_vhdx(path: Path, parent: str, *, flag: bool = True, locator: bool = True) -> None:
+    """Patch the VHDX qemu-img made at `path` into a differencing VHDX: the has-parent flag of
+    its file parameters (`flag`) and a parent locator metadata item naming `parent` as its
+    relative path (`locator`), in every metadata table its region tables locate."""
+    data = bytearray(path.read_bytes())
+    for table_at in (192 << 10, 256 << 10):
+        (count,) = struct.unpack_from("<I", data, table_at + 8)
+        for index in range(count):
+            entry = table_at + 16 + 32 * index
+            if uuid.UUID(bytes_le=bytes(data[entry : entry + 16])) != uuid.UUID(
+                "8B7CA206-4790-4B9A-B8FE-575F050F886E"
+            ):
+                continue
+            region, _length = struct.unpack_from("<QI", data, entry + 16)
+            (items,) = struct.unpack_from("<H", data, region + 10)
+            end = 64 << 10  # items start at 64 KiB into the region; the new one goes last
+            for item in range(items):
+                row = region + 32 + 32 * item
+                kind = uuid.UUID(bytes_le=bytes(data[row : row + 16]))
+                at, length = struct.unpack_from("<II", data, row + 16)
+                end = max(end, at + length)
+                if kind == _VHDX_FILE_PARAMETERS and flag:
+                    (flags,) = struct.unpack_from("<I", data, region + at + 4)
+                    struct.pack_into("<I", data, region + at + 4, flags | 2)
+                if kind == _VHDX_PARENT_LOCATOR:
+                    locator = False  # already patched through the other region table
+            if not locator:
+                continue
+            keys = [
+                ("parent_linkage", "{" + str(uuid.UUID(int=1)) + "}"),
+                ("relative_path", parent),
+            ]
+            strings = b""
+            rows = b""
+            base_at = 20 + 12 * len(keys)
+            for key, value in keys:
+                k, v = key.encode("utf-16-le"), value.encode("utf-16-le")
+                rows += struct.pack(
+                    "<IIHH", base_at + len(strings), base_at + len(strings) + len(k), len(k), len(v)
+                )
+                strings += k + v
+            item_bytes = (
+                _VHDX_LOCATOR_TYPE.bytes_le + struct.pack("<HH", 0, len(keys)) + rows + strings
+            )
+            at = (end + 7) // 8 * 8
+            data[region + at : region + at + len(item_bytes)] = item_bytes
+            row = region + 32 + 32 * items
+            data[row : row + 32] = _VHDX_PARENT_LOCATOR.bytes_le + struct.pack(
+                "<IIII", at, len(item_bytes), 0b110, 0
+            )
+            struct.pack_into("<H", data, region + 10, items + 1)
+    path.write_bytes(bytes(data))
+
+
+def differencing_vdi(path: Path, parent: uuid.UUID) -> None:
+    """Patch the VDI qemu-img made at `path` into a differencing image (type 4) of `parent`."""
+    _patch(path, 0x4C, struct.pack("<I", 4))
+    _patch(path, 0x1A8, parent.bytes_le)
+
+
+def _rewrite_vmdk_descriptor(path: Path, edit: Callable[[str], str]) -> None:
+    """Apply `edit` to the embedded descriptor of the sparse vmdk at `path` (the descriptor
+    area keeps its size; the rest stays NUL)."""
+    with path.open("r+b") as fh:
+        head = fh.read(512)
+        offset, size = struct.unpack_from("<QQ", head, 28)
+        fh.seek(offset * 512)
+        text = edit(fh.read(size * 512).split(b"\0", 1)[0].decode())
+        fh.seek(offset * 512)
+        fh.write(text.encode().ljust(size * 512, b"\0"))
+
+
+def sparse_vmdk_naming(path: Path, extent: str) -> None:
+    """Make the embedded descriptor of the monolithicSparse vmdk at `path` name `extent` as
+    its only extent."""
+    _rewrite_vmdk_descriptor(path, lambda text: text.replace(f'"{path.name}"', f'"{extent}"'))
+
+
+def delta_vmdk_naming(path: Path, parent: str) -> None:
+    """Make the delta vmdk at `path` (made by qemu-img create -b) name `parent` as its parent
+    file, as a hand-edited or hostile descriptor would (qemu-img opens the parent it is
+    given, so it cannot write a host file's name itself)."""
+
+    def edit(text: str) -> str:
+        lines = text.split("\n")
+        return "\n".join(
+            f'parentFileNameHint="{parent}"' if line.startswith("parentFileNameHint") else line
+            for line in lines
+        )
+
+    _rewrite_vmdk_descriptor(path, edit)
+
+
+def _tenant(b: Build, name: str, fmt: str, *options: str) -> Path:
+    """A neighbour image of format `fmt` (qemu-img's name) holding the planted secret."""
+    raw = b.ext4(f"{name}.ext4", b.tree(name), 8)
+    image = b.stage / name
+    b.run("qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, *options, str(raw), str(image))
+    raw.unlink()
+    return image
+
+
+def _refused(b: Build, name: str, file: str, about: str) -> None:
+    """A case refused before any reader opens it, once per reader."""
+    for reader in ("auto", "native", "guestfs"):
+        b.cases.append(
+            Case(
+                f"{name}-{reader}" if reader != "auto" else name,
+                file,
+                about + ("" if reader == "auto" else f" ({reader} reader)"),
+                (2,),
+                error="--allow-external-files",
+                args=() if reader == "auto" else ("--reader", reader),
+            )
+        )
+
+
+@case
+def vmdk_delta(b: Build) -> None:
+    tenant = _tenant(b, "tenant.vmdk", "vmdk")
+    for variant, parent in PARENT_VARIANTS:
+        name = f"vmdk-delta-{variant}"
+        target = parent or tenant.name
+        b.run(
+            "qemu-img", "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", tenant.name,
+            f"{name}.vmdk",
+        )  # fmt: skip
+        delta_vmdk_naming(b.stage / f"{name}.vmdk", target)
+        _refused(b, name, f"{name}.vmdk", f"a delta vmdk whose parent is {target}")
+    # The same as a descriptor file: its own extent is allowed, its parent hint is not.
+    (b.stage / "vmdk-desc-delta-flat.vmdk").write_bytes(bytes(8 * MIB))
+    (b.stage / "vmdk-desc-delta.vmdk").write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=12345678\n"
+        f'createType="monolithicFlat"\nparentFileNameHint="{tenant.name}"\n'
+        'RW 16384 FLAT "vmdk-desc-delta-flat.vmdk" 0\n'
+    )
+    _refused(b, "vmdk-desc-delta", "vmdk-desc-delta.vmdk", "a descriptor with a parent hint")
+    # Allowed, the delta reads its parent: libguestfs reports the tenant's secret.
+    b.cases.append(
+        Case(
+            "vmdk-delta-allowed",
+            "vmdk-delta-neighbour.vmdk",
+            "a delta vmdk of the tenant image, with --allow-external-files (libguestfs)",
+            (1,),
+            finds=True,
+            args=("--allow-external-files", "--reader", "guestfs"),
+        )
+    )
+
+
+@case
+def vmdk_sparse_neighbour_extent(b: Build) -> None:
+    clean = _tenant(b, "clean.vmdk", "vmdk")
+    for variant, extent in PARENT_VARIANTS:
+        name = f"vmdk-sparse-extent-{variant}"
+        image = b.stage / f"{name}.vmdk"
+        b.run("qemu-img", "create", "-q", "-f", "vmdk", str(image), "8M")
+        sparse_vmdk_naming(image, extent or clean.name)
+        _refused(
+            b, name, image.name, f"a monolithicSparse vmdk whose extent is {extent or clean.name}"
+        )
+
+
+@case
+def vhd_differencing(b: Build) -> None:
+    tenant = _tenant(b, "tenant.vhd", "vpc")
+    with tenant.open("rb") as fh:
+        tenant_id = fh.read(512)[68:84]
+    for variant, parent in PARENT_VARIANTS:
+        name = f"vhd-differencing-{variant}"
+        image = b.stage / f"{name}.vhd"
+        b.run("qemu-img", "create", "-q", "-f", "vpc", str(image), "8M")
+        differencing_vhd(image, parent or tenant.name, tenant_id)
+        _refused(
+            b,
+            name,
+            image.name,
+            f"an empty differencing VHD whose parent is {parent or tenant.name}",
+        )
+    b.cases.append(
+        Case(
+            "vhd-differencing-allowed",
+            "vhd-differencing-neighbour.vhd",
+            "a differencing VHD of the tenant image, with --allow-external-files (native)",
+            (1,),
+            finds=True,
+            args=("--allow-external-files", "--reader", "native"),
+        )
+    )
+
+
+@case
+def vhdx_differencing(b: Build) -> None:
+    _tenant(b, "tenant.vhdx", "vhdx")
+    for variant, parent in PARENT_VARIANTS:
+        name = f"vhdx-differencing-{variant}"
+        image = b.stage / f"{name}.vhdx"
+        b.run("qemu-img", "create", "-q", "-f", "vhdx", str(image), "8M")
+        differencing_vhdx(image, parent or "tenant.vhdx")
+        _refused(
+            b, name, image.name, f"a differencing VHDX whose parent is {parent or 'tenant.vhdx'}"
+        )
+    for name, flag, locator in (
+        ("vhdx-parent-flag-only", True, False),
+        ("vhdx-parent-locator-only", False, True),
+    ):
+        image = b.stage / f"{name}.vhdx"
+        b.run("qemu-img", "create", "-q", "-f", "vhdx", str(image), "8M")
+        differencing_vhdx(image, HOST_SECRET, flag=flag, locator=locator)
+        _refused(
+            b,
+            name,
+            image.name,
+            "a VHDX with " + ("only the has-parent flag" if flag else "only a parent locator"),
+        )
+
+
+@case
+def vdi_differencing(b: Build) -> None:
+    image = b.stage / "vdi-differencing.vdi"
+    b.run("qemu-img", "create", "-q", "-f", "vdi", str(image), "8M")
+    differencing_vdi(image, uuid.UUID(int=0x1234))
+    _refused(b, "vdi-differencing", image.name, "a differencing VDI (parent by UUID)")
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ changes its mtime and ctime (ctime cannot be set back by `touch`), so it is hash
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +79,15 @@ class LookupOnly:
 
 def file_sha256(path: Path, progress: Callable[[int], None] | None = None) -> str:
     """SHA-256 of the file's bytes, read in 1 MiB blocks; `progress` gets each block's size.
-    Raises OSError."""
+    Raises OSError, also when `path` is not a regular file."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    # O_NONBLOCK and fstat on the open file: a part swapped for a FIFO after discovery would
+    # block open() for ever, a device would read without end; neither is an image.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb") as fh:
         while block := fh.read(_BLOCK):
             digest.update(block)
             if progress is not None:

@@ -47,7 +47,7 @@ from typing import IO, Any, Protocol
 
 from imgscan import build
 from imgscan.batch.digest import image_digest
-from imgscan.batch.discover import Discovery
+from imgscan.batch.discover import Discovery, ImageFile
 from imgscan.batch.store import Key, Record, Store
 from imgscan.detect.rules import RulePack, load_pack
 from imgscan.errors import ImgscanError
@@ -374,6 +374,7 @@ def run_batch(
 
     # 1. Digests (cached by file identity; only new or changed files are read).
     images = list(discovery.images)
+    files = {image.path: image for image in images}
     sizes = {image.path: image.size for image in images}
     if progress is not None:
         progress.phase("hashing", len(images), sum(sizes.values()))
@@ -467,7 +468,9 @@ def run_batch(
                     f"{build.tool_version()} with {pack.version}: install the same on every host"
                 )
             elif envelope.get("report") is not None:
-                store.commit_result(key, str(path), envelope["report"], worker)
+                error = _changed_since_hashed(files[path], digest, store)
+                if error is None:
+                    store.commit_result(key, str(path), envelope["report"], worker)
             else:
                 error = str(envelope.get("error") or f"{path}: no result")
         if error is not None:
@@ -496,6 +499,26 @@ def run_batch(
 
 
 Finished = Callable[[str, dict[str, Any] | None, str | None], None]
+
+
+def _changed_since_hashed(image: ImageFile, digest: str, store: Store) -> str | None:
+    """Why the result of scanning `image` must not be stored under `digest`, or None.
+
+    The batch hashes every image first and scans later, so an image replaced or rewritten in
+    between would have its scan stored under the digest of the content it no longer has (and
+    served for that content ever after). The digest is taken again once the scan has ended:
+    the file-identity cache makes that a stat per part when nothing changed (a rewrite changes
+    the ctime, a replacement the inode), and a full hash when something did."""
+    try:
+        after, _ = image_digest(image, store)
+    except OSError as exc:
+        return f"{image.path}: cannot read after the scan: {exc.strerror or exc}"
+    if after != digest:
+        return (
+            f"{image.path}: the image changed while the batch was scanning it; "
+            "its result was not stored (run the batch again)"
+        )
+    return None
 
 
 def _run_local(tasks: dict[str, ImageTask], slots: int, retries: int, finished: Finished) -> None:

@@ -52,15 +52,23 @@ class AutoReader:
                 raise  # the image itself is bad: libguestfs would not do better
             _log.info("native reader: %s; using libguestfs", exc)
             native = None
-        if native is None:
-            whole = _guestfs(image, fmt, keys)
-            self._adopt(whole, whole.volumes())
-        else:
-            volumes = native.volumes()
-            self._adopt(native, volumes)
-            gaps = [v for v in volumes if v.other_reader]
-            if gaps:
-                self._fill(image, fmt, gaps)
+        try:
+            if native is None:
+                whole = _guestfs(image, fmt, keys)
+                self._adopt(whole, whole.volumes())
+            else:
+                volumes = native.volumes()
+                self._adopt(native, volumes)
+                gaps = [v for v in volumes if v.other_reader]
+                if gaps:
+                    self._fill(image, fmt, gaps)
+        except BaseException:
+            # Nobody gets this reader to close (a Ctrl-C while libguestfs launches, an error):
+            # stop the native reader's process now, or it outlives the scan.
+            if native is not None:
+                native.close()
+            self.close()
+            raise
         self.info = ReaderInfo(
             name="auto", accel=next((r.info.accel for r in self._readers if r.info.accel), None)
         )

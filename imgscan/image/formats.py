@@ -3,8 +3,14 @@
 imgscan decides the format itself and passes it explicitly to every reader: leaving it to
 qemu's probing lets a raw image that starts with a qcow2 header be opened as qcow2, whose header
 may then name a host file as backing store (the CVE-2010-3851 class of attack). For the same
-reason the header is checked for references to other files (qcow2 backing and external data
-files, vmdk extents) and such an image is refused unless the user allows it.
+reason the header is checked for references to other files and such an image is refused unless
+the user allows it (`--allow-external-files`), whichever reader would open it: qcow2 backing and
+external data files; vmdk extents in other files and vmdk parents (`parentFileNameHint`, a
+`parentCID` other than ffffffff); differencing VHDs (footer disk type 4, a parent name or
+parent locators in the dynamic header); VHDX files with a parent (the has-parent flag of the
+file parameters, a parent locator metadata item); VDI undo and differencing images (image type
+3 and 4, a parent UUID). A structure imgscan cannot parse far enough to tell is refused as
+corrupt rather than handed to a reader that might follow it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import posixpath
 import stat
 import struct
 import tarfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,15 +185,14 @@ def _classify(src: _Source, head: bytes) -> FormatInfo:
     if head.startswith(VMDK_DESCRIPTOR_MARKER):
         return _vmdk_descriptor(src)
     if head.startswith(VHDX_MAGIC):
-        return FormatInfo("vhdx", None, 0)
+        return _vhdx(src)
     if len(head) >= 0x44 and struct.unpack_from("<I", head, 0x40)[0] == VDI_MAGIC:
-        (disk_size,) = struct.unpack_from("<Q", head, 0x170) if len(head) >= 0x178 else (0,)
-        return FormatInfo("vdi", None, disk_size)
-    if head.startswith(VHD_COOKIE):
-        return _vhd(head, "dynamic")
+        return _vdi(src, head)
     footer = src.read_at(src.size - 512, 512) if src.size >= 512 else b""
+    if head.startswith(VHD_COOKIE):
+        return _vhd(src, head, footer, "dynamic")
     if footer.startswith(VHD_COOKIE):
-        return _vhd(footer, "fixed")
+        return _vhd(src, footer, b"", "fixed")
     return FormatInfo("raw", None, src.size)
 
 
@@ -306,16 +312,22 @@ def _vmdk_sparse(src: _Source, head: bytes) -> FormatInfo:
         descriptor = src.read_at(desc_offset * 512, min(desc_size * 512, 1 << 20))
     create_type, extents = _parse_descriptor(descriptor)
     own = src.name
-    external = tuple(
-        f"extent {_show(e.encode())}" for e in extents if e != own and not _beside(src, e)
-    )
-    # A renamed monolithic image still names its old file; the extent is the file itself, so a
-    # single extent in a hosted sparse file is not a reference to another file.
-    if create_type in ("monolithicSparse", "streamOptimized") and len(extents) <= 1:
-        external = ()
+    external = [f"extent {_show(e.encode())}" for e in extents if e != own and not _beside(src, e)]
+    # A renamed monolithic image still names its old file, and qemu reads a sparse file's own
+    # grains whatever its descriptor says. libvmdk (the native reader) does open the file the
+    # extent line names, though: a single extent is the file itself only when it names this
+    # file, or (a renamed image) names nothing that exists beside it. Inside an OVA the name
+    # resolves among the archive's members, never on the host.
+    if (
+        create_type in ("monolithicSparse", "streamOptimized")
+        and len(extents) <= 1
+        and (not extents or extents[0] == own or src.offset or _absent_beside(src, extents[0]))
+    ):
+        external = []
+    external.extend(_vmdk_parent(descriptor))
     if size < 512:
         raise ImageError(f"{path}: truncated vmdk image")
-    return FormatInfo("vmdk", create_type, capacity * 512, external)
+    return FormatInfo("vmdk", create_type, capacity * 512, tuple(external))
 
 
 def _vmdk_descriptor(src: _Source) -> FormatInfo:
@@ -326,7 +338,7 @@ def _vmdk_descriptor(src: _Source) -> FormatInfo:
         parts = line.split()
         if (
             len(parts) >= 2
-            and parts[0] in ("RW", "RDONLY", "NOACCESS")
+            and parts[0].upper() in _ACCESS
             # ASCII digits of a u64 sector count: str.isdigit() also takes "²", which int()
             # refuses, as it refuses more than 4300 digits.
             and parts[1].isascii()
@@ -334,10 +346,11 @@ def _vmdk_descriptor(src: _Source) -> FormatInfo:
             and len(parts[1]) <= 20
         ):
             capacity += int(parts[1])
-    external = tuple(f"extent {_show(e.encode())}" for e in extents if not _beside(src, e))
+    external = [f"extent {_show(e.encode())}" for e in extents if not _beside(src, e)]
     if not extents:
-        external = ("no extent files named",)
-    return FormatInfo("vmdk", create_type, capacity * 512, external)
+        external = ["no extent files named"]
+    external.extend(_vmdk_parent(descriptor))
+    return FormatInfo("vmdk", create_type, capacity * 512, tuple(external))
 
 
 def _beside(src: _Source, name: str) -> bool:
@@ -363,22 +376,232 @@ def _beside(src: _Source, name: str) -> bool:
     return candidate.parent == folder and candidate.is_file()
 
 
+_ACCESS = ("RW", "RDONLY", "NOACCESS")
+
+
+def extent_beside(descriptor: Path, name: str) -> bool:
+    """Whether a vmdk descriptor file at `descriptor` may name extent `name` without
+    --allow-external-files: the rule detect_format applies (see _beside), for the batch's
+    discovery to use the same one."""
+    try:
+        size = descriptor.stat().st_size
+    except OSError:
+        return False
+    return _beside(_Source(descriptor, 0, size, descriptor.name, str(descriptor)), name)
+
+
 def _parse_descriptor(descriptor: bytes) -> tuple[str | None, list[str]]:
+    """The create type and every extent file name of a vmdk descriptor.
+
+    Read more loosely than any reader parses it, so that nothing a reader would take for an
+    extent escapes the check: lines end at LF or CR, the access word is matched without
+    regard to case, and an extent line without quotes names its fourth word (every extent
+    type but ZERO has a file).
+    """
     create_type: str | None = None
     extents: list[str] = []
-    for raw in descriptor.split(b"\n"):
+    for raw in descriptor.replace(b"\r", b"\n").split(b"\n"):
         line = raw.strip().decode("utf-8", "replace")
         if line.startswith("createType"):
             create_type = line.partition("=")[2].strip().strip('"')  # "createType" alone: ""
+        words = line.split()
+        if not words or words[0].upper() not in _ACCESS:
+            continue
         parts = line.split('"')
-        if len(parts) >= 3 and line.split()[0] in ("RW", "RDONLY", "NOACCESS"):
+        if len(parts) >= 3:
             extents.append(parts[1])
+        elif len(words) >= 4 and words[2].upper() != "ZERO":
+            extents.append(words[3])
     return create_type, extents
 
 
-def _vhd(footer: bytes, subformat: str) -> FormatInfo:
+def _vmdk_parent(descriptor: bytes) -> list[str]:
+    """The parent a vmdk descriptor names: a delta disk (qemu-img create -b, a VMware
+    snapshot) reads every grain it lacks from the file in `parentFileNameHint`.
+
+    qemu finds the key anywhere in the text (strstr), so it is searched for the same way,
+    without regard to case; a `parentCID` other than ffffffff marks a delta disk too, whose
+    parent a reader may look for by other means, so it is refused even without a name.
+    """
+    text = descriptor.decode("utf-8", "replace")
+    lower = text.lower()
+    found: list[str] = []
+    at = lower.find("parentfilenamehint")
+    if at >= 0:
+        value = text[at:].replace("\r", "\n").split("\n", 1)[0].partition("=")[2]
+        found.append("parent " + _show(value.strip().strip('"').encode()))
+    at = lower.find("parentcid")
+    if at >= 0 and not found:
+        value = lower[at:].replace("\r", "\n").split("\n", 1)[0].partition("=")[2].strip()
+        if value.strip('"') != "ffffffff":
+            found.append(f"parent disk (parentCID {_show(value.encode())})")
+    return found
+
+
+def _absent_beside(src: _Source, name: str) -> bool:
+    """Whether `name` is a plain file name that names nothing in the image's directory (so a
+    reader looking for it finds nothing to read)."""
+    if not name or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+        return False
+    try:
+        (src.path.parent / name).lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+_VHD_FIXED, _VHD_DYNAMIC, _VHD_DIFFERENCING = 2, 3, 4
+_VHD_NO_OFFSET = 0xFFFFFFFFFFFFFFFF
+
+
+def _vhd(src: _Source, footer: bytes, other: bytes, subformat: str) -> FormatInfo:
+    """A VHD from its footer (`footer`: the copy at the start of a dynamic VHD, or the one at
+    the end of a fixed VHD; `other`: the end copy of a dynamic VHD, or b"").
+
+    Readers differ in which copy they trust (libvhdi reads the one at the end, qemu the one
+    at the start), so both are checked: disk type 4 (differencing) names a parent, and so does
+    a dynamic header with a parent name or a parent locator, whatever the disk type says.
+    """
     size = struct.unpack_from(">Q", footer, 48)[0] if len(footer) >= 56 else 0
-    return FormatInfo("vhd", subformat, size)
+    external: list[str] = []
+    for copy in (footer, other):
+        if not copy.startswith(VHD_COOKIE) or len(copy) < 64:
+            continue
+        data_offset, disk_type = struct.unpack_from(">Q", copy, 16)[0], copy[60:64]
+        (kind,) = struct.unpack(">I", disk_type)
+        if kind == _VHD_DIFFERENCING:
+            external.append("parent disk (differencing VHD)")
+        elif kind not in (_VHD_FIXED, _VHD_DYNAMIC):
+            raise ImageError(f"{src.label}: unsupported VHD disk type {kind}")
+        if data_offset != _VHD_NO_OFFSET:
+            external.extend(_vhd_parent_refs(src, data_offset))
+    return FormatInfo("vhd", subformat, size, tuple(dict.fromkeys(external)))
+
+
+def _vhd_parent_refs(src: _Source, offset: int) -> list[str]:
+    """The parent a VHD dynamic header at `offset` names: its parent unicode name (UTF-16BE,
+    at 64) and its eight parent locators (at 576, 24 bytes each: platform code, data space,
+    data length, reserved, data offset), each holding a path to the parent."""
+    header = src.read_at(offset, 1024)
+    if not header.startswith(b"cxsparse"):
+        return []
+    found: list[str] = []
+    name = header[64:576].decode("utf-16-be", "replace").split("\0", 1)[0]
+    if name:
+        found.append("parent " + _show(name.encode()))
+    for index in range(8):
+        entry = header[576 + 24 * index : 600 + 24 * index]
+        if len(entry) < 24:
+            break
+        code, _space, length, _reserved, at = struct.unpack(">IIIIQ", entry)
+        if code == 0:
+            continue
+        text = src.read_at(at, min(length, 4096))
+        # Wi2r/Wi2k locators hold UTF-16LE, Mac ones a UTF-8 URL: show whichever reads.
+        shown = (
+            text.decode("utf-16-le", "replace")
+            if code >> 24 == ord("W")
+            else text.decode("utf-8", "replace")
+        )
+        found.append(f"parent locator {_show(shown.encode())}")
+    if not found and header[40:56] != bytes(16):
+        found.append("parent disk (parent identifier set)")
+    return found
+
+
+_VDI_UNDO, _VDI_DIFF = 3, 4
+
+
+def _vdi(src: _Source, head: bytes) -> FormatInfo:
+    """A VDI (header version 1.1): image type at 0x4C (1 normal, 2 fixed, 3 undo, 4
+    differencing), disk size at 0x170, the parent's UUID (uuidLinkage) at 0x1A8.
+
+    An undo or differencing image reads what it lacks from its parent, which VirtualBox finds
+    by UUID; such an image, or any with a parent UUID, refers to another file."""
+    if len(head) < 0x1B8:
+        raise ImageError(f"{src.label}: truncated VDI header")
+    (kind,) = struct.unpack_from("<I", head, 0x4C)
+    (disk_size,) = struct.unpack_from("<Q", head, 0x170)
+    external: list[str] = []
+    parent = head[0x1A8:0x1B8]
+    if kind in (_VDI_UNDO, _VDI_DIFF) or parent != bytes(16):
+        external.append(f"parent image {uuid.UUID(bytes_le=parent)} (VDI image type {kind})")
+    return FormatInfo("vdi", None, disk_size, tuple(external))
+
+
+_VHDX_METADATA_REGION = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+_VHDX_FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
+_VHDX_VIRTUAL_DISK_SIZE = uuid.UUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
+_VHDX_PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
+_VHDX_HAS_PARENT = 1 << 1
+
+
+def _vhdx(src: _Source) -> FormatInfo:
+    """A VHDX: its two region tables (at 192 and 256 KiB) locate the metadata region, whose
+    table lists the metadata items. The file parameters' has-parent flag or a parent
+    locator item make it a differencing disk, which names its parent by path.
+
+    Both region tables are read (a reader falls back to the second when the first is
+    damaged), and a VHDX none of whose region tables locates a metadata table is refused as
+    corrupt: imgscan cannot tell whether it names a parent.
+    """
+    external: list[str] = []
+    virtual_size = 0
+    tables = 0
+    for table_at in (192 << 10, 256 << 10):
+        table = src.read_at(table_at, 64 << 10)
+        if len(table) < 16 or not table.startswith(b"regi"):
+            continue
+        (count,) = struct.unpack_from("<I", table, 8)
+        for index in range(min(count, 2047)):
+            entry = table[16 + 32 * index : 48 + 32 * index]
+            if len(entry) < 32:
+                break
+            if uuid.UUID(bytes_le=entry[:16]) != _VHDX_METADATA_REGION:
+                continue
+            region_at, region_length = struct.unpack_from("<QI", entry, 16)
+            metadata = src.read_at(region_at, min(region_length, 1 << 20))
+            if len(metadata) < 32 or not metadata.startswith(b"metadata"):
+                continue
+            tables += 1
+            (items,) = struct.unpack_from("<H", metadata, 10)
+            for item in range(min(items, 2047)):
+                row = metadata[32 + 32 * item : 64 + 32 * item]
+                if len(row) < 32:
+                    break
+                kind = uuid.UUID(bytes_le=row[:16])
+                item_at, item_length = struct.unpack_from("<II", row, 16)
+                value = src.read_at(region_at + item_at, min(item_length, 64 << 10))
+                if kind == _VHDX_PARENT_LOCATOR:
+                    external.append("parent locator " + _vhdx_locator(value))
+                elif kind == _VHDX_FILE_PARAMETERS and len(value) >= 8:
+                    if struct.unpack_from("<I", value, 4)[0] & _VHDX_HAS_PARENT:
+                        external.append("parent disk (has-parent flag)")
+                elif kind == _VHDX_VIRTUAL_DISK_SIZE and len(value) >= 8:
+                    virtual_size = struct.unpack_from("<Q", value)[0]
+    if not tables:
+        raise ImageError(f"{src.label}: corrupt VHDX image: no readable metadata table")
+    return FormatInfo("vhdx", None, virtual_size, tuple(dict.fromkeys(external)))
+
+
+def _vhdx_locator(value: bytes) -> str:
+    """The paths of a VHDX parent locator (key/value entries of UTF-16LE strings, offsets from
+    the item's start), shown on one line."""
+    if len(value) < 20:
+        return "(unreadable)"
+    (count,) = struct.unpack_from("<H", value, 18)
+    paths: list[str] = []
+    for index in range(min(count, 64)):
+        entry = value[20 + 12 * index : 32 + 12 * index]
+        if len(entry) < 12:
+            break
+        key_at, value_at, key_len, value_len = struct.unpack("<IIHH", entry)
+        key = value[key_at : key_at + key_len].decode("utf-16-le", "replace")
+        if key.endswith("path"):
+            paths.append(value[value_at : value_at + value_len].decode("utf-16-le", "replace"))
+    return _show(" ".join(paths).encode()) if paths else "(no path)"
 
 
 def _show(name: bytes) -> str:

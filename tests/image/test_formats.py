@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from imgscan.errors import ImageError
 from imgscan.image.formats import detect_format
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testdata"))
+
+import build_hostile  # testdata/build_hostile.py: the hostile images' patchers
 
 
 @pytest.mark.parametrize(
@@ -115,3 +122,134 @@ def test_vmdk_extent_elsewhere_is_refused(tmp_path: Path, extent: str) -> None:
     (inner / "link-flat.vmdk").symlink_to(tmp_path / "outside.raw")
     with pytest.raises(ImageError, match="--allow-external-files"):
         detect_format(_descriptor(inner, extent))
+
+
+# Round 2 (issue 17): every other container structure that names a file. The images are made
+# by qemu-img and patched by testdata/build_hostile.py's helpers, as the hostile suite's are.
+
+
+def _qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", "create", "-q", *args], check=True)
+
+
+def test_vmdk_delta_parent_needs_permission(tmp_path: Path) -> None:
+    parent, delta = tmp_path / "parent.vmdk", tmp_path / "delta.vmdk"
+    _qemu_img("-f", "vmdk", str(parent), "1M")
+    _qemu_img("-f", "vmdk", "-F", "vmdk", "-b", parent.name, str(delta))
+    with pytest.raises(ImageError, match=r"parent 'parent\.vmdk'.*--allow-external-files"):
+        detect_format(delta)
+    for target in ("/etc/hostname", "../outside.vmdk"):
+        build_hostile.delta_vmdk_naming(delta, target)
+        with pytest.raises(ImageError, match=f"parent '{re.escape(target)}'"):
+            detect_format(delta)
+    assert detect_format(delta, allow_external=True).external == ("parent '../outside.vmdk'",)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['parentFileNameHint="../base.vmdk"', "PARENTFILENAMEHINT = /etc/hostname", "parentCID=1234"],
+)
+def test_vmdk_descriptor_parent_is_refused(tmp_path: Path, line: str) -> None:
+    (tmp_path / "disk-flat.vmdk").write_bytes(b"\0" * (2048 * 512))
+    path = tmp_path / "disk.vmdk"
+    path.write_text(
+        f"# Disk DescriptorFile\nversion=1\nCID=fffffffe\n{line}\n"
+        'createType="monolithicFlat"\nRW 2048 FLAT "disk-flat.vmdk" 0\n'
+    )
+    with pytest.raises(ImageError, match="parent"):
+        detect_format(path)
+
+
+@pytest.mark.parametrize("line", ["rw 2048 FLAT /etc/hostname 0", 'RW 2048 FLAT "x"\r'])
+def test_vmdk_extent_lines_read_loosely(tmp_path: Path, line: str) -> None:
+    # Lower-case access, no quotes, CR line ends: still an extent naming another file.
+    path = tmp_path / "disk.vmdk"
+    path.write_bytes(
+        b"# Disk DescriptorFile\rversion=1\rparentCID=ffffffff\r"
+        b'createType="monolithicFlat"\r' + line.encode() + b"\n"
+    )
+    with pytest.raises(ImageError, match="extent"):
+        detect_format(path)
+
+
+def test_sparse_vmdk_naming_a_neighbour_extent_is_refused(tmp_path: Path) -> None:
+    image, neighbour = tmp_path / "disk.vmdk", tmp_path / "clean.vmdk"
+    _qemu_img("-f", "vmdk", str(image), "1M")
+    _qemu_img("-f", "vmdk", str(neighbour), "1M")
+    assert detect_format(image).external == ()  # names itself
+    build_hostile.sparse_vmdk_naming(image, "old-name.vmdk")
+    assert detect_format(image).external == ()  # renamed: names nothing that exists
+    for extent in ("clean.vmdk", "../clean.vmdk", "/etc/hostname"):
+        (image).unlink()
+        _qemu_img("-f", "vmdk", str(image), "1M")
+        build_hostile.sparse_vmdk_naming(image, extent)
+        with pytest.raises(ImageError, match=f"extent '{re.escape(extent)}'"):
+            detect_format(image)
+
+
+def test_differencing_vhd_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "diff.vhd"
+    _qemu_img("-f", "vpc", str(image), "8M")
+    assert detect_format(image).external == ()
+    build_hostile.differencing_vhd(image, "tenant.vhd")
+    with pytest.raises(ImageError, match=r"parent 'tenant\.vhd'.*--allow-external-files"):
+        detect_format(image)
+
+
+def test_vhd_footer_copies_both_checked(tmp_path: Path) -> None:
+    # libvhdi reads the footer at the end, qemu the copy at the start: a differencing type in
+    # either is enough.
+    image = tmp_path / "d.vhd"
+    _qemu_img("-f", "vpc", str(image), "8M")
+    size = image.stat().st_size
+    with image.open("r+b") as fh:
+        fh.seek(size - 512 + 60)
+        fh.write((4).to_bytes(4, "big"))
+    with pytest.raises(ImageError, match="differencing VHD"):
+        detect_format(image)
+
+
+@pytest.mark.parametrize(("flag", "locator"), [(True, True), (True, False), (False, True)])
+def test_differencing_vhdx_is_refused(tmp_path: Path, flag: bool, locator: bool) -> None:
+    image = tmp_path / "diff.vhdx"
+    _qemu_img("-f", "vhdx", str(image), "8M")
+    info = detect_format(image)
+    assert (info.external, info.virtual_size) == ((), 8 << 20)
+    build_hostile.differencing_vhdx(image, "../tenant.vhdx", flag=flag, locator=locator)
+    with pytest.raises(ImageError, match="parent"):
+        detect_format(image)
+
+
+def test_vhdx_without_metadata_is_corrupt(tmp_path: Path) -> None:
+    image = tmp_path / "broken.vhdx"
+    _qemu_img("-f", "vhdx", str(image), "8M")
+    with image.open("r+b") as fh:
+        for at in (192 << 10, 256 << 10):
+            fh.seek(at)
+            fh.write(b"\0" * 16)
+    with pytest.raises(ImageError, match="corrupt VHDX"):
+        detect_format(image)
+
+
+def test_differencing_vdi_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "diff.vdi"
+    _qemu_img("-f", "vdi", str(image), "8M")
+    assert detect_format(image).external == ()
+    build_hostile.differencing_vdi(image, uuid.UUID(int=7))
+    with pytest.raises(ImageError, match="parent image"):
+        detect_format(image)
+
+
+def test_vmdk_descriptor_with_several_extents_is_judged_by_each(tmp_path: Path) -> None:
+    (tmp_path / "disk-f001.vmdk").write_bytes(b"\0" * (2048 * 512))
+    (tmp_path / "disk-f002.vmdk").write_bytes(b"\0" * (2048 * 512))
+    path = tmp_path / "disk.vmdk"
+    lines = ['RW 2048 FLAT "disk-f001.vmdk" 0', 'RW 2048 FLAT "disk-f002.vmdk" 0']
+    head = '# Disk DescriptorFile\nversion=1\nparentCID=ffffffff\ncreateType="twoGbMaxExtentFlat"\n'
+    path.write_text(head + "\n".join(lines) + "\n")
+    info = detect_format(path)
+    assert (info.external, info.virtual_size) == ((), 2 * 2048 * 512)
+    # One extent more, outside the directory: refused, and that one is named.
+    path.write_text(head + "\n".join([*lines, 'RDONLY 2048 FLAT "../../etc/hostname" 0']) + "\n")
+    with pytest.raises(ImageError, match=r"extent '\.\./\.\./etc/hostname'\)"):
+        detect_format(path)
