@@ -57,7 +57,7 @@ def _manifest() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def hostile() -> Iterator[tuple[Path, dict[str, Any]]]:
+def hostile(guestfs_accelerator: str) -> Iterator[tuple[Path, dict[str, Any]]]:
     manifest = _manifest()
     yield _CACHE["dir"], manifest
 
