@@ -1,0 +1,158 @@
+"""What the guest's package managers say they installed: records read from files as they
+stream past the workers, like the clues of detect/usage.py.
+
+- dpkg: `/var/lib/dpkg/info/<package>[:<arch>].md5sums` (an md5 per file, paths relative to
+  /) and `/var/lib/dpkg/status` (each package's version, and its conffiles with their md5 in
+  the `Conffiles:` field: dpkg leaves conffiles out of md5sums).
+- Python: every `<name>-<version>.dist-info/RECORD`, wherever it is (a virtualenv under /srv,
+  a user's ~/.local): paths relative to the directory holding the dist-info, `sha256=` in
+  urlsafe base64 without padding.
+- apk: `/lib/apk/db/installed` (`P:` name, `V:` version, `F:` directory, `R:` file, `Z:Q1`
+  base64 of the file's sha1).
+
+The records are the guest's own data, so a hostile image can forge them: they only ever
+demote a finding, never drop one (imgscan/ownership.py), and they are bounded like every
+parser here: the first `MAX_BYTES` of a record file and `MAX_FILES` files per record file.
+Digests are returned as lowercase hex with their algorithm name (hashlib's).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import posixpath
+import re
+from collections.abc import Iterator
+
+from imgscan.model import PackageFiles
+
+MAX_BYTES = 64 << 20
+MAX_FILES = 500_000
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+APK_INSTALLED = "/lib/apk/db/installed"
+_DPKG_MD5SUMS = re.compile(r"^/var/lib/dpkg/info/(?P<package>[^/]+)\.md5sums$")
+_RECORD = re.compile(r"^(?P<site>(?:/[^/]+)*)/(?P<dist>[^/]+)\.dist-info/RECORD$")
+_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha1": re.compile(r"^[0-9a-f]{40}$")}
+
+# Which digest each manager's records hold: the worker hashes a file with these.
+ALGORITHMS = {"dpkg": "md5", "python": "sha256", "apk": "sha1"}
+
+
+def wants(path: str) -> bool:
+    """Whether the file at guest `path` is a package-manager record (never inside an archive:
+    a record describes the file system it is on)."""
+    if "!/" in path:
+        return False
+    return bool(
+        path in (DPKG_STATUS, APK_INSTALLED) or _DPKG_MD5SUMS.match(path) or _RECORD.match(path)
+    )
+
+
+def read_records(path: str, data: bytes) -> tuple[PackageFiles, ...]:
+    """The package records in `data`, the first bytes of the record file at `path`."""
+    text = data[:MAX_BYTES].decode("utf-8", "surrogateescape")
+    if path == DPKG_STATUS:
+        return tuple(_dpkg_status(path, text))
+    if path == APK_INSTALLED:
+        return tuple(_apk_installed(path, text))
+    match = _DPKG_MD5SUMS.match(path)
+    if match is not None:
+        name = match["package"].split(":", 1)[0]  # libc6:amd64.md5sums (Multi-Arch: same)
+        return (PackageFiles("dpkg", name, "", path, tuple(_md5sums(text))),)
+    match = _RECORD.match(path)
+    if match is not None:
+        return (_python_record(path, match["site"] or "/", match["dist"], text),)
+    return ()
+
+
+def _md5sums(text: str) -> Iterator[tuple[str, str, str]]:
+    """`<md5>  <path relative to />` lines."""
+    for count, line in enumerate(text.splitlines()):
+        if count >= MAX_FILES:
+            return
+        digest, _, rel = line.partition("  ")
+        digest = digest.lower()
+        if rel and _HEX["md5"].match(digest):
+            yield ("/" + rel.lstrip("/"), "md5", digest)
+
+
+def _dpkg_status(path: str, text: str) -> Iterator[PackageFiles]:
+    """One record per package stanza: its name, version and conffiles (md5 each)."""
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        current = ""
+        for line in stanza.splitlines():
+            if line[:1] in (" ", "\t") and current:
+                fields[current] += "\n" + line.strip()
+            elif ":" in line:
+                current, _, value = line.partition(":")
+                current = current.strip().lower()
+                fields[current] = value.strip()
+        name = fields.get("package", "")
+        if not name:
+            continue
+        conffiles = []
+        for entry in fields.get("conffiles", "").splitlines()[:MAX_FILES]:
+            words = entry.split()
+            # "/etc/mysql/debian.cnf <md5> [obsolete]"; "newconffile" is no digest.
+            if len(words) >= 2 and words[0].startswith("/") and _HEX["md5"].match(words[1]):
+                conffiles.append((words[0], "md5", words[1]))
+        yield PackageFiles("dpkg", name, fields.get("version", ""), path, tuple(conffiles))
+
+
+def _python_record(path: str, site: str, dist: str, text: str) -> PackageFiles:
+    """A wheel's RECORD: `path,sha256=<urlsafe base64>,size` rows, paths relative to the
+    directory holding the dist-info (`../../../bin/tool` for scripts)."""
+    name, _, version = dist.partition("-")
+    files = []
+    for count, row in enumerate(csv.reader(text.splitlines())):
+        if count >= MAX_FILES:
+            break
+        if len(row) < 2 or not row[1].startswith("sha256="):
+            continue  # RECORD itself, .pyc files written after installation
+        digest = _urlsafe_hex(row[1][len("sha256=") :])
+        if digest is None or not row[0]:
+            continue
+        files.append((posixpath.normpath(posixpath.join(site, row[0])), "sha256", digest))
+    return PackageFiles("python", name, version, path, tuple(files))
+
+
+def _apk_installed(path: str, text: str) -> Iterator[PackageFiles]:
+    """apk's installed database: blank-line separated packages of `X:value` lines."""
+    for block in re.split(r"\n\s*\n", text):
+        name = version = directory = current = ""
+        files: list[tuple[str, str, str]] = []
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            if key == "P":
+                name = value
+            elif key == "V":
+                version = value
+            elif key == "F":
+                directory = value
+            elif key == "R":
+                current = posixpath.normpath("/" + posixpath.join(directory, value))
+            elif key == "Z" and current and value.startswith("Q1") and len(files) < MAX_FILES:
+                digest = _base64_hex(value[2:])
+                if digest is not None and _HEX["sha1"].match(digest):
+                    files.append((current, "sha1", digest))
+                current = ""
+        if name:
+            yield PackageFiles("apk", name, version, path, tuple(files))
+
+
+def _urlsafe_hex(value: str) -> str | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def _base64_hex(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
