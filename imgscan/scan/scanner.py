@@ -257,7 +257,11 @@ def _scan(
             options.chunk_size,
             options.max_file_size,
             options.show_secrets,
-            digests=_digest_algorithms(reader, layout, root),
+            # A Windows guest (with no Linux root beside it) has none of the records the
+            # digests are for.
+            digests=()
+            if windows is not None and root is None
+            else _digest_algorithms(reader, layout, root),
         )
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
         walk = _walk(reader, scannable, layout, tally)

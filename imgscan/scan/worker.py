@@ -157,6 +157,11 @@ class _Digesting:
 
 
 _SPOOL_IN_MEMORY = 8 << 20
+# Files larger than this get no digest: package records list few such files (a 100 MB libLLVM
+# is large for one), while the big files of an image are its data (databases, logs, disk
+# images), which no record lists. A finding in one keeps its severity ("not known to be
+# unmodified"), so skipping its digest can never hide it.
+DIGEST_MAX_SIZE = 256 << 20
 
 
 class _Budget:
@@ -216,7 +221,8 @@ class FileScanner:
                 hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, raw=True)
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
-                digesting = _Digesting(cast(BinaryIO, timed), self.spec.digests)
+                algorithms = self.spec.digests if ref.size <= DIGEST_MAX_SIZE else ()
+                digesting = _Digesting(cast(BinaryIO, timed), algorithms)
                 stream = cast(BinaryIO, digesting)
                 self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
                 if packages.wants(ref.path) and stream.seekable():
