@@ -29,6 +29,10 @@ from imgscan.model import PackageFiles
 
 MAX_BYTES = 64 << 20
 MAX_FILES = 500_000
+# Files listed by all the records of one image, kept by the main process (a stock Debian server
+# lists about 100,000); records beyond are ignored with a warning: fewer files are vendor
+# content, never more.
+MAX_TOTAL_FILES = 5_000_000
 
 DPKG_STATUS = "/var/lib/dpkg/status"
 APK_INSTALLED = "/lib/apk/db/installed"
@@ -107,8 +111,13 @@ def _python_record(path: str, site: str, dist: str, text: str) -> PackageFiles:
     directory holding the dist-info (`../../../bin/tool` for scripts)."""
     name, _, version = dist.partition("-")
     files = []
-    for count, row in enumerate(csv.reader(text.splitlines())):
-        if count >= MAX_FILES:
+    rows = csv.reader(text.splitlines())
+    for _ in range(MAX_FILES):
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error:  # a field over csv's size limit, a NUL: no RECORD pip wrote
             break
         if len(row) < 2 or not row[1].startswith("sha256="):
             continue  # RECORD itself, .pyc files written after installation

@@ -124,6 +124,7 @@ class _Tally:
     clues: list[Clue] = field(default_factory=list)
     records: list[PackageFiles] = field(default_factory=list)  # package managers' records
     digests: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> {algorithm: hex}
+    listed: int = 0  # files the package records list, counted against their bound
     files: dict[str, int] = field(default_factory=dict)  # outcomes received, per volume
     sizes: dict[str, int] = field(default_factory=dict)
     walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
@@ -139,7 +140,15 @@ class _Tally:
         self.findings.extend(outcome.findings)
         self.skipped.extend(outcome.skipped)
         self.clues.extend(outcome.clues)
-        self.records.extend(outcome.records)
+        for record in outcome.records:
+            self.listed += len(record.files)
+            if self.listed <= packages.MAX_TOTAL_FILES:
+                self.records.append(record)
+            elif self.listed - len(record.files) <= packages.MAX_TOTAL_FILES:
+                self.warnings.append(
+                    f"package records list more than {packages.MAX_TOTAL_FILES} files; "
+                    f"{record.record} and the records read after it are ignored"
+                )
         if outcome.digests and outcome.findings:
             self.digests[outcome.findings[0].path.split("!/", 1)[0]] = dict(outcome.digests)
         self.files[outcome.volume] = self.files.get(outcome.volume, 0) + 1

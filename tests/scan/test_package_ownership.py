@@ -19,6 +19,9 @@ sys.path.insert(0, str(REPO / "testdata"))
 
 import build_packages  # noqa: E402
 
+from imgscan.batch.stored import result_from_report  # noqa: E402
+from imgscan.report.json import to_dict  # noqa: E402
+
 _reports: dict[str, dict[str, Any]] = {}
 
 
@@ -98,7 +101,10 @@ def _assert_ownership(image: Path, report: dict[str, Any]) -> None:
 
 
 def test_native_reader_demotes_vendor_content(image: Path) -> None:
-    _assert_ownership(image, _report(image, "native"))
+    report = _report(image, "native")
+    _assert_ownership(image, report)
+    # A stored report (imgscan batch, results) keeps the package records.
+    assert to_dict(result_from_report(report))["findings"] == report["findings"]
 
 
 @pytest.mark.guestfs
