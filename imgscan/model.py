@@ -110,7 +110,7 @@ class Validation:
 @dataclass(frozen=True)
 class Package:
     """The package that installed the file a finding is in, by the guest's own records
-    (imgscan/ownership.py): `manager` (dpkg, python, apk), name and version, whether the file's
+    (imgscan/ownership.py): `manager` (dpkg, python, apk, rpm), name and version, whether the file's
     content still has the digest the record gives (`unmodified`), the record file that says so
     (`record`), and the severity the finding had before vendor content was demoted to info."""
 

@@ -18,6 +18,9 @@ the repository), and what imgscan must say of it (`expect` in the manifest):
   `fakeorm-2.0.1.dist-info/RECORD`: vendor content; `fakeorm/forged.py` has a wrong sha256 there.
 - `/usr/share/fakeapk/example.conf`: apk package `fakeapk` (`lib/apk/db/installed`, `Z:Q1`
   sha1): vendor content.
+- `/usr/lib64/libfakessl.so.3`: rpm package `fakessl-libs` (`/var/lib/rpm/rpmdb.sqlite`, a
+  `Packages` row holding an rpm header with the file's sha256) with a built-in test key: vendor
+  content; its `/etc/pki/fakessl/fakessl.cnf` was edited after installation: modified.
 - `/srv/app/.env`: no package lists it: judged as before.
 
 The image is one bare ext4 file system (`mke2fs -d`, a fixed UUID that its own /etc/fstab
@@ -31,6 +34,8 @@ import base64
 import hashlib
 import json
 import secrets
+import sqlite3
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +71,31 @@ def _md5(data: bytes) -> str:
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+
+def rpm_header(tags: list[tuple[int, int, Any]]) -> bytes:
+    """An rpm header blob as rpm's SQLite backend stores it: `il` and `dl` (big-endian), the
+    index entries (tag, type, offset, count) and the data store, with the immutable region
+    (tag 63) first and its trailer last, as rpm writes it. Types: 4 INT32, 6 STRING,
+    8 STRING_ARRAY."""
+    data = bytearray()
+    entries = []
+    for tag, kind, value in sorted(tags, key=lambda t: t[0]):
+        if kind == 4:
+            data += bytes(-len(data) % 4)
+            entries.append((tag, kind, len(data), len(value)))
+            data += struct.pack(f">{len(value)}i", *value)
+        elif kind == 6:
+            entries.append((tag, kind, len(data), 1))
+            data += value.encode() + b"\0"
+        else:
+            entries.append((tag, kind, len(data), len(value)))
+            data += b"".join(v.encode() + b"\0" for v in value)
+    count = len(entries) + 1
+    data += struct.pack(">iIiI", 63, 7, -16 * count, 16)  # the region trailer
+    entries.insert(0, (63, 7, len(data) - 16, 16))
+    index = b"".join(struct.pack(">iIiI", *entry) for entry in entries)
+    return struct.pack(">II", count, len(data)) + index + bytes(data)
 
 
 def _write(root: Path, guest_path: str, data: bytes) -> bytes:
@@ -166,6 +196,40 @@ def make_tree(root: Path) -> dict[str, Any]:
         f"a:0:0:644\nZ:Q1{sha1}\n\n".encode(),
     )
 
+    # rpm's SQLite database (Fedora 33+, RHEL 9): one header per package.
+    ssl = "/usr/lib64/libfakessl.so.3"
+    ssl_data = _write(
+        root, ssl, b"\x7fELF\x02\x01\x01" + bytes(9) + secrets.token_bytes(3000) + b"\0"
+        + _test_key().encode() + b"\0",
+    )  # fmt: skip
+    ssl_cnf = "/etc/pki/fakessl/fakessl.cnf"
+    _write(root, ssl_cnf, f"[db]\nurl = {_url('pki')}\n".encode())
+    header = rpm_header(
+        [
+            (1000, 6, "fakessl-libs"),
+            (1001, 6, "3.0.7"),
+            (1002, 6, "24.el9"),
+            (1003, 4, [1]),
+            (1116, 4, [0, 1, 2]),
+            (1117, 8, ["libfakessl.so.3", "fakessl.cnf", "fakessl"]),
+            (1118, 8, ["/usr/lib64/", "/etc/pki/fakessl/", "/usr/share/doc/"]),
+            (
+                1035,
+                8,
+                [hashlib.sha256(ssl_data).hexdigest(), hashlib.sha256(b"original").hexdigest(), ""],
+            ),
+            (5011, 4, [8]),
+        ]
+    )
+    rpmdb = root / "var/lib/rpm/rpmdb.sqlite"
+    rpmdb.parent.mkdir(parents=True)
+    with sqlite3.connect(rpmdb) as db:
+        db.execute(
+            "CREATE TABLE 'Packages' (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)"
+        )
+        db.execute("INSERT INTO Packages (blob) VALUES (?)", (header,))
+    db.close()
+
     _write(root, "/srv/app/.env", f"DATABASE_URL={_url('hr_app')}\n".encode())
 
     vendor = {"manager": "dpkg", "unmodified": True}
@@ -180,11 +244,13 @@ def make_tree(root: Path) -> dict[str, Any]:
                 "unmodified": True,
             },
             example: {"manager": "apk", "name": "fakeapk", "version": "3.1-r0", "unmodified": True},
+            ssl: {**vendor, "manager": "rpm", "name": "fakessl-libs", "version": "1:3.0.7-24.el9"},
         },
         "modified": {
             cnf: {"manager": "dpkg", "name": "fakedb-server", "version": "1:10.11.6-0+deb12u1"},
             forged: {"manager": "dpkg", "name": "forged", "version": "6.6.6"},
             forged_py: {"manager": "python", "name": "fakeorm", "version": "2.0.1"},
+            ssl_cnf: {"manager": "rpm", "name": "fakessl-libs", "version": "1:3.0.7-24.el9"},
         },
         "unowned": ["/srv/app/.env"],
     }

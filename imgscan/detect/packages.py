@@ -9,6 +9,10 @@ stream past the workers, like the clues of detect/usage.py.
   urlsafe base64 without padding.
 - apk: `/lib/apk/db/installed` (`P:` name, `V:` version, `F:` directory, `R:` file, `Z:Q1`
   base64 of the file's sha1).
+- rpm: the SQLite database (`/var/lib/rpm/rpmdb.sqlite`, `/usr/lib/sysimage/rpm/rpmdb.sqlite`;
+  Fedora 33+, RHEL 9): each row of `Packages` is an rpm header (name, version, release,
+  epoch, and per file its directory, base name and digest in the header's own algorithm).
+  The Berkeley DB of older releases (`/var/lib/rpm/Packages`) is not read.
 
 The records are the guest's own data, so a hostile image can forge them: they only ever
 demote a finding, never drop one (imgscan/ownership.py), and they are bounded like every
@@ -20,10 +24,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import posixpath
 import re
+import shutil
+import sqlite3
+import struct
+import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from imgscan.model import PackageFiles
 
@@ -36,12 +46,16 @@ MAX_TOTAL_FILES = 5_000_000
 
 DPKG_STATUS = "/var/lib/dpkg/status"
 APK_INSTALLED = "/lib/apk/db/installed"
+RPMDB = ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite")
+# An rpm database is copied to a temporary file for SQLite (a server's is 50-150 MB).
+MAX_RPMDB_BYTES = 1 << 30
 _DPKG_MD5SUMS = re.compile(r"^/var/lib/dpkg/info/(?P<package>[^/]+)\.md5sums$")
 _RECORD = re.compile(r"^(?P<site>(?:/[^/]+)*)/(?P<dist>[^/]+)\.dist-info/RECORD$")
 _HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha1": re.compile(r"^[0-9a-f]{40}$")}
 
-# Which digest each manager's records hold: the worker hashes a file with these.
-ALGORITHMS = {"dpkg": "md5", "python": "sha256", "apk": "sha1"}
+# Which digest each manager's records hold: the worker hashes a file with these (rpm: the
+# header says; sha256 since RHEL 6 and Fedora 12).
+ALGORITHMS = {"dpkg": "md5", "python": "sha256", "apk": "sha1", "rpm": "sha256"}
 
 
 def wants(path: str) -> bool:
@@ -50,13 +64,17 @@ def wants(path: str) -> bool:
     if "!/" in path:
         return False
     return bool(
-        path in (DPKG_STATUS, APK_INSTALLED) or _DPKG_MD5SUMS.match(path) or _RECORD.match(path)
+        path in (DPKG_STATUS, APK_INSTALLED, *RPMDB)
+        or _DPKG_MD5SUMS.match(path)
+        or _RECORD.match(path)
     )
 
 
-def read_records(path: str, data: bytes) -> tuple[PackageFiles, ...]:
-    """The package records in `data`, the first bytes of the record file at `path`."""
-    text = data[:MAX_BYTES].decode("utf-8", "surrogateescape")
+def read_records(path: str, stream: BinaryIO) -> tuple[PackageFiles, ...]:
+    """The package records in the record file at `path`, read from `stream` (at its start)."""
+    if path in RPMDB:
+        return tuple(_rpmdb(path, stream))
+    text = stream.read(MAX_BYTES).decode("utf-8", "surrogateescape")
     if path == DPKG_STATUS:
         return tuple(_dpkg_status(path, text))
     if path == APK_INSTALLED:
@@ -150,6 +168,96 @@ def _apk_installed(path: str, text: str) -> Iterator[PackageFiles]:
                 current = ""
         if name:
             yield PackageFiles("apk", name, version, path, tuple(files))
+
+
+# rpm header tags and types (rpm's lib/rpmtag.h) and digest algorithms (PGP hash ids).
+_NAME, _VERSION, _RELEASE, _EPOCH = 1000, 1001, 1002, 1003
+_FILEDIGESTS, _DIRINDEXES, _BASENAMES, _DIRNAMES, _FILEDIGESTALGO = 1035, 1116, 1117, 1118, 5011
+_INT32, _STRING, _STRING_ARRAY, _I18NSTRING = 4, 6, 8, 9
+_RPM_ALGORITHMS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512"}
+_MAX_ENTRIES = 100_000
+
+
+def _rpmdb(path: str, stream: BinaryIO) -> Iterator[PackageFiles]:
+    """Every package of an rpm SQLite database: its rows are rpm headers."""
+    with tempfile.NamedTemporaryFile(suffix=".sqlite") as copy:
+        shutil.copyfileobj(_Bounded(stream, MAX_RPMDB_BYTES), copy, 1 << 20)
+        copy.flush()
+        uri = f"file:{copy.name}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            try:
+                rows = db.execute("SELECT blob FROM Packages ORDER BY hnum")
+                for (blob,) in rows:
+                    if isinstance(blob, bytes):
+                        record = _rpm_header(path, blob)
+                        if record is not None:
+                            yield record
+            except sqlite3.Error:
+                return  # not an rpm database after all, or a corrupt one: what was read
+
+
+def _rpm_header(path: str, blob: bytes) -> PackageFiles | None:
+    """A package from one rpm header blob (`il`, `dl`, `il` index entries, the data store);
+    None for a header that does not parse."""
+    try:
+        count, size = struct.unpack_from(">II", blob)
+        if count > _MAX_ENTRIES:
+            return None
+        store = 8 + 16 * count
+        data = blob[store : store + size]
+        tags: dict[int, tuple[int, int, int]] = {}
+        for i in range(count):
+            tag, kind, offset, items = struct.unpack_from(">iIiI", blob, 8 + 16 * i)
+            tags.setdefault(tag, (kind, offset, items))
+
+        def strings(tag: int) -> list[str]:
+            kind, offset, items = tags.get(tag, (0, 0, 0))
+            if kind not in (_STRING, _STRING_ARRAY, _I18NSTRING) or not 0 <= offset < len(data):
+                return []
+            items = 1 if kind == _STRING else min(items, MAX_FILES)
+            parts = data[offset:].split(b"\0", items)[:items]
+            return [p.decode("utf-8", "surrogateescape") for p in parts]
+
+        def ints(tag: int) -> list[int]:
+            kind, offset, items = tags.get(tag, (0, 0, 0))
+            if kind != _INT32 or offset < 0 or offset + 4 * items > len(data):
+                return []
+            return list(struct.unpack_from(f">{min(items, MAX_FILES)}i", data, offset))
+    except struct.error:
+        return None
+    name = (strings(_NAME) or [""])[0]
+    if not name:
+        return None
+    epoch = ints(_EPOCH)
+    release = (strings(_VERSION) or [""])[0], (strings(_RELEASE) or [""])[0]
+    version = "-".join(part for part in release if part)
+    if epoch:
+        version = f"{epoch[0]}:{version}"
+    algorithm = _RPM_ALGORITHMS.get((ints(_FILEDIGESTALGO) or [1])[0])
+    files: list[tuple[str, str, str]] = []
+    if algorithm is not None:
+        dirs, bases = strings(_DIRNAMES), strings(_BASENAMES)
+        indexes, digests = ints(_DIRINDEXES), strings(_FILEDIGESTS)
+        for base, index, digest in zip(bases, indexes, digests, strict=False):
+            if digest and 0 <= index < len(dirs) and re.fullmatch(r"[0-9a-f]+", digest):
+                files.append((posixpath.normpath(dirs[index] + base), algorithm, digest))
+    return PackageFiles("rpm", name, version, path, tuple(files))
+
+
+class _Bounded:
+    """A read-only view of the first `limit` bytes of a stream."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._stream.read(size)
+        self._left -= len(data)
+        return data
 
 
 def _urlsafe_hex(value: str) -> str | None:

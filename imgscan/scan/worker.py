@@ -227,7 +227,7 @@ class FileScanner:
                 self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
                 if packages.wants(ref.path) and stream.seekable():
                     stream.seek(0)
-                    records = packages.read_records(ref.path, stream.read(packages.MAX_BYTES))
+                    records = packages.read_records(ref.path, stream)
                 if findings:
                     digests = digesting.digests(ref.size)
         except Exception as exc:
