@@ -170,3 +170,31 @@ def test_a_policy_can_fail_vendor_findings(image: Path, tmp_path: Path) -> None:
     proc = _run("scan", image, "--policy", bad)
     assert proc.returncode == 2
     assert "vendor must be true or false" in proc.stderr
+
+
+def test_hostile_records_cost_nothing_but_themselves(tmp_path: Path) -> None:
+    """Records are the image's data: malformed ones give what they can, never an error."""
+    import io
+    import sqlite3
+
+    from imgscan.detect.packages import read_records
+
+    huge = b"a.py,sha256=" + b"A" * 43 + b',1\n"' + b"x" * 300_000 + b'",y\n'
+    (record,) = read_records("/x/a-1.dist-info/RECORD", io.BytesIO(huge))
+    assert [f[0] for f in record.files] == ["/x/a.py"]
+    assert read_records("/var/lib/rpm/rpmdb.sqlite", io.BytesIO(b"not sqlite" * 100)) == ()
+    db = tmp_path / "rpmdb.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB)")
+        # Index entries pointing past the data, a count that overflows, a short blob.
+        bad = [b"\0\0\0\1\0\0\0\4" + b"\0\0\3\xe8\0\0\0\6\x7f\0\0\0\0\0\0\1" + b"abcd"]
+        bad += [b"\xff\xff\xff\xff\0\0\0\0", b"\0"]
+        conn.executemany("INSERT INTO Packages (blob) VALUES (?)", [(b,) for b in bad])
+    conn.close()
+    assert read_records("/var/lib/rpm/rpmdb.sqlite", io.BytesIO(db.read_bytes())) == ()
+    status = b"Package: a\nConffiles:\n /etc/a zz\n /etc/b\n\n\n:::\n\xff\xfe"
+    (entry,) = read_records("/var/lib/dpkg/status", io.BytesIO(status))
+    assert (entry.name, entry.files) == ("a", ())
+    apk = b"P:p\nV:1\nF:etc\nR:x\nZ:Q1!!!notbase64\nR:y\nZ:Q1" + b"A" * 27 + b"=\n"
+    (package,) = read_records("/lib/apk/db/installed", io.BytesIO(apk))
+    assert [f[0] for f in package.files] == ["/etc/y"]
