@@ -34,7 +34,10 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             },
         }
         item["context"] = dict(f.context)
-        item["package"] = package_dict(f.package)
+        if f.package is not None:
+            # Only for a file a package record lists, like `secret` only when captured: a
+            # finding's keys stay what they were for files no package installed.
+            item["package"] = package_dict(f.package)
         if f.secret is not None:
             item["secret"] = f.secret
         findings.append(item)
