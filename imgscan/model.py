@@ -108,6 +108,43 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Package:
+    """The package that installed the file a finding is in, by the guest's own records
+    (imgscan/ownership.py): `manager` (dpkg, python, apk, rpm), name and version, whether the file's
+    content still has the digest the record gives (`unmodified`), the record file that says so
+    (`record`), and the severity the finding had before vendor content was demoted to info."""
+
+    manager: str
+    name: str
+    version: str
+    unmodified: bool
+    record: str
+    original_severity: Severity
+
+    def describe(self) -> str:
+        """One line for reports: `dpkg package gnutls-bin 3.7.9-2, unmodified`."""
+        state = "unmodified" if self.unmodified else "modified since installed"
+        version = f" {self.version}" if self.version else ""
+        return f"{self.manager} package {self.name}{version}, {state}"
+
+
+@dataclass(frozen=True)
+class PackageFiles:
+    """What one package-manager record on the image says a package installed: crosses from
+    the workers (imgscan/detect/packages.py reads the records as they stream past) to the main
+    process, which decides ownership once every record is in (imgscan/ownership.py).
+
+    `files` holds (guest path, digest algorithm, lowercase hex digest). `version` is empty
+    when the record does not hold it (dpkg's md5sums files: the status file has it)."""
+
+    manager: str
+    name: str
+    version: str
+    record: str
+    files: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Finding:
     """One secret found at one place. `secret` is None unless the user asked for raw values."""
 
@@ -123,6 +160,9 @@ class Finding:
     # What the secret opens, from the settings around it: (key, value) with keys among user,
     # host, port, database, scheme, ssid. Never the secret itself.
     context: tuple[tuple[str, str], ...] = ()
+    # The package that installed the file, when a package manager's record on the image lists
+    # it (imgscan/ownership.py); vendor content, unmodified, is demoted to info.
+    package: Package | None = None
 
     def sort_key(self) -> tuple[str, int, str, str]:
         return (self.path, self.line, self.rule, self.fingerprint)

@@ -9,7 +9,8 @@ severity" or "allow info findings":
 
     [[rule]]
     action = "fail"               # fail | allow
-    exposure = "identity"         # matchers: severity, category, rule, path, exposure
+    exposure = "identity"         # matchers: severity, category, rule, path, exposure,
+                                  # vendor, package
     reason = "a copy must never carry this host's identity"
 
 Each matcher is a string or a list of strings (a list matches any of its values); every
@@ -17,7 +18,9 @@ matcher a rule gives must match (AND), and a rule gives at least one. `severity`
 and `rule` compare exactly; `path` is a guest-path glob with the ignore file's semantics (`**`
 crosses directories, Windows paths match regardless of case); `exposure` matches a finding
 cited as evidence by an exposure of that kind (info findings, test fixtures, belong to no
-exposure). Rules are evaluated in file order and the first that matches a finding decides it;
+exposure); `vendor` (true or false) matches findings in files a package installed and nobody
+modified (imgscan/ownership.py), and `package` the name of the package that installed the
+finding's file. Rules are evaluated in file order and the first that matches a finding decides it;
 a finding no rule matches fails when its severity is at or above `fail_on`. A reason is
 required, as in an ignore file: an `allow` rule accepts a risk, and the report shows why.
 
@@ -42,7 +45,7 @@ from imgscan.exposures import EXPOSURE_KINDS
 from imgscan.model import Finding, GateAction, GateDecision, ScanResult, Severity, Verdict
 from imgscan.suppress import load_toml, path_matches
 
-MATCHERS = ("severity", "category", "rule", "path", "exposure")
+MATCHERS = ("severity", "category", "rule", "path", "exposure", "vendor", "package")
 _RULE_KEYS = frozenset({"action", "reason", *MATCHERS})
 _TOP_KEYS = frozenset({"fail_on", "rule"})
 
@@ -65,6 +68,11 @@ class PolicyRule:
     rule: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
     exposure: tuple[str, ...] = ()
+    # Package ownership (imgscan/ownership.py): `vendor` true matches findings in files a
+    # package installed and nobody modified, false every other finding (None: not given);
+    # `package` matches the installing package's name, modified or not.
+    vendor: bool | None = None
+    package: tuple[str, ...] = ()
 
     def matches(self, finding: Finding, kinds: Collection[str] = ()) -> bool:
         """Whether this rule decides `finding`, whose fingerprint the exposures of `kinds`
@@ -76,6 +84,10 @@ class PolicyRule:
         if self.rule and finding.rule not in self.rule:
             return False
         if self.exposure and not any(kind in kinds for kind in self.exposure):
+            return False
+        if self.vendor is not None and self.vendor != _is_vendor(finding):
+            return False
+        if self.package and (finding.package is None or finding.package.name not in self.package):
             return False
         # The ignore file's own path matcher, so a glob means the same in both files.
         return not self.path or any(path_matches(glob, finding.path) for glob in self.path)
@@ -176,8 +188,18 @@ def _rule(path: Path, number: int, entry: Any) -> PolicyRule:
     if not isinstance(reason, str) or not reason.strip():
         raise ImgscanError(f"{where}: needs a reason")
     if not any(key in entry for key in MATCHERS):
-        raise ImgscanError(f"{where}: needs a matcher ({', '.join(MATCHERS)})")
-    values = {key: _strings(where, key, entry[key]) for key in MATCHERS if key in entry}
+        raise ImgscanError(
+            f"{where}: needs a matcher ({', '.join(MATCHERS[:-2])}) "
+            f"or a package matcher ({', '.join(MATCHERS[-2:])})"
+        )
+    vendor = entry.get("vendor")
+    if vendor is not None and not isinstance(vendor, bool):
+        raise ImgscanError(f"{where}: vendor must be true or false")
+    values = {
+        key: _strings(where, key, entry[key])
+        for key in MATCHERS
+        if key in entry and key != "vendor"
+    }
     _known(where, "category", values.get("category", ()), CATEGORIES)
     _known(where, "exposure kind", values.get("exposure", ()), EXPOSURE_KINDS)
     return PolicyRule(
@@ -190,7 +212,14 @@ def _rule(path: Path, number: int, entry: Any) -> PolicyRule:
         rule=values.get("rule", ()),
         path=values.get("path", ()),
         exposure=values.get("exposure", ()),
+        vendor=vendor,
+        package=values.get("package", ()),
     )
+
+
+def _is_vendor(finding: Finding) -> bool:
+    """Whether the finding is in a file a package installed and nobody modified since."""
+    return finding.package is not None and finding.package.unmodified
 
 
 def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:

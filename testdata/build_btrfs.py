@@ -29,10 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import build as base
 import build_rich as rich
 import build_windows as small
-
-import build as base
 
 TREE = base.HERE / "trees-btrfs"
 KEY_PREFIX = "btrfs-"

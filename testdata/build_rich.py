@@ -57,10 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import build as base
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-import build as base
 
 HERE = base.HERE
 RICH_TREES = HERE / "trees-rich"

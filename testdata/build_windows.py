@@ -49,12 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import build as base
 import build_rich as rich
 import hives
 import windows_files
 from hives import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_SZ
-
-import build as base
 
 HERE = base.HERE
 TREE = HERE / "trees-windows" / "win-server"

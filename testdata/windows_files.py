@@ -30,10 +30,9 @@ import secrets
 import struct
 import uuid
 
+import build as base
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-import build as base
 
 SYSTEM = "win-server"
 

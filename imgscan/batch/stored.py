@@ -23,6 +23,7 @@ from imgscan.model import (
     ImageInfo,
     OsInfo,
     OsUser,
+    Package,
     ReaderInfo,
     RuleDoc,
     ScanResult,
@@ -56,6 +57,7 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
                 )
             ),
             context=tuple((str(k), str(v)) for k, v in f["context"].items()),
+            package=_package(f.get("package")),
         )
         for f in report["findings"]
     )
@@ -131,3 +133,17 @@ def _stats(data: dict[str, Any]) -> Stats:
             value = data[item.name]
             values[item.name] = tuple(value.items()) if isinstance(value, dict) else value
     return Stats(**values)
+
+
+def _package(data: dict[str, Any] | None) -> Package | None:
+    """A finding's `package` (absent from reports made before package ownership)."""
+    if data is None:
+        return None
+    return Package(
+        manager=data["manager"],
+        name=data["name"],
+        version=data["version"],
+        unmodified=bool(data["unmodified"]),
+        record=data["record"],
+        original_severity=Sev(data["original_severity"]),
+    )

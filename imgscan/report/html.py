@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 from imgscan import build
 from imgscan.exposures import sysprep_command
-from imgscan.model import Finding, ScanResult, Severity, Volume
+from imgscan.model import Finding, Package, ScanResult, Severity, Volume
 from imgscan.report.interface import printable
 
 _STYLE = """
@@ -345,7 +345,8 @@ def _findings(findings: list[Finding]) -> list[str]:
             f"{_severity_cell(f.severity)}"
             f'<td class="rule"><code>{_text(f.rule)}</code></td>'
             f'<td class="category">{_text(f.category)}</td>'
-            f'<td class="location"><code>{_text(_location(f.path, f.line))}</code></td>'
+            f'<td class="location"><code>{_text(_location(f.path, f.line))}</code>'
+            f"{_package(f.package)}</td>"
             f'<td class="value">{value}</td>'
             f'<td class="validation">{_text(f.validation.status.value)}{checks}</td>'
             f'<td class="context">{_pairs(f.context)}</td>'
@@ -353,6 +354,13 @@ def _findings(findings: list[Finding]) -> list[str]:
         )
     out += ["</tbody>", "</table>", "</section>"]
     return out
+
+
+def _package(package: Package | None) -> str:
+    """The package that installed the finding's file, under its location."""
+    if package is None:
+        return ""
+    return f'<div class="package">{_text(package.describe())}</div>'
 
 
 def _os(result: ScanResult) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from imgscan import __version__, build
 from imgscan.exposures import sysprep_command
-from imgscan.model import ScanResult
+from imgscan.model import Package, ScanResult
 
 SCHEMA = "imgscan.report/v1"
 
@@ -34,6 +34,10 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             },
         }
         item["context"] = dict(f.context)
+        if f.package is not None:
+            # Only for a file a package record lists, like `secret` only when captured: a
+            # finding's keys stay what they were for files no package installed.
+            item["package"] = package_dict(f.package)
         if f.secret is not None:
             item["secret"] = f.secret
         findings.append(item)
@@ -120,6 +124,21 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "stages": dict(result.stats.stages),
         },
         "warnings": list(result.warnings),
+    }
+
+
+def package_dict(package: Package | None) -> dict[str, Any] | None:
+    """A finding's `package`: the package that installed its file, by the guest's records;
+    null for a file no record lists."""
+    if package is None:
+        return None
+    return {
+        "manager": package.manager,
+        "name": package.name,
+        "version": package.version,
+        "unmodified": package.unmodified,
+        "record": package.record,
+        "original_severity": package.original_severity.value,
     }
 
 

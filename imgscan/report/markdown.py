@@ -67,6 +67,8 @@ def render_markdown(result: ScanResult) -> str:
         for f in findings[:MAX_ROWS]:
             where = _code(f"{f.path}:{f.line}")
             check = f.validation.status.value
+            if f.package is not None:
+                check += f"; {_code(f.package.describe())}"
             lines.append(f"| {f.severity.value} | {_code(f.rule)} | {where} | {check} |")
         if len(findings) > MAX_ROWS:
             lines.append(f"| | and {len(findings) - MAX_ROWS} more | | |")

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from imgscan import build
 from imgscan.model import FINGERPRINT_VERSION, Finding, RuleDoc, ScanResult, Severity
 from imgscan.report.interface import printable
+from imgscan.report.json import package_dict
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/imgscan/imgscan"
@@ -89,6 +90,8 @@ def _result(finding: Finding, index: dict[str, int]) -> dict[str, Any]:
     }
     if finding.secret is not None:
         result["properties"]["secret"] = finding.secret
+    if finding.package is not None:
+        result["properties"]["package"] = package_dict(finding.package)
     return result
 
 

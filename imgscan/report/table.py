@@ -103,6 +103,9 @@ def _finding_lines(findings: tuple[Finding, ...]) -> list[str]:
                 value = printable(f.secret) if f.secret is not None else f.preview
                 line = str(f.line) if f.line else "-"  # 0: a file rule, the whole file
                 lines += _wrap(f"{line:>5}  {f.rule}  {value}", "  ", "          ")
+                if f.package is not None:
+                    owner = f"[{printable(f.package.describe())}]"
+                    lines += _wrap(owner, "          ", "          ")
     return lines
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
+from imgscan.detect import packages
 from imgscan.detect.engine import MAX_FINDINGS_PER_FILE, MAX_FINDINGS_PER_RULE, build_spec
 from imgscan.detect.rules import RulePack, load_pack
 from imgscan.errors import ImageError
@@ -35,6 +36,7 @@ from imgscan.model import (
     Finding,
     ImageInfo,
     OsInfo,
+    PackageFiles,
     ReaderInfo,
     RuleDoc,
     ScanResult,
@@ -44,6 +46,7 @@ from imgscan.model import (
     VolumeStatus,
 )
 from imgscan.options import ScanOptions, default_cache_dir
+from imgscan.ownership import apply_ownership
 from imgscan.scan.pool import WorkerCrashError, WorkerPool
 from imgscan.scan.worker import FileOutcome, WorkerSpec
 
@@ -121,6 +124,9 @@ class _Tally:
     findings: list[Finding] = field(default_factory=list)
     clues: list[Clue] = field(default_factory=list)
     capped: list[Capped] = field(default_factory=list)
+    records: list[PackageFiles] = field(default_factory=list)  # package managers' records
+    digests: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> {algorithm: hex}
+    listed: int = 0  # files the package records list, counted against their bound
     files: dict[str, int] = field(default_factory=dict)  # outcomes received, per volume
     sizes: dict[str, int] = field(default_factory=dict)
     walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
@@ -137,6 +143,17 @@ class _Tally:
         self.skipped.extend(outcome.skipped)
         self.clues.extend(outcome.clues)
         self.capped.extend(Capped(*entry) for entry in outcome.capped)
+        for record in outcome.records:
+            self.listed += len(record.files)
+            if self.listed <= packages.MAX_TOTAL_FILES:
+                self.records.append(record)
+            elif self.listed - len(record.files) <= packages.MAX_TOTAL_FILES:
+                self.warnings.append(
+                    f"package records list more than {packages.MAX_TOTAL_FILES} files; "
+                    f"{record.record} and the records read after it are ignored"
+                )
+        if outcome.digests and outcome.findings:
+            self.digests[outcome.findings[0].path.split("!/", 1)[0]] = dict(outcome.digests)
         self.files[outcome.volume] = self.files.get(outcome.volume, 0) + 1
         self.sizes[outcome.volume] = self.sizes.get(outcome.volume, 0) + outcome.bytes
 
@@ -150,7 +167,9 @@ class _Tally:
     ) -> ScanResult:
         """The result; for a scan stopped early (`unfinished` given), each volume it was to
         scan and did not finish gets that status and `reason`."""
-        findings = self.findings
+        # Findings in files a package installed, unmodified, are vendor content (demoted to
+        # info); decided only now, when every record on the image has been read.
+        findings = apply_ownership(self.findings, self.records, self.digests)
         volumes = []
         for v in self.infos:
             status, why = v.status, v.reason
@@ -268,6 +287,11 @@ def _scan(
             options.max_file_size,
             options.show_secrets,
             options.file_timeout,
+            # A Windows guest (with no Linux root beside it) has none of the records the
+            # digests are for.
+            digests=()
+            if windows is not None and root is None
+            else _digest_algorithms(reader, layout, root),
         )
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
         walk = _walk(reader, scannable, layout, tally)
@@ -287,6 +311,42 @@ def _scan(
         # What the reader met while reading (a reader process that crashed) is said too.
         tally.warnings.extend(w for w in reader.warnings if w not in tally.warnings)
         reader.close()
+
+
+def _digest_algorithms(
+    reader: Reader, layout: dict[str, str], root: tuple[str, str] | None
+) -> tuple[str, ...]:
+    """The digests the workers take of every file, for the package records that may list it:
+    sha256 always (Python's RECORD files may be anywhere: a virtualenv under /srv, a home
+    directory), md5 when the guest has a dpkg database, sha1 when it has an apk one. Hashing
+    costs CPU on every byte scanned (md5 most: see README, "Package ownership"), so a digest no
+    record on the image can use is not taken."""
+    algorithms = ["sha256"]
+    for record, manager in ((packages.DPKG_STATUS, "dpkg"), (packages.APK_INSTALLED, "apk")):
+        if _exists(reader, layout, root, record):
+            algorithms.append(packages.ALGORITHMS[manager])
+    return tuple(algorithms)
+
+
+def _exists(
+    reader: Reader, layout: dict[str, str], root: tuple[str, str] | None, guest_path: str
+) -> bool:
+    """Whether the file at `guest_path` is on the volume mounted deepest above it (the root
+    file system in its subvolume, or a /var of its own)."""
+    best: tuple[str, str] | None = None
+    best_mount = ""
+    for device, mountpoint in layout.items():
+        inside = mountpoint == "/" or guest_path.startswith(mountpoint.rstrip("/") + "/")
+        if inside and len(mountpoint) > len(best_mount) and mountpoint != "/":
+            best, best_mount = (device, guest_path[len(mountpoint.rstrip("/")) :]), mountpoint
+    if best is None:
+        if root is None:
+            return False
+        best = (root[0], root[1] + guest_path)
+    try:
+        return reader.read_small(best[0], best[1], 1) is not None
+    except Exception:  # a reader's trouble with one file: the digest is taken anyway
+        return True
 
 
 def _subvolume_place(layout: dict[str, str], device: str, path: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, cast
 
 import zstandard
 
-from imgscan.detect import usage
+from imgscan.detect import packages, usage
 from imgscan.detect.checks import fixture_location, private_key_id
 from imgscan.detect.engine import Engine, EngineSpec, FileTimeout, Hit, Quota
 from imgscan.detect.registry import RegistryHit, RegistryMatcher, is_hive, value_path
@@ -33,6 +33,7 @@ from imgscan.model import (
     Clue,
     FileRef,
     Finding,
+    PackageFiles,
     Severity,
     Skipped,
     Validation,
@@ -62,6 +63,9 @@ class WorkerSpec:
     # skipped (what was found until then is reported). Checked between chunks and matches,
     # not inside a read.
     file_timeout: float = DEFAULT_FILE_TIMEOUT  # archive members included
+    # hashlib names of the digests taken of every file as it is read, for the package records
+    # that may list it (imgscan/ownership.py): only those the image's package managers use.
+    digests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class FileOutcome:
     # Findings a cap held back (detect/engine.py Quota): (path, rule id, reported, not
     # reported) for each rule of this file that hit a cap. The file was read all the same.
     capped: tuple[tuple[str, str, int, int], ...] = ()
+    # Package-manager records the file holds (detect/packages.py), and the digests of the file
+    # as (algorithm, hex), taken only when it has findings (imgscan/ownership.py needs no other).
+    records: tuple[PackageFiles, ...] = ()
+    digests: tuple[tuple[str, str], ...] = ()
 
 
 class _TimedReads:
@@ -102,10 +110,69 @@ class _TimedReads:
         return getattr(self._stream, name)
 
 
+class _Digesting:
+    """A stream that hashes the file's bytes as the scan reads them, so a file is never read
+    twice for its digest. The scan reads a plain file once from start to end, but it also
+    peeks at the head, seeks back and re-reads (usage clues, file rules): the hashes take each
+    byte once, in order, from the bytes read contiguously from the start. An archive, read out
+    of order, has the bytes nobody read yet read by `digests()` (only for a file with findings).
+    """
+
+    def __init__(self, stream: BinaryIO, algorithms: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._hashes = [hashlib.new(name) for name in algorithms]
+        self._position = 0
+        self._hashed = 0  # bytes [0, _hashed) are in the hashes
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        start, end = self._position, self._position + len(data)
+        if self._hashes and start <= self._hashed < end:
+            part = memoryview(data)[self._hashed - start :]
+            for digest in self._hashes:
+                digest.update(part)
+            self._hashed = end
+        self._position = end
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._stream.seek(offset, whence)
+        self._position = self._stream.tell()  # dfvfs' seek() returns None
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return self._stream.seekable()
+
+    def digests(self, size: int) -> tuple[tuple[str, str], ...]:
+        """(algorithm, hex) of the file's `size` bytes; () when they cannot all be hashed."""
+        if not self._hashes:
+            return ()
+        if self._hashed < size:
+            if not self._stream.seekable():
+                return ()
+            self.seek(self._hashed)
+            while self._hashed < size and self.read(1 << 20):
+                pass
+        if self._hashed != size:
+            return ()
+        return tuple((digest.name, digest.hexdigest()) for digest in self._hashes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 _SPOOL_IN_MEMORY = 8 << 20
 # A file gets its --file-timeout for every started GiB of its size: a 4 GiB swap volume, read
 # at the speed of a slow reader, is not cut off where a small file would be.
 _BUDGET_UNIT = 1 << 30
+# Files larger than this get no digest: package records list few such files (a 100 MB libLLVM
+# is large for one), while the big files of an image are its data (databases, logs, disk
+# images), which no record lists. A finding in one keeps its severity ("not known to be
+# unmodified"), so skipping its digest can never hide it.
+DIGEST_MAX_SIZE = 256 << 20
 
 
 class _Budget:
@@ -141,6 +208,8 @@ class FileScanner:
         findings: list[Finding] = []
         skipped: list[Skipped] = []
         clues: list[Clue] = []
+        records: tuple[PackageFiles, ...] = ()
+        digests: tuple[tuple[str, str], ...] = ()
         if ref.size > self.spec.max_file_size:
             skipped.append(
                 Skipped(
@@ -161,8 +230,8 @@ class FileScanner:
         try:
             opened = io.BytesIO(ref.inline) if ref.inline is not None else self.opener.open(ref)
             timed = _TimedReads(opened)
-            stream = cast(BinaryIO, timed)
             if ref.raw:
+                stream = cast(BinaryIO, timed)
                 try:
                     hits = self.engine.scan(stream, ref.path, self.spec.chunk_size, True, quota)
                 except FileTimeout as stop:
@@ -170,7 +239,15 @@ class FileScanner:
                     raise
                 findings.extend(self._finding(hit, ref.path) for hit in _dedupe(hits))
             else:
+                algorithms = self.spec.digests if ref.size <= DIGEST_MAX_SIZE else ()
+                digesting = _Digesting(cast(BinaryIO, timed), algorithms)
+                stream = cast(BinaryIO, digesting)
                 self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
+                if packages.wants(ref.path) and stream.seekable():
+                    stream.seek(0)
+                    records = packages.read_records(ref.path, stream)
+                if findings:
+                    digests = digesting.digests(ref.size)
         except FileTimeout:
             # Listed as skipped (coverage incomplete), with what was found until then: one
             # hostile file must not hold up the scan.
@@ -199,6 +276,8 @@ class FileScanner:
                 (ref.path, rule, quota.reported.get(rule, 0), count)
                 for rule, count in sorted(quota.withheld.items())
             ),
+            records=records,
+            digests=digests,
         )
 
     def _scan_stream(

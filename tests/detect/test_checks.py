@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import build as testdata
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-import build as testdata
 from imgscan.detect.checks import NotASecret, offline_checks
 from imgscan.detect.engine import Engine
 from imgscan.detect.validate import placeholder

@@ -6,10 +6,10 @@ Keys and certificates are generated at test time.
 
 from __future__ import annotations
 
+import build as testdata
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-import build as testdata
 from imgscan.detect.checks import private_key_id
 from imgscan.detect.usage import MAX_CLUES, read_clues, wants
 from imgscan.exposures import build_exposures, ssh_hosts

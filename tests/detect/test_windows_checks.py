@@ -12,10 +12,10 @@ import base64
 import uuid
 from pathlib import Path
 
+import build as testdata
 import windows_files
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-import build as testdata
 from imgscan.detect.checks import (
     dpapi_blob,
     gpp_cpassword,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import build as testdata_build  # testdata/build.py: fake secrets of the right shape
 import pytest
 from procs import (
     SCANNING_BYTES,
@@ -32,7 +33,6 @@ from procs import (
     write_slow_log,
 )
 
-import build as testdata_build  # testdata/build.py: fake secrets of the right shape
 from imgscan.model import ScanResult, VolumeStatus
 from imgscan.options import ScanOptions
 from imgscan.scan import pool
