@@ -15,6 +15,7 @@ corrupt rather than handed to a reader that might follow it.
 
 from __future__ import annotations
 
+import codecs
 import posixpath
 import stat
 import struct
@@ -24,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgscan.errors import ImageError
+
+# Detection promises to open no file but the image. The first use of a codec imports its module
+# (a file of Python's own), so the ones the headers need are looked up once, here.
+for _codec in ("utf-16-be", "utf-16-le"):
+    codecs.lookup(_codec)
 
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_SPARSE_MAGIC = b"KDMV"

@@ -114,8 +114,9 @@ def image_seeds(workdir: Path, kept_only: bool = False) -> dict[str, bytes]:
         if kept or not kept_only:
             run("create", "-q", "-f", fmt, *options, name, "1M")
             data = (workdir / name).read_bytes()
-            # A VHDX is 8 MiB of mostly zeros, and only its magic is looked at.
-            seeds[name] = data[: 1 << 20] if fmt == "vhdx" else data
+            # A VHDX is 8 MiB of mostly zeros; detection reads its headers, region tables and
+            # metadata table (for a parent), which qemu-img puts in the first 4 MiB.
+            seeds[name] = data[: 4 << 20] if fmt == "vhdx" else data
     with (workdir / "base.raw").open("r+b") as raw:
         raw.write(b"plain text on a disk\n" * 200)
     for name, extra in (("valid-data.qcow2", []), ("valid-compressed.qcow2", ["-c"])):
