@@ -1275,6 +1275,21 @@ def _tenant(b: Build, name: str, fmt: str, *options: str) -> Path:
     return image
 
 
+def _allowed(b: Build, name: str, file: str, about: str, reader: str) -> None:
+    """A case that names another file and, with --allow-external-files, reads it: the tenant's
+    secret is reported (exit 1)."""
+    b.cases.append(
+        Case(
+            name,
+            file,
+            f"{about}, with --allow-external-files ({reader})",
+            (1,),
+            finds=True,
+            args=("--allow-external-files", "--reader", reader),
+        )
+    )
+
+
 def _refused(b: Build, name: str, file: str, about: str) -> None:
     """A case refused before any reader opens it, once per reader."""
     for reader in ("auto", "native", "guestfs"):
@@ -1311,15 +1326,12 @@ def vmdk_delta(b: Build) -> None:
     )
     _refused(b, "vmdk-desc-delta", "vmdk-desc-delta.vmdk", "a descriptor with a parent hint")
     # Allowed, the delta reads its parent: libguestfs reports the tenant's secret.
-    b.cases.append(
-        Case(
-            "vmdk-delta-allowed",
-            "vmdk-delta-neighbour.vmdk",
-            "a delta vmdk of the tenant image, with --allow-external-files (libguestfs)",
-            (1,),
-            finds=True,
-            args=("--allow-external-files", "--reader", "guestfs"),
-        )
+    _allowed(
+        b,
+        "vmdk-delta-allowed",
+        "vmdk-delta-neighbour.vmdk",
+        "a delta vmdk of the tenant image",
+        "guestfs",
     )
 
 
@@ -1352,15 +1364,12 @@ def vhd_differencing(b: Build) -> None:
             image.name,
             f"an empty differencing VHD whose parent is {parent or tenant.name}",
         )
-    b.cases.append(
-        Case(
-            "vhd-differencing-allowed",
-            "vhd-differencing-neighbour.vhd",
-            "a differencing VHD of the tenant image, with --allow-external-files (native)",
-            (1,),
-            finds=True,
-            args=("--allow-external-files", "--reader", "native"),
-        )
+    _allowed(
+        b,
+        "vhd-differencing-allowed",
+        "vhd-differencing-neighbour.vhd",
+        "a differencing VHD of the tenant image",
+        "native",
     )
 
 

@@ -9,22 +9,16 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from command import run_imgscan
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        # `results` draws no progress bar, so it has no --no-progress.
-        [sys.executable, "-m", "imgscan", *map(str, args)]
-        + ([] if args[0] == "results" else ["--no-progress"]),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    # `results` draws no progress bar, so it has no --no-progress.
+    extra = () if args[0] == "results" else ("--no-progress",)
+    return run_imgscan(*args, *extra, timeout=300)
 
 
 def _sha(path: Path) -> str:

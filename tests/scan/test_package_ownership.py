@@ -7,7 +7,6 @@ findings."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "testdata"))
 
 import build_packages  # noqa: E402
+from command import run_imgscan  # noqa: E402
 
 from imgscan.batch.stored import result_from_report  # noqa: E402
 from imgscan.report.json import to_dict  # noqa: E402
@@ -35,19 +35,9 @@ def _expect(image: Path) -> dict[str, Any]:
     return data
 
 
-def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imgscan", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def _report(image: Path, reader: str) -> dict[str, Any]:
     if reader not in _reports:
-        proc = _run("scan", image, "--reader", reader, "--format", "json", "--no-progress")
+        proc = run_imgscan("scan", image, "--reader", reader, "--format", "json", "--no-progress")
         assert proc.returncode == 1, proc.stderr  # the unowned and modified findings fail
         _reports[reader] = json.loads(proc.stdout)
     return _reports[reader]
@@ -123,7 +113,9 @@ def test_every_format_shows_the_package(image: Path, tmp_path: Path) -> None:
     out = {}
     for fmt in ("table", "markdown", "html", "sarif"):
         target = tmp_path / f"report.{fmt}"
-        proc = _run("scan", image, "--reader", "native", "-f", fmt, "-o", target, "--no-progress")
+        proc = run_imgscan(
+            "scan", image, "--reader", "native", "-f", fmt, "-o", target, "--no-progress"
+        )
         assert proc.returncode == 1, proc.stderr
         out[fmt] = target.read_text()
     for fmt in ("table", "markdown", "html"):
@@ -153,7 +145,7 @@ def test_a_policy_can_fail_vendor_findings(image: Path, tmp_path: Path) -> None:
         'reason = "reviewed"\n'
         '[[rule]]\naction = "allow"\nvendor = false\npath = "/srv/app/.env"\nreason = "lab"\n'
     )
-    proc = _run("scan", image, "--reader", "native", "--policy", policy, "-f", "json")
+    proc = run_imgscan("scan", image, "--reader", "native", "--policy", policy, "-f", "json")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     found = _by_path(report)
@@ -168,7 +160,7 @@ def test_a_policy_can_fail_vendor_findings(image: Path, tmp_path: Path) -> None:
     }
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\naction = "fail"\nvendor = "yes"\nreason = "r"\n')
-    proc = _run("scan", image, "--policy", bad)
+    proc = run_imgscan("scan", image, "--policy", bad)
     assert proc.returncode == 2
     assert "vendor must be true or false" in proc.stderr
 
