@@ -45,6 +45,7 @@ from imgscan.report.json import render_json
 from imgscan.report.markdown import render_markdown
 from imgscan.report.sarif import render_sarif
 from imgscan.report.table import render_table
+from imgscan.suppress import IgnoreEntry, check_ignore_rule_ids
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -139,22 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     _add_image_options(scan)
+    _add_report_options(scan)
     scan.add_argument(
-        "-f",
-        "--format",
-        choices=["table", "json", "sarif", "markdown", "html"],
-        default="table",
-        help="report format (default: table); sarif: SARIF 2.1.0 for code hosts and "
-        "pipelines; markdown: a short summary for a merge-request or registry comment (never "
-        "shows values); html: one self-contained page for incident triage (no external "
-        "assets, filterable findings)",
-    )
-    scan.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        metavar="FILE",
-        help="write the report to FILE instead of stdout",
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no summary line on stderr (errors and warnings still shown)",
     )
     scan.add_argument(
         "--fail-on",
@@ -208,8 +199,63 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="baseline file to write"
     )
+    render = commands.add_parser(
+        "render",
+        help="write a saved JSON report in other formats, without scanning",
+        description="Read a JSON report written by `imgscan scan -f json` and write it in the "
+        "formats given, as the scan would have. Nothing is scanned; the gate verdict is the "
+        "one the report holds. Exit code 0 once every report is written.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    render.add_argument("report", type=Path, metavar="REPORT.json", help="a saved JSON report")
+    _add_report_options(render)
+    render.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     _add_batch_parsers(commands)
     return parser
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """`json,sarif,markdown`: the report formats asked for, each once, in order."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in _EXTENSIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or repr(text)}; choose from "
+            f"{', '.join(_EXTENSIONS)} (several separated by commas, with --output-dir)"
+        )
+    return names
+
+
+def _add_report_options(command: argparse.ArgumentParser) -> None:
+    """-f/--format, -o/--output and --output-dir: which reports to write, and where."""
+    command.add_argument(
+        "-f",
+        "--format",
+        type=_formats,
+        default=("table",),
+        metavar="FORMAT[,FORMAT...]",
+        help="report format: table (default), json, sarif, markdown or html; several, "
+        "separated by commas, with --output-dir. sarif: SARIF 2.1.0 for code hosts and "
+        "pipelines; markdown: a short summary for a merge-request or registry comment (never "
+        "shows values); html: one self-contained page for incident triage (no external "
+        "assets, filterable findings)",
+    )
+    command.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the report to FILE instead of stdout (`-` is stdout); checked before the "
+        "scan starts. A report is written even when the scan fails (exit code 2): it gives "
+        "the error and says coverage is incomplete",
+    )
+    command.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="write one report per format into DIR (made if missing), named after the image "
+        "file: disk.qcow2 gives DIR/disk.qcow2.json, DIR/disk.qcow2.sarif, ...",
+    )
 
 
 def _add_image_options(command: argparse.ArgumentParser) -> None:
@@ -323,6 +369,8 @@ def _summary(result: ScanResult, interrupted_by: str | None = None) -> str:
         coverage = "coverage complete"
     else:
         coverage = f"COVERAGE INCOMPLETE ({unread})"
+    if result.image.in_use is not None:
+        coverage += "; IMAGE IN USE (a running VM may have it mid-change)"
     return (
         f"imgscan: {len(result.findings)} finding(s)"
         + (f" ({detail})" if detail else "")
@@ -346,6 +394,73 @@ def _gate_summary(gate: Verdict) -> str:
         verb = "failed" if action is GateAction.FAIL else "allowed"
         parts.append(f'policy rule {number} {verb} {count}: "{brief}"')
     return f"; {len(gate.failing)} fail the gate ({'; '.join(parts)})"
+
+
+ReportTarget = tuple[str, Path | None]  # a format, and the file it goes to (None: stdout)
+
+
+def _report_targets(args: argparse.Namespace, image: Path) -> list[ReportTarget]:
+    """Where each requested report goes, checked before anything is read: a scan must not run
+    for minutes and then fail on a directory that does not exist. Raises ImgscanError."""
+    formats: tuple[str, ...] = args.format
+    output: Path | None = None if args.output is None or str(args.output) == "-" else args.output
+    if args.output is not None and args.output_dir is not None:
+        raise ImgscanError("give either -o/--output or --output-dir, not both")
+    if args.output_dir is not None:
+        folder: Path = args.output_dir
+        if not folder.is_dir():
+            if not folder.parent.is_dir():
+                raise ImgscanError(f"--output-dir {folder}: its parent directory does not exist")
+            try:
+                folder.mkdir()
+            except OSError as exc:
+                why = exc.strerror
+                raise ImgscanError(f"--output-dir {folder}: cannot create: {why}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ImgscanError(f"--output-dir {folder}: not writable")
+        return [(name, folder / f"{image.name}.{_EXTENSIONS[name]}") for name in formats]
+    if len(formats) > 1:
+        raise ImgscanError(
+            f"{len(formats)} formats need --output-dir DIR (one file per format); "
+            "-o and stdout take one"
+        )
+    if output is not None:
+        if output.is_dir():
+            raise ImgscanError(f"-o {output}: is a directory")
+        parent = output.parent
+        if not parent.is_dir():
+            raise ImgscanError(f"-o {output}: directory {parent} does not exist")
+        if not output.exists() and not os.access(parent, os.W_OK | os.X_OK):
+            raise ImgscanError(f"-o {output}: directory {parent} is not writable")
+    return [(formats[0], output)]
+
+
+def _failed_result(image: Path, reader: str, error: str) -> ScanResult:
+    """The result of a scan that could not be done: only the error, coverage incomplete."""
+    from imgscan.model import ImageInfo, ReaderInfo, Stats
+
+    return ScanResult(
+        image=ImageInfo(str(image), "unknown", 0),
+        reader=ReaderInfo(reader),
+        volumes=(),
+        skipped=(),
+        findings=(),
+        stats=Stats(files=0, bytes=0, seconds=0.0),
+        error=error,
+    )
+
+
+def _write_failed_reports(targets: list[ReportTarget], result: ScanResult) -> None:
+    """Write the report of a failed scan to every target but a table on stdout (a person at a
+    terminal, who has the error line on stderr); a target that cannot be written is said on
+    stderr, and the original error stays the one that decides the exit code."""
+    for name, path in targets:
+        if name == "table" and path is None:
+            continue
+        try:
+            _write(path, _renderer(name)(result), f"{name} report")
+        except ImgscanError as exc:
+            print(f"imgscan: error: {printable(str(exc))}", file=sys.stderr)
 
 
 def _renderer(name: str) -> Callable[[ScanResult], str]:
@@ -417,7 +532,7 @@ def _scan(args: argparse.Namespace) -> ScanResult:
         show_secrets=getattr(args, "show_secrets", False),
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
-        progress=not args.no_progress,
+        progress=not args.no_progress and not getattr(args, "quiet", False),
         luks_keys=_luks_keys(args),
     )
     bar, update = _progress(options.progress)
@@ -509,12 +624,16 @@ def _refuse_output_over_input(output: Path | None, inputs: Sequence[Path], what:
             )
 
 
-def _policy(args: argparse.Namespace) -> Policy:
-    """The gate policy: `--policy FILE` (its rule ids checked against the rule pack) or none,
-    with `--fail-on`, when given, overriding the file's fail_on."""
+def _policy(args: argparse.Namespace, ignore: Sequence[IgnoreEntry] = ()) -> Policy:
+    """The gate policy: `--policy FILE` or none, with `--fail-on`, when given, overriding the
+    file's fail_on. The rule ids that the policy's rules and the ignore entries name are
+    checked against the rule pack: an id that names no rule (a typo, a renamed rule) would
+    silently match nothing."""
     policy = load_policy(args.policy) if args.policy else Policy()
-    if any(rule.rule for rule in policy.rules):
-        check_rule_ids(policy, load_pack(args.signatures or default_signatures_dir()))
+    if any(rule.rule for rule in policy.rules) or any(entry.rule for entry in ignore):
+        pack = load_pack(args.signatures or default_signatures_dir())
+        check_rule_ids(policy, pack)
+        check_ignore_rule_ids(ignore, pack)
     return policy if args.fail_on is None else replace(policy, fail_on=args.fail_on)
 
 
@@ -567,14 +686,22 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import Baseline, apply_suppressions, load_baseline, load_ignore
 
-    _refuse_output_over_input(args.output, _scan_inputs(args), "report")
-    # Read the acceptance and policy files first: a typo in one should not cost a whole scan.
-    baseline = load_baseline(args.baseline) if args.baseline else Baseline()
-    ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
-    policy = _policy(args)
+    targets = _report_targets(args, args.image)
+    inputs = _scan_inputs(args)
+    for _, path in targets:
+        _refuse_output_over_input(path, inputs, "report")
     interrupted_by: str | None = None
     try:
+        # The acceptance and policy files first: a typo in one should not cost a whole scan.
+        baseline = load_baseline(args.baseline) if args.baseline else Baseline()
+        ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
+        policy = _policy(args, ignore)
         scanned = _scan(args)
+    except ImgscanError as exc:
+        # Exit code 2 with a report all the same: a pipeline that uploads SARIF or parses
+        # JSON reads "scan failed" instead of failing on a missing file.
+        _write_failed_reports(targets, _failed_result(args.image, args.reader.value, str(exc)))
+        raise
     except ScanInterrupted as stop:
         # The workers and the appliance are stopped; what was found so far is still worth a
         # report, which says it is partial (coverage incomplete, `interrupted`).
@@ -584,7 +711,7 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     try:
         result = apply_suppressions(scanned, baseline, ignore)
         result = replace(result, gate=judge(policy, result))
-        report = _renderer(args.format)(result)
+        reports = [(_renderer(name)(result), name, path) for name, path in targets]
     except KeyboardInterrupt:
         # A signal after the scan, before the report was rendered: stop now (exit 130). No
         # report: one without the suppressions and the verdict would say too much.
@@ -594,17 +721,48 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     for warning in result.warnings:
         print(f"imgscan: warning: {printable(warning)}", file=sys.stderr)
     try:
-        _write(args.output, report, "report")
+        for text, name, path in reports:
+            _write(path, text, f"{name} report")
     except ImgscanError as exc:
         if interrupted_by is None:
             raise
         # Still an interruption: exit 130.
         print(f"imgscan: error: {printable(str(exc))}", file=sys.stderr)
-    print(_summary(result, interrupted_by), file=sys.stderr)
+    if not args.quiet or interrupted_by is not None:
+        print(_summary(result, interrupted_by), file=sys.stderr)
     if interrupted_by is None and interrupts.received is not None:
         print(_late(interrupts.received), file=sys.stderr)
         return EXIT_INTERRUPTED
     return exit_code(result, policy.fail_on, args.allow_incomplete)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    """`imgscan render REPORT.json`: the saved report in the formats asked for."""
+    from imgscan.batch.stored import result_from_report, verdict_from_report
+    from imgscan.report.json import SCHEMA
+
+    source: Path = args.report
+    targets = _report_targets(args, Path(source.stem))
+    for _, path in targets:
+        _refuse_output_over_input(path, [source], "report")
+    try:
+        data = json.loads(source.read_bytes())
+    except OSError as exc:
+        raise ImgscanError(f"{source}: cannot read: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ImgscanError(f"{source}: not a JSON report: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ImgscanError(f"{source}: not an imgscan report (schema {SCHEMA} expected)")
+    try:
+        pack = load_pack(default_signatures_dir())
+        known = pack if data["tool"].get("rules") == pack.version else None
+        result = result_from_report(data, known)
+        result = replace(result, gate=verdict_from_report(data))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ImgscanError(f"{source}: malformed report ({type(exc).__name__}: {exc})") from None
+    for name, path in targets:
+        _write(path, _renderer(name)(result), f"{name} report")
+    return EXIT_CLEAN
 
 
 def _scan_inputs(args: argparse.Namespace) -> list[Path]:
@@ -774,6 +932,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
                 return _run_batch(args, interrupts)
             case "results":
                 return _run_results(args)
+            case "render":
+                return _run_render(args)
             case "batch-worker":
                 return _run_batch_worker()
             case _:

@@ -110,20 +110,25 @@ class Validation:
 @dataclass(frozen=True)
 class Package:
     """The package that installed the file a finding is in, by the guest's own records
-    (imgscan/ownership.py): `manager` (dpkg, python, apk, rpm), name and version, whether the file's
-    content still has the digest the record gives (`unmodified`), the record file that says so
+    (imgscan/ownership.py): `manager` (dpkg, python, apk, rpm, npm), name and version, whether
+    the file's content still has the digest the record gives (`unmodified`; None when the
+    record holds no digest per file, as npm's lockfile), the record file that says so
     (`record`), and the severity the finding had before vendor content was demoted to info."""
 
     manager: str
     name: str
     version: str
-    unmodified: bool
+    unmodified: bool | None
     record: str
     original_severity: Severity
 
     def describe(self) -> str:
         """One line for reports: `dpkg package gnutls-bin 3.7.9-2, unmodified`."""
-        state = "unmodified" if self.unmodified else "modified since installed"
+        state = {
+            True: "unmodified",
+            False: "modified since installed",
+            None: "content not verifiable (no digest per file)",
+        }[self.unmodified]
         version = f" {self.version}" if self.version else ""
         return f"{self.manager} package {self.name}{version}, {state}"
 
@@ -135,13 +140,16 @@ class PackageFiles:
     process, which decides ownership once every record is in (imgscan/ownership.py).
 
     `files` holds (guest path, digest algorithm, lowercase hex digest). `version` is empty
-    when the record does not hold it (dpkg's md5sums files: the status file has it)."""
+    when the record does not hold it (dpkg's md5sums files: the status file has it).
+    `directory` is set by a manager that records the directory a package was unpacked into
+    and no file list (npm): every file below it is the package's, with no digest to check."""
 
     manager: str
     name: str
     version: str
     record: str
     files: tuple[tuple[str, str, str], ...] = ()
+    directory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,11 +291,15 @@ class Volume:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """The image file: path as given, detected container format, virtual disk size in bytes."""
+    """The image file: path as given, detected container format, virtual disk size in bytes,
+    and whether another process had it locked when the scan began."""
 
     path: str
     format: str
     virtual_size: int
+    # Another process holds a lock on the file (a running VM's qemu does): what the kernel
+    # says of that lock. None when the image is not in use.
+    in_use: str | None = None
 
 
 @dataclass(frozen=True)
@@ -361,16 +373,24 @@ class ScanResult:
     pack_version: str = ""
     # Files whose findings were capped (read whole, but not every match is listed).
     capped: tuple[Capped, ...] = ()
+    # Why the scan could not be done at all (the image cannot be opened, an input file is
+    # malformed): a result that carries only this, so that a report is still written.
+    error: str | None = None
 
     @property
     def complete(self) -> bool:
-        """True only when the scan ran to its end, every volume was scanned and no file was
-        skipped.
+        """True only when the scan ran to its end without an error, every volume was scanned
+        and no file was skipped.
 
         A skipped volume (swap, say) still makes coverage incomplete: a gate must not call an
         image clean when part of it was not read.
         """
-        return not self.interrupted and not self.skipped and all(v.covered for v in self.volumes)
+        return (
+            self.error is None
+            and not self.interrupted
+            and not self.skipped
+            and all(v.covered for v in self.volumes)
+        )
 
     @property
     def unread_volumes(self) -> int:

@@ -19,7 +19,8 @@ and `rule` compare exactly; `path` is a guest-path glob with the ignore file's s
 crosses directories, Windows paths match regardless of case); `exposure` matches a finding
 cited as evidence by an exposure of that kind (info findings, test fixtures, belong to no
 exposure); `vendor` (true or false) matches findings in files a package installed and nobody
-modified (imgscan/ownership.py), and `package` the name of the package that installed the
+modified (imgscan/ownership.py; npm packages count by their lockfile alone, npm keeping no
+digest per file), and `package` the name of the package that installed the
 finding's file. Rules are evaluated in file order and the first that matches a finding decides it;
 a finding no rule matches fails when its severity is at or above `fail_on`. A reason is
 required, as in an ignore file: an `allow` rule accepts a risk, and the report shows why.
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgscan.detect.rules import CATEGORIES, RulePack
+from imgscan.detect.rules import CATEGORIES, RulePack, rule_ids
 from imgscan.errors import ImgscanError
 from imgscan.exposures import EXPOSURE_KINDS
 from imgscan.model import Finding, GateAction, GateDecision, ScanResult, Severity, Verdict
@@ -69,7 +70,8 @@ class PolicyRule:
     path: tuple[str, ...] = ()
     exposure: tuple[str, ...] = ()
     # Package ownership (imgscan/ownership.py): `vendor` true matches findings in files a
-    # package installed and nobody modified, false every other finding (None: not given);
+    # package installed and nobody modified (npm packages: placed by the lockfile, with no
+    # digest to check), false every other finding (None: not given);
     # `package` matches the installing package's name, modified or not.
     vendor: bool | None = None
     package: tuple[str, ...] = ()
@@ -130,9 +132,7 @@ def load_policy(path: Path) -> Policy:
 def check_rule_ids(policy: Policy, pack: RulePack) -> None:
     """Raise `ImgscanError` when a policy rule names a rule id the pack does not have: such a
     matcher never matches, and a `fail` rule with a typo would let everything through."""
-    known = {r.id for r in pack.patterns} | {r.id for r in pack.files}
-    known |= {r.id for r in pack.registry}
-    known |= {meta.id for source in pack.yara for meta in source.rules}
+    known = rule_ids(pack)
     for rule in policy.rules:
         for rule_id in rule.rule:
             if rule_id not in known:
@@ -218,8 +218,9 @@ def _rule(path: Path, number: int, entry: Any) -> PolicyRule:
 
 
 def _is_vendor(finding: Finding) -> bool:
-    """Whether the finding is in a file a package installed and nobody modified since."""
-    return finding.package is not None and finding.package.unmodified
+    """Whether the finding is in a file a package installed and nobody modified since (or, for
+    a manager that keeps no digest per file, npm, that its records place in a package)."""
+    return finding.package is not None and finding.package.unmodified is not False
 
 
 def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:

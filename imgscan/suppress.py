@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from imgscan import __version__
 from imgscan.detect.globs import compile_glob
-from imgscan.detect.rules import glob_form
+from imgscan.detect.rules import RulePack, glob_form, rule_ids
 from imgscan.errors import ImgscanError
 from imgscan.exposures import build_exposures
 from imgscan.model import FINGERPRINT_VERSION, Finding, ScanResult, Suppressed
@@ -294,13 +294,25 @@ def _entry(path: Path, number: int, entry: Any) -> IgnoreEntry:
     return IgnoreEntry(reason.strip(), where, expires=expires, **fields)
 
 
+def check_ignore_rule_ids(ignore: Iterable[IgnoreEntry], pack: RulePack) -> None:
+    """Raise `ImgscanError` when an ignore entry names a rule id the pack does not have: the
+    entry would never match, and the finding it was written for would still fail the gate
+    with nothing saying why."""
+    known = rule_ids(pack)
+    for entry in ignore:
+        if entry.rule is not None and entry.rule not in known:
+            raise ImgscanError(f"{entry.where}: unknown rule id {entry.rule!r} (not in the pack)")
+
+
 def apply_suppressions(
     result: ScanResult,
     baseline: Container[str] = frozenset(),
     ignore: tuple[IgnoreEntry, ...] = (),
     today: datetime.date | None = None,
 ) -> ScanResult:
-    """`result` with accepted findings moved to `suppressed`, and a warning per expired entry.
+    """`result` with accepted findings moved to `suppressed`, a warning per expired entry and
+    one per active entry that matched no finding (stale, or written for another image: a
+    reviewer should know it accepts nothing).
 
     An entry expires at the end of its `expires` day. Coverage is untouched: suppressing a
     finding never makes an incomplete scan look complete.
@@ -314,15 +326,22 @@ def apply_suppressions(
     ]
     kept: list[Finding] = []
     suppressed: list[Suppressed] = []
+    used: set[int] = set()
     for finding in result.findings:
         if finding.fingerprint in baseline:
             suppressed.append(_suppressed(finding, "baseline"))
             continue
-        entry = next((e for e in active if e.matches(finding)), None)
-        if entry is not None:
-            suppressed.append(_suppressed(finding, f"ignore: {entry.reason}"))
+        index = next((i for i, e in enumerate(active) if e.matches(finding)), None)
+        if index is not None:
+            used.add(index)
+            suppressed.append(_suppressed(finding, f"ignore: {active[index].reason}"))
             continue
         kept.append(finding)
+    warnings += [
+        f"{entry.where} matched no finding ({entry.reason})"
+        for index, entry in enumerate(active)
+        if index not in used
+    ]
     return replace(
         result,
         findings=tuple(kept),

@@ -21,6 +21,14 @@ the repository), and what imgscan must say of it (`expect` in the manifest):
 - `/usr/lib64/libfakessl.so.3`: rpm package `fakessl-libs` (`/var/lib/rpm/rpmdb.sqlite`, a
   `Packages` row holding an rpm header with the file's sha256) with a built-in test key: vendor
   content; its `/etc/pki/fakessl/fakessl.cnf` was edited after installation: modified.
+- `fakeorm/__pycache__/engine.cpython-311.pyc`: compiled from engine.py (RECORD lists it
+  without a digest, as pip does): vendor content by its source, `unmodified` None;
+  `fakeorm/__pycache__/settings.cpython-311.pyc` holds a URL its (vendor, clean) source
+  `settings.py` does not: judged as before.
+- `/srv/web/node_modules/.package-lock.json`, npm's hidden lockfile: `fakepg` and the nested
+  `fakepg/node_modules/inner` installed from the registry (an `integrity`), so files in their
+  directories are vendor content, not verifiable (`unmodified` None); `localdep` was copied
+  from a local directory (no integrity) and `notlisted` is in no lockfile: judged as before.
 - `/srv/app/.env`: no package lists it: judged as before.
 
 The image is one bare ext4 file system (`mke2fs -d`, a fixed UUID that its own /etc/fstab
@@ -32,7 +40,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
+import marshal
 import secrets
 import sqlite3
 import struct
@@ -96,6 +106,14 @@ def rpm_header(tags: list[tuple[int, int, Any]]) -> bytes:
     entries.insert(0, (63, 7, len(data) - 16, 16))
     index = b"".join(struct.pack(">iIiI", *entry) for entry in entries)
     return struct.pack(">II", count, len(data)) + index + bytes(data)
+
+
+def _compile(source: bytes, pyc: Path) -> None:
+    """`pyc`: CPython's compiled form of `source`, as pip's compile step writes it."""
+    pyc.parent.mkdir(parents=True, exist_ok=True)
+    code = compile(source, "<fake>", "exec")
+    header = importlib.util.MAGIC_NUMBER + bytes(4) + struct.pack("<II", 0, len(source))
+    pyc.write_bytes(header + marshal.dumps(code))
 
 
 def _write(root: Path, guest_path: str, data: bytes) -> bytes:
@@ -168,6 +186,11 @@ def make_tree(root: Path) -> dict[str, Any]:
         b"def create_engine(url):\n"
         + f'    """Connect, e.g. create_engine("{_url("scott")}")."""\n'.encode(),
     )
+    settings_data = _write(root, f"{SITE}/fakeorm/settings.py", b"POOL_SIZE = 5\n")
+    compiled = f"{SITE}/fakeorm/__pycache__/engine.cpython-311.pyc"
+    _compile(engine_data, root / compiled.lstrip("/"))
+    planted_pyc = f"{SITE}/fakeorm/__pycache__/settings.cpython-311.pyc"
+    _compile(f'URL = "{_url("pyc")}"\n'.encode(), root / planted_pyc.lstrip("/"))
     forged_py = f"{SITE}/fakeorm/forged.py"
     _write(root, forged_py, f'EXAMPLE = "{_url("tiger")}"\n'.encode())
     _write(root, f"{SITE}/fakeorm/__init__.py", b"")
@@ -175,6 +198,8 @@ def make_tree(root: Path) -> dict[str, Any]:
         f"fakeorm/__init__.py,{_record_hash(b'')},0\n"
         f"fakeorm/engine.py,{_record_hash(engine_data)},{len(engine_data)}\n"
         f"fakeorm/forged.py,{_record_hash(b'something else')},14\n"
+        f"fakeorm/settings.py,{_record_hash(settings_data)},{len(settings_data)}\n"
+        "fakeorm/__pycache__/settings.cpython-311.pyc,,\n"
         "fakeorm-2.0.1.dist-info/RECORD,,\n"
         "fakeorm/__pycache__/engine.cpython-311.pyc,,\n"
     )
@@ -230,6 +255,37 @@ def make_tree(root: Path) -> dict[str, Any]:
         db.execute("INSERT INTO Packages (blob) VALUES (?)", (header,))
     db.close()
 
+    # npm's hidden lockfile: what `npm install` put in node_modules, no digest per file.
+    web = "/srv/web/node_modules"
+    npm_files = {
+        f"{web}/fakepg/README.md": f"Connect: `{_url('readme')}`\n",
+        f"{web}/fakepg/node_modules/inner/index.js": f"// e.g. {_url('inner')}\n",
+        f"{web}/localdep/config.js": f"module.exports = '{_url('local')}';\n",
+        f"{web}/notlisted/x.js": f"const u = '{_url('stray')}';\n",
+    }
+    for path, text in npm_files.items():
+        _write(root, path, text.encode())
+    integrity = "sha512-" + base64.b64encode(secrets.token_bytes(64)).decode()
+    lock = {
+        "name": "web",
+        "lockfileVersion": 3,
+        "requires": True,
+        "packages": {
+            "node_modules/fakepg": {"version": "8.11.3", "integrity": integrity},
+            "node_modules/fakepg/node_modules/inner": {
+                "version": "1.0.2",
+                "resolved": "https://registry.npmjs.org/inner/-/inner-1.0.2.tgz",
+                "integrity": integrity,
+            },
+            "node_modules/localdep": {"version": "0.0.1", "resolved": "file:../localdep"},
+            "node_modules/../../../etc": {"version": "1.0.0", "integrity": integrity},
+            "node_modules/.bin": {"version": "1.0.0", "integrity": integrity},
+        },
+    }
+    _write(root, f"{web}/.package-lock.json", json.dumps(lock, indent=2).encode())
+
+    # A forged lockfile key that climbs out of node_modules must place nothing.
+    _write(root, "/etc/stray.conf", f"url = {_url('stray')}\n".encode())
     _write(root, "/srv/app/.env", f"DATABASE_URL={_url('hr_app')}\n".encode())
 
     vendor = {"manager": "dpkg", "unmodified": True}
@@ -252,7 +308,23 @@ def make_tree(root: Path) -> dict[str, Any]:
             forged_py: {"manager": "python", "name": "fakeorm", "version": "2.0.1"},
             ssl_cnf: {"manager": "rpm", "name": "fakessl-libs", "version": "1:3.0.7-24.el9"},
         },
-        "unowned": ["/srv/app/.env"],
+        # In a package by its records, with no digest of the file to check.
+        "unverified": {
+            compiled: {"manager": "python", "name": "fakeorm", "version": "2.0.1"},
+            f"{web}/fakepg/README.md": {"manager": "npm", "name": "fakepg", "version": "8.11.3"},
+            f"{web}/fakepg/node_modules/inner/index.js": {
+                "manager": "npm",
+                "name": "inner",
+                "version": "1.0.2",
+            },
+        },
+        "unowned": [
+            "/srv/app/.env",
+            "/etc/stray.conf",
+            planted_pyc,
+            f"{web}/localdep/config.js",
+            f"{web}/notlisted/x.js",
+        ],
     }
 
 

@@ -20,6 +20,8 @@ from imgscan.model import (
     CheckResult,
     Exposure,
     Finding,
+    GateAction,
+    GateDecision,
     ImageInfo,
     OsInfo,
     OsUser,
@@ -31,6 +33,7 @@ from imgscan.model import (
     Stats,
     Suppressed,
     Validation,
+    Verdict,
     Volume,
     VolumeStatus,
 )
@@ -69,7 +72,10 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
         rules = tuple(RuleDoc(m.id, m.name, m.category, m.severity, pack.help(m.id)) for m in metas)
     return ScanResult(
         image=ImageInfo(
-            report["image"]["path"], report["image"]["format"], report["image"]["virtual_size"]
+            report["image"]["path"],
+            report["image"]["format"],
+            report["image"]["virtual_size"],
+            report["image"].get("in_use"),
         ),
         reader=ReaderInfo(report["reader"]["name"], report["reader"]["accel"]),
         volumes=tuple(
@@ -121,6 +127,26 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
         ),
         interrupted=bool(coverage["interrupted"]),
         pack_version=str(report["tool"].get("rules") or ""),
+        error=report.get("error"),
+    )
+
+
+def verdict_from_report(report: dict[str, Any]) -> Verdict | None:
+    """The gate verdict a JSON report holds (None for a report of an unjudged result). Raises
+    KeyError or ValueError on a report of another shape."""
+    gate = report.get("gate")
+    if gate is None:
+        return None
+    return Verdict(
+        fail_on=Sev(gate["fail_on"]),
+        policy=gate["policy"],
+        failing=tuple(str(f) for f in gate["failing"]),
+        decisions=tuple(
+            GateDecision(
+                str(d["fingerprint"]), GateAction(d["action"]), int(d["rule"]), str(d["reason"])
+            )
+            for d in gate["decisions"]
+        ),
     )
 
 
@@ -143,7 +169,7 @@ def _package(data: dict[str, Any] | None) -> Package | None:
         manager=data["manager"],
         name=data["name"],
         version=data["version"],
-        unmodified=bool(data["unmodified"]),
+        unmodified=None if data["unmodified"] is None else bool(data["unmodified"]),
         record=data["record"],
         original_severity=Sev(data["original_severity"]),
     )

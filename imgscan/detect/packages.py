@@ -9,6 +9,12 @@ stream past the workers, like the clues of detect/usage.py.
   urlsafe base64 without padding.
 - apk: `/lib/apk/db/installed` (`P:` name, `V:` version, `F:` directory, `R:` file, `Z:Q1`
   base64 of the file's sha1).
+- npm: the hidden lockfile `node_modules/.package-lock.json` that npm 7 and later write as it
+  installs (a `packages` map from each package's directory, `node_modules/<name>` nested as
+  npm lays them out, to its version and the `integrity` digest of the registry tarball). npm
+  keeps no digest per installed file, so a package's files are placed by directory and their
+  content cannot be checked (imgscan/ownership.py says so in each finding); only packages with
+  an `integrity` (fetched from a registry, not linked or copied from a local directory) count.
 - rpm: the SQLite database (`/var/lib/rpm/rpmdb.sqlite`, `/usr/lib/sysimage/rpm/rpmdb.sqlite`;
   Fedora 33+, RHEL 9): each row of `Packages` is an rpm header (name, version, release,
   epoch, and per file its directory, base name and digest in the header's own algorithm).
@@ -26,6 +32,7 @@ import base64
 import binascii
 import contextlib
 import csv
+import json
 import posixpath
 import re
 import shutil
@@ -51,6 +58,11 @@ RPMDB = ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite")
 MAX_RPMDB_BYTES = 1 << 30
 _DPKG_MD5SUMS = re.compile(r"^/var/lib/dpkg/info/(?P<package>[^/]+)\.md5sums$")
 _RECORD = re.compile(r"^(?P<site>(?:/[^/]+)*)/(?P<dist>[^/]+)\.dist-info/RECORD$")
+_NPM_LOCK = re.compile(r"^(?P<root>(?:/[^/]+)*)/node_modules/\.package-lock\.json$")
+# A lockfile key: node_modules/<name> (a scope is part of the name), nested for each level.
+# npm's names never start with "." or "_", so no key climbs out with "..".
+_NPM_NAME = r"(?:@[^/.][^/]*/)?[^/@._][^/]*"
+_NPM_KEY = re.compile(rf"^(?:node_modules/{_NPM_NAME}/)*node_modules/(?P<name>{_NPM_NAME})$")
 _HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha1": re.compile(r"^[0-9a-f]{40}$")}
 
 # Which digest each manager's records hold: the worker hashes a file with these (rpm: the
@@ -67,6 +79,7 @@ def wants(path: str) -> bool:
         path in (DPKG_STATUS, APK_INSTALLED, *RPMDB)
         or _DPKG_MD5SUMS.match(path)
         or _RECORD.match(path)
+        or _NPM_LOCK.match(path)
     )
 
 
@@ -86,6 +99,9 @@ def read_records(path: str, stream: BinaryIO) -> tuple[PackageFiles, ...]:
     match = _RECORD.match(path)
     if match is not None:
         return (_python_record(path, match["site"] or "/", match["dist"], text),)
+    match = _NPM_LOCK.match(path)
+    if match is not None:
+        return tuple(_npm_lockfile(path, match["root"] or "", text))
     return ()
 
 
@@ -144,6 +160,32 @@ def _python_record(path: str, site: str, dist: str, text: str) -> PackageFiles:
             continue
         files.append((posixpath.normpath(posixpath.join(site, row[0])), "sha256", digest))
     return PackageFiles("python", name, version, path, tuple(files))
+
+
+def _npm_lockfile(path: str, root: str, text: str) -> Iterator[PackageFiles]:
+    """Each registry package of a hidden lockfile, placed by its directory below `root` (the
+    directory holding node_modules)."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return
+    entries = data.get("packages") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        return
+    for count, (key, entry) in enumerate(entries.items()):
+        if count >= MAX_FILES:
+            return
+        match = _NPM_KEY.match(key) if isinstance(key, str) else None
+        if match is None or not isinstance(entry, dict) or entry.get("link"):
+            continue
+        version, integrity = entry.get("version"), entry.get("integrity")
+        resolved = entry.get("resolved", "https://")
+        if not (isinstance(version, str) and isinstance(integrity, str) and integrity):
+            continue
+        if not isinstance(resolved, str) or not resolved.startswith(("https://", "http://")):
+            continue  # git, file: and local directories: not what a registry published
+        directory = f"{root}/{key}"
+        yield PackageFiles("npm", match["name"], version, path, (), directory)
 
 
 def _apk_installed(path: str, text: str) -> Iterator[PackageFiles]:

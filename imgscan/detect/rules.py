@@ -202,6 +202,14 @@ class RulePack:
         return self.meta(rule_id).name
 
 
+def rule_ids(pack: RulePack) -> frozenset[str]:
+    """Every rule id of `pack`: pattern, file, registry and YARA rules."""
+    known = {r.id for r in pack.patterns} | {r.id for r in pack.files}
+    known |= {r.id for r in pack.registry}
+    known |= {meta.id for source in pack.yara for meta in source.rules}
+    return frozenset(known)
+
+
 def load_pack(directory: Path) -> RulePack:
     """Load and check every rule under `directory` (patterns/*.toml, yara/*.yar, files.toml,
     registry.toml)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import warnings
 from collections.abc import Iterator
 
 from imgscan.detect.checks import public_key_id
@@ -227,7 +228,11 @@ def _certificates(path: str, data: bytes) -> Iterator[Clue]:
     blocks: list[bytes] = [m.group(0) for m in _PEM_CERT.finditer(data)][:20]
     for block in blocks or ([data] if data[:1] == b"\x30" else []):
         try:
-            clue = _certificate(path, block)
+            # cryptography warns about certificates that break RFC 5280 (a negative serial
+            # number in some vendors' bundles): the image's business, not the user's stderr.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clue = _certificate(path, block)
         except Exception:  # a malformed certificate is no clue, and never costs the file
             continue
         if clue is not None:

@@ -8,6 +8,7 @@ password hash). Rules name validators in their `validators` list.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Callable
 
@@ -71,8 +72,22 @@ PLACEHOLDER_WORDS = frozenset(
         "insert_here",
         "anonymous",
         "anonymous@",
+        # Documentation's own examples: Oracle's and SQLAlchemy's scott/tiger, the password
+        # of a well-known joke that docs and tests reuse.
+        "tiger",
+        "hunter2",
     }
 )
+# Characters written for letters in "p@ssw0rd"-style spellings of a placeholder word.
+_LEET = bytes.maketrans(b"@4310!5$7", b"aaeiolsst")
+# "your-password-here", "my_api_key", "insert-token-here": a description of the value.
+_DESCRIPTION = re.compile(
+    rb"(?i)^(?:(?:your|my|the|some|insert|enter|put)[-_ .]?(?:[a-z]+[-_ .]?){0,3}"
+    rb"(?:password|passwd|pass|pwd|secret|key|token|here|value)|"
+    rb"(?:[a-z]+[-_ .]){1,4}here)$"
+)
+# "test1234", "demo_01", "sample": a sample value, whatever digits follow.
+_SAMPLE = re.compile(rb"(?i)^(?:test|testing|demo|sample|example|dummy|fake|mock)[-_]?[0-9]{0,8}$")
 
 _TEMPLATE_REFERENCE = re.compile(
     rb"""^(?:
@@ -120,9 +135,27 @@ def placeholder(secret: bytes) -> str | None:
         return "placeholder word"
     if re.fullmatch(rb"(?:x+|\*+|\.+|-+|_+|0+|#+|\?+)", lowered):
         return "masked value"
+    if lowered.translate(_LEET).decode("utf-8", "replace") in PLACEHOLDER_WORDS:
+        return "placeholder word"
+    if _DESCRIPTION.match(value):
+        return "a description of the value, not a value"
+    if _SAMPLE.match(value):
+        return "sample value"
+    if _sequential(lowered):
+        return "sequential characters (1234567890abcdef)"
     if _ENV_NAME.fullmatch(value) and _SECRET_WORD.search(value):
         return "name of an environment variable"
     return None
+
+
+def _sequential(value: bytes) -> bool:
+    """Whether `value` is (nearly) runs of consecutive characters, as typed for an example:
+    `1234567890abcdef`, `0123456789abcdef0123456789abcdef`, `abcdefgh12345678`. A real key
+    of 16 random characters has about one such step by chance; at least 80 % of steps here."""
+    if len(value) < 8:
+        return False
+    steps = sum(1 for a, b in itertools.pairwise(value) if b - a == 1)
+    return steps >= 0.8 * (len(value) - 1)
 
 
 def shadow_hash(secret: bytes) -> str | None:

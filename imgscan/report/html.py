@@ -205,6 +205,17 @@ def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
         else f'<span class="bad">incomplete</span>: {result.unread_volumes} volume(s) '
         f"not read, {len(result.skipped)} file(s) skipped; a clean verdict would be unfounded"
     )
+    if result.image.in_use is not None:
+        coverage += (
+            f'; <span class="bad" id="in-use">image in use</span>: another process holds '
+            f"{_text(result.image.in_use)} on it (a running VM); its file systems may be "
+            "mid-change"
+        )
+    if result.error is not None:
+        coverage = (
+            f'<span class="bad" id="scan-error">scan failed</span>: {_text(result.error)}; '
+            "nothing was read"
+        )
     reader = _text(result.reader.name)
     if result.reader.accel:
         reader += f" ({_text(result.reader.accel)})"

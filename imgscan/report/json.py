@@ -41,7 +41,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         if f.secret is not None:
             item["secret"] = f.secret
         findings.append(item)
-    return {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         # `code` and `rules` identify the build (imgscan/build.py); `version` is the release.
         "tool": {
@@ -54,6 +54,8 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "path": result.image.path,
             "format": result.image.format,
             "virtual_size": result.image.virtual_size,
+            # Only when another process had the image locked (a running VM).
+            **({"in_use": result.image.in_use} if result.image.in_use is not None else {}),
         },
         "reader": {"name": result.reader.name, "accel": result.reader.accel},
         "os": _os(result),
@@ -125,6 +127,11 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         },
         "warnings": list(result.warnings),
     }
+    if result.error is not None:
+        # Only on a scan that could not be done (exit code 2): the report says why, coverage
+        # is incomplete and nothing was found. A normal report's keys are unchanged.
+        report["error"] = result.error
+    return report
 
 
 def package_dict(package: Package | None) -> dict[str, Any] | None:

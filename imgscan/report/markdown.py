@@ -36,12 +36,23 @@ def render_markdown(result: ScanResult) -> str:
         f"{len(result.skipped)} file(s) skipped)"
     )
     image = result.image.path.rsplit("/", 1)[-1]
+    if result.error is not None:
+        return (
+            f"### imgscan: {_code(image)}: **scan failed**, nothing was read\n\n"
+            f"{_code(result.error)}\n"
+        )
     lines = [
         f"### imgscan: {_code(image)}: {len(result.findings)} finding(s)"
         + (f" ({detail})" if detail else "")
         + f", {coverage}",
         "",
     ]
+    if result.image.in_use is not None:
+        lines += [
+            f"**Image in use**: another process holds {result.image.in_use} on it (a running "
+            "VM); its file systems may be mid-change.",
+            "",
+        ]
     if result.gate is not None:
         policy = f", policy {_code(result.gate.policy)}" if result.gate.policy else ""
         lines += [

@@ -96,7 +96,12 @@ def _result(finding: Finding, index: dict[str, int]) -> dict[str, Any]:
 
 
 def render_sarif(result: ScanResult) -> str:
-    docs = sorted(result.rules, key=lambda d: d.id)
+    # A stored report rendered by another rule pack has no documentation for its rules: each
+    # still gets a rule entry (id, category, severity), as SARIF's ruleIndex requires.
+    known = {doc.id: doc for doc in result.rules}
+    for f in result.findings:
+        known.setdefault(f.rule, RuleDoc(f.rule, f.rule, f.category, f.severity, ""))
+    docs = sorted(known.values(), key=lambda d: d.id)
     index = {doc.id: i for i, doc in enumerate(docs)}
     results = [_result(f, index) for f in result.findings]
     for accepted in result.suppressed:
@@ -135,6 +140,15 @@ def render_sarif(result: ScanResult) -> str:
     notifications += [
         {"level": "warning", "message": {"text": printable(warning)}} for warning in result.warnings
     ]
+    if result.error is not None:
+        notifications.insert(
+            0,
+            {
+                "level": "error",
+                "message": {"text": f"scan failed: {printable(result.error)}"},
+                "descriptor": {"id": "imgscan/scan-failed"},
+            },
+        )
     run = {
         "tool": {
             "driver": {

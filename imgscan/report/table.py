@@ -32,6 +32,14 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 
 
 def render_table(result: ScanResult) -> str:
+    if result.error is not None:
+        return (
+            "\n".join(
+                _wrap(f"Scan failed, nothing was read: {printable(result.error)}", "", "  ")
+                + _wrap(f"Image: {printable(result.image.path)}", "", "  ")
+            )
+            + "\n"
+        )
     lines = _exposure_lines(result)
     lines += _finding_lines(result.findings)
     lines.append("")
@@ -48,6 +56,13 @@ def render_table(result: ScanResult) -> str:
         lines += _wrap(
             f"OS: {printable(about or result.os.type)}, hostname "
             f"{printable(result.os.hostname or '?')}, users: {users or '-'}",
+            "",
+            "  ",
+        )
+    if result.image.in_use is not None:
+        lines += _wrap(
+            f"IMAGE IN USE: another process holds {result.image.in_use} on it (a running VM); "
+            "its file systems may be mid-change",
             "",
             "  ",
         )

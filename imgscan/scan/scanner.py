@@ -22,6 +22,7 @@ from imgscan.image import open_reader
 from imgscan.image.formats import FormatInfo, detect_format
 from imgscan.image.inspect import inspect_linux
 from imgscan.image.interface import Reader, VolumeInfo, join_guest_path
+from imgscan.image.inuse import in_use_warning, lock_holder
 from imgscan.image.layout import (
     mount_layout,
     relocate,
@@ -90,10 +91,14 @@ def scan_image(options: ScanOptions, progress: Progress | None = None) -> ScanRe
         fmt.virtual_size,
     )
     tally = _Tally(
-        image=ImageInfo(str(options.image), fmt.format, fmt.virtual_size),
+        image=ImageInfo(
+            str(options.image), fmt.format, fmt.virtual_size, lock_holder(str(options.image))
+        ),
         reader=ReaderInfo(options.reader.value),
         started=started,
     )
+    if tally.image.in_use is not None:
+        tally.warnings.append(in_use_warning(str(options.image), tally.image.in_use))
     try:
         # The workers start now and import their libraries while the image is opened.
         with WorkerPool(options.worker_count) as pool:

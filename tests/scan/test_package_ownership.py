@@ -60,7 +60,12 @@ def _assert_ownership(image: Path, report: dict[str, Any]) -> None:
     expect = _expect(image)
     assert report["coverage"]["complete"]
     found = _by_path(report)
-    assert set(found) == set(expect["vendor"]) | set(expect["modified"]) | set(expect["unowned"])
+    assert set(found) == (
+        set(expect["vendor"])
+        | set(expect["modified"])
+        | set(expect["unowned"])
+        | set(expect["unverified"])
+    )
     failing = set(report["gate"]["failing"])
     for path, want in expect["vendor"].items():
         finding = found[path]
@@ -81,8 +86,17 @@ def _assert_ownership(image: Path, report: dict[str, Any]) -> None:
         assert {k: package[k] for k in want} == {**want}, path
         assert finding["fingerprint"] in failing, path
         assert "modified since" in _package_check(finding)
+    for path, want in expect["unverified"].items():
+        finding = found[path]
+        package = finding["package"]
+        assert finding["severity"] == "info", path
+        assert {k: package[k] for k in want} == want, path
+        assert package["unmodified"] is None, path
+        assert finding["fingerprint"] not in failing, path
+        check = _package_check(finding)
+        assert "compiled from" in check or "content is not verified" in check, check
     for path in expect["unowned"]:
-        assert "package" not in found[path]
+        assert "package" not in found[path], path
         assert found[path]["severity"] == "high"
         assert found[path]["fingerprint"] in failing
     # Vendor findings grant nothing specific to this image: no exposure cites them.
@@ -143,20 +157,22 @@ def test_a_policy_can_fail_vendor_findings(image: Path, tmp_path: Path) -> None:
         '[[rule]]\naction = "allow"\n'
         'package = ["forged", "fakedb-server", "fakeorm", "fakessl-libs"]\n'
         'reason = "reviewed"\n'
-        '[[rule]]\naction = "allow"\nvendor = false\npath = "/srv/app/.env"\nreason = "lab"\n'
+        '[[rule]]\naction = "allow"\nvendor = false\nreason = "lab"\n'
+        f"path = {json.dumps(expect['unowned'])}\n"
     )
     proc = run_imgscan("scan", image, "--reader", "native", "--policy", policy, "-f", "json")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     found = _by_path(report)
     failing = {p for p, f in found.items() if f["fingerprint"] in report["gate"]["failing"]}
-    assert failing == set(expect["vendor"])
+    assert failing == set(expect["vendor"]) | set(expect["unverified"])
     rules = {found[p]["fingerprint"]: p for p in found}
     decided = {rules[d["fingerprint"]]: d["rule"] for d in report["gate"]["decisions"]}
     assert decided == {
         **{p: 1 for p in expect["vendor"]},
+        **{p: 1 for p in expect["unverified"]},
         **{p: 2 for p in expect["modified"]},
-        "/srv/app/.env": 3,
+        **{p: 3 for p in expect["unowned"]},
     }
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\naction = "fail"\nvendor = "yes"\nreason = "r"\n')

@@ -1,0 +1,153 @@
+"""Where reports go and what a pipeline gets in every case (issue 18, the gate): a report even
+when the scan fails, outputs checked before the scan, several formats from one scan, `render`
+from a saved JSON report, `-q`, and an image another process has locked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from command import run_imgscan as run
+
+FORMATS = ("json", "sarif", "markdown", "html", "table")
+
+
+def test_failed_scan_still_writes_every_report(tmp_path: Path, images: Path) -> None:
+    truncated = tmp_path / "truncated.qcow2"
+    with (images / "server.qcow2").open("rb") as src:
+        truncated.write_bytes(src.read(300_000))
+    for image in (tmp_path / "missing.qcow2", truncated):
+        out = tmp_path / f"reports-{image.stem}"
+        proc = run("scan", image, "-f", ",".join(FORMATS), "--output-dir", out)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("imgscan: error:") == 1, proc.stderr
+        error = proc.stderr.split("imgscan: error: ", 1)[1].strip()
+        report = json.loads((out / f"{image.name}.json").read_text())
+        assert report["error"] == error
+        assert report["coverage"]["complete"] is False
+        assert report["findings"] == [] and report["image"]["path"] == str(image)
+        sarif = json.loads((out / f"{image.name}.sarif").read_text())
+        invocation = sarif["runs"][0]["invocations"][0]
+        assert invocation["executionSuccessful"] is False
+        assert invocation["toolExecutionNotifications"][0]["message"]["text"].endswith(error)
+        assert "scan failed" in (out / f"{image.name}.md").read_text()
+        assert 'id="scan-error"' in (out / f"{image.name}.html").read_text()
+        assert "Scan failed" in (out / f"{image.name}.txt").read_text()
+    # To stdout: JSON for a program; the default table is left to the stderr line.
+    proc = run("scan", tmp_path / "missing.qcow2", "-f", "json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"].endswith("no such file")
+    proc = run("scan", tmp_path / "missing.qcow2")
+    assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_a_bad_input_file_also_gives_a_report(tmp_path: Path, images: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("fail_on = 'sometimes'\n")
+    out = tmp_path / "r.sarif"
+    proc = run("scan", images / "bare.raw", "--policy", policy, "-f", "sarif", "-o", out)
+    assert proc.returncode == 2
+    sarif = json.loads(out.read_text())
+    assert sarif["runs"][0]["invocations"][0]["executionSuccessful"] is False
+
+
+def test_outputs_are_checked_before_the_scan(tmp_path: Path, images: Path) -> None:
+    for argv, needle in (
+        (["-o", tmp_path / "no" / "such" / "r.json"], "does not exist"),
+        (["-o", tmp_path], "is a directory"),
+        (["--output-dir", tmp_path / "no" / "such"], "parent directory does not exist"),
+        (["-f", "json,sarif"], "need --output-dir"),
+        (["-f", "json,sarif", "-o", tmp_path / "r"], "need --output-dir"),
+        (["-o", tmp_path / "r", "--output-dir", tmp_path], "not both"),
+    ):
+        started = time.monotonic()
+        proc = run("scan", images / "server.qcow2", "-f", "json", *argv)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert needle in proc.stderr, (argv, proc.stderr)
+        assert "finding(s)" not in proc.stderr  # refused before any scan
+        assert time.monotonic() - started < 30
+    proc = run("scan", images / "bare.raw", "-f", "yaml")
+    assert proc.returncode == 2 and "unknown format yaml" in proc.stderr
+
+
+def test_dash_is_stdout(tmp_path: Path, images: Path) -> None:
+    proc = run("scan", images / "bare.raw", "-f", "json", "-o", "-", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["image"]["format"] == "raw"
+    assert not (tmp_path / "-").exists()
+
+
+def test_one_scan_many_reports_and_render(tmp_path: Path, images: Path) -> None:
+    image = images / "bare.raw"
+    out = tmp_path / "out"
+    proc = run("scan", image, "-f", "json,sarif,markdown,html", "--output-dir", out, "-q")
+    assert proc.returncode == 1
+    assert proc.stderr == ""  # -q: no summary line (and no warnings on this image)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bare.raw.html", "bare.raw.json", "bare.raw.md", "bare.raw.sarif"]
+    single = run("scan", image, "-f", "sarif")
+    report = json.loads((out / "bare.raw.sarif").read_text())
+    assert report["runs"][0]["results"] == json.loads(single.stdout)["runs"][0]["results"]
+    # `render` turns the saved JSON report into each format exactly as the scan wrote it.
+    again = tmp_path / "again"
+    formats = "json,sarif,markdown,html"
+    proc = run("render", out / "bare.raw.json", "-f", formats, "--output-dir", again)
+    assert proc.returncode == 0, proc.stderr
+    for name in names:
+        assert (again / name).read_text() == (out / name).read_text(), name
+    proc = run("render", out / "bare.raw.json", "-f", "table")
+    assert proc.returncode == 0 and "Image:" in proc.stdout
+    for bad, needle in (
+        (tmp_path / "nope.json", "cannot read"),
+        (out / "bare.raw.md", "not a JSON report"),
+    ):
+        proc = run("render", bad, "-f", "sarif")
+        assert proc.returncode == 2 and needle in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    other = tmp_path / "other.json"
+    other.write_text('{"schema": "something/v2"}')
+    proc = run("render", other)
+    assert proc.returncode == 2 and "not an imgscan report" in proc.stderr
+
+
+def test_ignore_entries_are_checked_and_unused_ones_reported(tmp_path: Path, images: Path) -> None:
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[ignore]]\nrule = "aws-acess-key-id"\nreason = "typo"\n')
+    proc = run("scan", images / "bare.raw", "--ignore", typo)
+    assert proc.returncode == 2
+    assert "ignore entry 1: unknown rule id 'aws-acess-key-id'" in proc.stderr
+    stale = tmp_path / "stale.toml"
+    stale.write_text('[[ignore]]\npath = "/no/such/place/**"\nreason = "moved away long ago"\n')
+    proc = run("scan", images / "bare.raw", "--ignore", stale, "-f", "json")
+    warnings = json.loads(proc.stdout)["warnings"]
+    assert any("ignore entry 1 matched no finding (moved away long ago)" in w for w in warnings)
+    assert "matched no finding" in proc.stderr
+
+
+def test_image_in_use_is_said(tmp_path: Path, images: Path) -> None:
+    image = tmp_path / "live.qcow2"
+    shutil.copyfile(images / "demo.qcow2", image)
+    quiet = run("scan", image, "-f", "json")
+    assert "in_use" not in json.loads(quiet.stdout)["image"]
+    # qemu-nbd serving the image writable locks it as a running VM's qemu does.
+    server = subprocess.Popen(
+        ["qemu-nbd", "--format=qcow2", f"--socket={tmp_path / 'nbd.sock'}", str(image)]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "nbd.sock").exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.1)
+        proc = run("scan", image, "-f", "json,markdown", "--output-dir", tmp_path / "out")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert proc.returncode == 1
+    assert "IMAGE IN USE" in proc.stderr
+    report = json.loads((tmp_path / "out" / "live.qcow2.json").read_text())
+    assert "lock" in report["image"]["in_use"]
+    assert any("the image is in use" in w for w in report["warnings"])
+    assert "**Image in use**" in (tmp_path / "out" / "live.qcow2.md").read_text()
