@@ -34,7 +34,7 @@ class BuildId:
 
     @property
     def tool_version(self) -> str:
-        """The version results are stored under: `0.2.0+code.<digest>` (PEP 440 local label)."""
+        """The version results are stored under: `0.3.0+code.<digest>` (PEP 440 local label)."""
         return f"{self.version}+code.{self.code}"
 
     def __str__(self) -> str:

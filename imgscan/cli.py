@@ -1269,6 +1269,10 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         raise ImgscanError("batch: name at least one PATH (or --from-file FILE)")
     pack = load_pack(args.signatures or default_signatures_dir())
     discovery = discover(list(args.paths), list(args.from_file))
+    if not discovery.images and not discovery.problems:
+        # A typo in a glob or an empty directory is not "every image passed".
+        named = ", ".join(map(str, [*args.paths, *args.from_file]))
+        raise ImgscanError(f"batch: no disk image found in {named}")
     images = [part for image in discovery.images for part in image.parts]
     _refuse_output_over_input(args.output, [*images, _store_path(args)], "summary")
     names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])

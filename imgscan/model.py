@@ -77,7 +77,10 @@ class CheckResult(StrEnum):
 class ValidationStatus(StrEnum):
     """The verdict of a finding's offline checks. Nothing is ever tried against a service."""
 
-    VERIFIED = "verified"  # at least one check passed and none failed
+    # At least one offline check passed and none failed: the value has the structure its
+    # kind must have (a checksum matches, a key parses, a JWT decodes). Named so that it
+    # cannot be read as "tried against the service and accepted", which imgscan never does.
+    WELL_FORMED = "well-formed"
     FAILED = "failed"  # a check failed: the finding is demoted to low severity
     UNVERIFIED = "unverified"  # no offline check applies to this kind of value
 
@@ -103,7 +106,7 @@ class Validation:
         if CheckResult.FAIL in results:
             return ValidationStatus.FAILED
         if CheckResult.PASS in results:
-            return ValidationStatus.VERIFIED
+            return ValidationStatus.WELL_FORMED
         return ValidationStatus.UNVERIFIED
 
 

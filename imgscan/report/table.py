@@ -115,9 +115,18 @@ def _finding_lines(findings: tuple[Finding, ...]) -> list[str]:
         for path, in_file in groupby(group, key=lambda f: f.path):
             lines += _wrap(printable(path), "  ", "    ")
             for f in in_file:
-                value = printable(f.secret) if f.secret is not None else f.preview
                 line = str(f.line) if f.line else "-"  # 0: a file rule, the whole file
-                lines += _wrap(f"{line:>5}  {f.rule}  {value}", "  ", "          ")
+                if f.secret is not None and "\n" in f.secret.strip("\n"):
+                    # A PEM key and other multi-line values: as the block they are, each line
+                    # escaped on its own, not one line of \x0a.
+                    lines += _wrap(f"{line:>5}  {f.rule}", "  ", "          ")
+                    lines += [
+                        "          | " + printable(part)
+                        for part in f.secret.strip("\n").splitlines()
+                    ]
+                else:
+                    value = printable(f.secret) if f.secret is not None else f.preview
+                    lines += _wrap(f"{line:>5}  {f.rule}  {value}", "  ", "          ")
                 if f.package is not None:
                     owner = f"[{printable(f.package.describe())}]"
                     lines += _wrap(owner, "          ", "          ")

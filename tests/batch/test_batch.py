@@ -177,7 +177,21 @@ def test_a_second_batch_on_the_same_store_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], signatures: Path
 ) -> None:
     db = tmp_path / "r.sqlite"
+    (tmp_path / "disk.raw").write_bytes(bytes(4096))  # a batch with no image stops sooner
     with Store(db) as store, store.writer_lock():
         code, _, err = run_cli(capsys, signatures, "batch", str(tmp_path), "--db", str(db))
     assert code == 2
     assert "another batch is using this results store" in err
+
+
+def test_a_batch_that_finds_no_image_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], signatures: Path
+) -> None:
+    empty = tmp_path / "store-dir"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image\n")
+    db = str(tmp_path / "results.db")
+    code, _, err = run_cli(capsys, signatures, "batch", str(empty), "--db", db)
+    assert code == 2
+    assert f"batch: no disk image found in {empty}" in err
+    assert len(err.strip().splitlines()) == 1

@@ -43,7 +43,7 @@ def _jwt(claims: dict[str, object]) -> str:
 @pytest.mark.parametrize("prefix", ["ghp_", "gho_", "ghs_", "npm_"])
 def test_token_checksum(prefix: str) -> None:
     token = testdata.github_token(prefix)
-    assert _status(token) == (ValidationStatus.VERIFIED, ["CRC32 checksum matches"])
+    assert _status(token) == (ValidationStatus.WELL_FORMED, ["CRC32 checksum matches"])
     forged = token[:-1] + ("A" if token[-1] != "A" else "B")
     with pytest.raises(NotASecret):
         offline_checks(forged.encode())
@@ -54,7 +54,7 @@ def test_jwt_structure_and_expiry() -> None:
     live = _jwt({"sub": "job", "exp": int(now) + 3600})
     expired = _jwt({"sub": "job", "exp": 1_600_000_000})
     status, details = _status(live)
-    assert status is ValidationStatus.VERIFIED and details[0].startswith("alg HS256; expires ")
+    assert status is ValidationStatus.WELL_FORMED and details[0].startswith("alg HS256; expires ")
     assert _status(expired) == (
         ValidationStatus.FAILED,
         ["alg HS256; expired 2020-09-13 12:26 UTC"],
@@ -66,7 +66,7 @@ def test_jwt_structure_and_expiry() -> None:
 
 def test_aws_key_id_shape() -> None:
     assert _status(testdata.aws_key_id()) == (
-        ValidationStatus.VERIFIED,
+        ValidationStatus.WELL_FORMED,
         ["well-formed long-term access key id"],
     )
     assert _status("ASIA" + testdata.aws_key_id()[4:])[1] == ["well-formed temporary (STS) key id"]
@@ -87,14 +87,16 @@ def test_private_keys_parse_or_are_encrypted() -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     ed_key = ed25519.Ed25519PrivateKey.generate()
     traditional = _pem(rsa_key, serialization.PrivateFormat.TraditionalOpenSSL)
-    assert _status(traditional) == (ValidationStatus.VERIFIED, ["RSA key parses (2048 bits)"])
-    assert _status(_pem(ec_key, serialization.PrivateFormat.PKCS8))[0] is ValidationStatus.VERIFIED
+    assert _status(traditional) == (ValidationStatus.WELL_FORMED, ["RSA key parses (2048 bits)"])
+    pkcs8 = _pem(ec_key, serialization.PrivateFormat.PKCS8)
+    assert _status(pkcs8)[0] is ValidationStatus.WELL_FORMED
     openssh = _pem(ed_key, serialization.PrivateFormat.OpenSSH)
-    assert _status(openssh) == (ValidationStatus.VERIFIED, ["Ed25519 key parses"])
+    assert _status(openssh) == (ValidationStatus.WELL_FORMED, ["Ed25519 key parses"])
     locked = _pem(rsa_key, serialization.PrivateFormat.PKCS8, b"correct horse")
-    assert _status(locked) == (ValidationStatus.VERIFIED, ["encrypted key: needs its passphrase"])
+    needs = ["encrypted key: needs its passphrase"]
+    assert _status(locked) == (ValidationStatus.WELL_FORMED, needs)
     escaped = traditional.replace(b"\n", b"\\n")  # as in a JSON string
-    assert _status(escaped)[0] is ValidationStatus.VERIFIED
+    assert _status(escaped)[0] is ValidationStatus.WELL_FORMED
     truncated = traditional[:400] + b"\n-----END RSA PRIVATE KEY-----\n"
     assert _status(truncated) == (ValidationStatus.FAILED, ["does not parse as a private key"])
 
@@ -103,7 +105,7 @@ def test_password_hash_live_and_common() -> None:
     common = testdata.sha512_crypt("changeme")
     strong = testdata.sha512_crypt(secrets.token_urlsafe(16))
     assert _status(common) == (
-        ValidationStatus.VERIFIED,
+        ValidationStatus.WELL_FORMED,
         ["live sha512-crypt hash of a common password (imgscan's built-in list)"],
     )
     assert _status(strong)[1] == [
@@ -124,7 +126,7 @@ def test_failed_validation_demotes_and_checksum_failure_drops(inline_scanner: Fi
     outcome = inline_scanner.scan(FileRef("/dev/sda1", "/srv/app/.env", len(text), "-", text))
     by_secret = {f.secret: f for f in outcome.findings}
     assert forged not in by_secret  # a forged checksum is not a token at all
-    assert by_secret[token].validation.status is ValidationStatus.VERIFIED
+    assert by_secret[token].validation.status is ValidationStatus.WELL_FORMED
     jwt = by_secret[expired]
     assert jwt.validation.status is ValidationStatus.FAILED
     assert jwt.severity is Severity.LOW
