@@ -210,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("report", type=Path, metavar="REPORT.json", help="a saved JSON report")
     _add_report_options(render)
     render.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the JSON report or of the batch summary",
+        description="Print the JSON Schema (draft 2020-12) that `scan -f json` reports "
+        "(report: imgscan.report/v1) or `batch --summary-format json` summaries (summary: "
+        "imgscan.batch-summary/v1) follow. Fields may be added; none is renamed or removed.",
+    )
+    schema.add_argument("name", choices=["report", "summary"], help="which schema")
+    schema.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     _add_batch_parsers(commands)
     return parser
 
@@ -934,6 +943,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
                 return _run_results(args)
             case "render":
                 return _run_render(args)
+            case "schema":
+                from imgscan.report.schema import schema_text
+
+                _write(None, schema_text(args.name), "schema")
+                return EXIT_CLEAN
             case "batch-worker":
                 return _run_batch_worker()
             case _:

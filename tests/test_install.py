@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,9 @@ def test_the_wheel_scans_like_the_checkout(user_venv: Path, images: Path, tmp_pa
     assert len(wheel_report["findings"]) >= 30
     # The same code and the same rules: the same build identity.
     assert wheel_report["tool"] == checkout_report["tool"]
+    # The published schemas are package data too, and the wheel's report follows its own.
+    schema = _checked([user_venv / "bin/imgscan", "schema", "report"], elsewhere)
+    jsonschema.validate(wheel_report, json.loads(schema))
 
 
 def test_a_code_edit_changes_the_build_and_the_store_scans_again(

@@ -151,3 +151,33 @@ def test_image_in_use_is_said(tmp_path: Path, images: Path) -> None:
     assert "lock" in report["image"]["in_use"]
     assert any("the image is in use" in w for w in report["warnings"])
     assert "**Image in use**" in (tmp_path / "out" / "live.qcow2.md").read_text()
+
+
+def test_published_schemas(tmp_path: Path, images: Path) -> None:
+    import jsonschema
+    import pytest
+
+    from imgscan.report.schema import validate
+
+    for name, tag in (("report", "imgscan.report/v1"), ("summary", "imgscan.batch-summary/v1")):
+        proc = run("schema", name)
+        assert proc.returncode == 0
+        schema = json.loads(proc.stdout)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["title"] == tag
+    # run() validates what the run wrote: a report and a batch summary, both real.
+    report = json.loads(run("scan", images / "demo.qcow2", "-f", "json").stdout)
+    summary = tmp_path / "summary.json"
+    proc = run(
+        "batch", images / "bare.raw", "--db", tmp_path / "r.db", "--summary-format", "json",
+        "-o", summary, "-q",
+    )  # fmt: skip
+    assert proc.returncode == 1 and json.loads(summary.read_text())["totals"]["images"] == 1
+    # And a report that breaks its contract is caught.
+    report["findings"][0]["severity"] = "severe"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(report)
+    del report["findings"][0]
+    report["coverage"].pop("complete")
+    with pytest.raises(jsonschema.ValidationError):
+        validate(report)
