@@ -219,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("name", choices=["report", "summary"], help="which schema")
     schema.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for SHELL, generated from imgscan's own options. "
+        "bash: `source <(imgscan completion bash)` in ~/.bashrc (or save it under "
+        "/etc/bash_completion.d/imgscan); zsh: save it as _imgscan in a directory on $fpath.",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
+    completion.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     _add_batch_parsers(commands)
     return parser
 
@@ -943,6 +952,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
                 return _run_results(args)
             case "render":
                 return _run_render(args)
+            case "completion":
+                import shtab
+
+                # The internal batch-worker command has no help, so shtab leaves it out.
+                _write(None, shtab.complete(build_parser(), args.shell), "completion script")
+                return EXIT_CLEAN
             case "schema":
                 from imgscan.report.schema import schema_text
 

@@ -181,3 +181,25 @@ def test_published_schemas(tmp_path: Path, images: Path) -> None:
     report["coverage"].pop("complete")
     with pytest.raises(jsonschema.ValidationError):
         validate(report)
+
+
+def test_shell_completion(tmp_path: Path) -> None:
+    proc = run("completion", "bash")
+    assert proc.returncode == 0
+    script = tmp_path / "imgscan.bash"
+    script.write_text(proc.stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["imgscan", *words])
+        probe = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; "
+            'COMP_LINE="' + line + '"; _shtab_imgscan; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    commands = complete("''")
+    assert {"scan", "batch", "results", "render", "schema", "completion"} <= set(commands)
+    assert "batch-worker" not in commands  # internal: never offered
+    assert "--output-dir" in complete("scan", "--out")
+    assert run("completion", "zsh").stdout.startswith("#compdef imgscan")
