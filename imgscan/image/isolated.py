@@ -38,6 +38,7 @@ from imgscan.errors import ImageError, ImgscanError
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import OpenerSpec, Reader, VolumeInfo
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped
+from imgscan.spawned import caller_main_hidden
 
 #: Builds the reader inside the child: `factory(image, fmt, keys)`. Must be picklable by
 #: reference (a module-level function).
@@ -165,7 +166,8 @@ class IsolatedReader:
         # once it has set them up), as for the pool's workers: none is lost for this process.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            process.start()
+            with caller_main_hidden():
+                process.start()
             self._process, self._conn = process, parent
         finally:
             child.close()

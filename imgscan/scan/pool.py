@@ -65,6 +65,7 @@ from imgscan.image import make_opener
 from imgscan.image.isolated import describe_exit, name_process
 from imgscan.model import FileRef, Skipped
 from imgscan.scan.worker import FileOutcome, FileScanner, WorkerSpec
+from imgscan.spawned import caller_main_hidden
 
 
 class WorkerStartError(ImgscanError):
@@ -294,6 +295,7 @@ class WorkerPool:
                     worker.conn.send(message)
 
     def _spawn(self) -> None:
+        """Start one worker process (spawn: a fresh interpreter that imports imgscan only)."""
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main, args=(child,), name="imgscan-worker", daemon=True
@@ -304,7 +306,8 @@ class WorkerPool:
         # worker is on the books before a pending KeyboardInterrupt can be raised.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            process.start()
+            with caller_main_hidden():
+                process.start()
             worker = _Worker(process, parent)
             self._workers.append(worker)
         finally:
