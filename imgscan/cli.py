@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from imgscan import build
-from imgscan.detect.rules import load_pack
+from imgscan.detect.rules import load_pack, load_packs
 from imgscan.errors import ImgscanError
 from imgscan.image import ReaderKind
 from imgscan.model import GateAction, ScanResult, Severity, Verdict
@@ -308,6 +308,15 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         f"default: {DEFAULT_FILE_TIMEOUT:g})",
     )
     command.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="do not scan files whose guest path matches GLOB (the ignore-file glob syntax: "
+        "'/var/lib/docker/**', '**/*.iso'); repeatable. Excluded files are listed per glob "
+        "in the report as excluded by you, and do not make coverage incomplete",
+    )
+    command.add_argument(
         "--allow-external-files",
         action="store_true",
         help="allow a qcow2 backing file or vmdk extents in other files "
@@ -337,7 +346,18 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         "--signatures",
         type=Path,
         metavar="DIR",
-        help="rule pack directory (default: the pack inside the package, imgscan/signatures/)",
+        help="rule pack directory that replaces the built-in pack (default: the pack inside "
+        "the package, imgscan/signatures/)",
+    )
+    command.add_argument(
+        "--rules",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add the rules in DIR to the pack (laid out as imgscan/signatures/ is: "
+        "patterns/*.toml, yara/*.yar, files.toml; checked as the pack is, examples included); "
+        "repeatable. A rule id already in the pack is an error",
     )
     _add_terminal_options(command)
 
@@ -387,6 +407,9 @@ def _summary(result: ScanResult, interrupted_by: str | None = None) -> str:
         coverage = "coverage complete"
     else:
         coverage = f"COVERAGE INCOMPLETE ({unread})"
+    excluded = sum(e.files for e in result.excluded)
+    if excluded:
+        coverage += f"; {excluded} file(s) excluded by --exclude"
     if result.image.in_use is not None:
         coverage += "; IMAGE IN USE (a running VM may have it mid-change)"
     return (
@@ -550,8 +573,10 @@ def _scan(args: argparse.Namespace) -> ScanResult:
         show_secrets=getattr(args, "show_secrets", False),
         allow_external_files=args.allow_external_files,
         signatures=args.signatures,
+        rules=tuple(args.rules),
         progress=not args.no_progress and not getattr(args, "quiet", False),
         luks_keys=_luks_keys(args),
+        exclude=tuple(args.exclude),
     )
     bar, update = _progress(options.progress)
     try:
@@ -649,7 +674,7 @@ def _policy(args: argparse.Namespace, ignore: Sequence[IgnoreEntry] = ()) -> Pol
     silently match nothing."""
     policy = load_policy(args.policy) if args.policy else Policy()
     if any(rule.rule for rule in policy.rules) or any(entry.rule for entry in ignore):
-        pack = load_pack(args.signatures or default_signatures_dir())
+        pack = load_packs(args.signatures or default_signatures_dir(), args.rules)
         check_rule_ids(policy, pack)
         check_ignore_rule_ids(ignore, pack)
     return policy if args.fail_on is None else replace(policy, fail_on=args.fail_on)

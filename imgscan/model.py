@@ -247,6 +247,17 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Excluded:
+    """Files the user excluded by a path glob (`--exclude`): not read, by choice, so coverage
+    stays complete; how many files and bytes each glob kept out (the first glob that matches
+    a file counts it)."""
+
+    pattern: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Capped:
     """Findings of one rule in one file that a cap held back (detect/engine.py: at most
     MAX_FINDINGS_PER_RULE per rule and MAX_FINDINGS_PER_FILE per file are reported).
@@ -376,6 +387,8 @@ class ScanResult:
     pack_version: str = ""
     # Files whose findings were capped (read whole, but not every match is listed).
     capped: tuple[Capped, ...] = ()
+    # Files kept out of the scan by the user's --exclude globs (not counted as unread).
+    excluded: tuple[Excluded, ...] = ()
     # Why the scan could not be done at all (the image cannot be opened, an input file is
     # malformed): a result that carries only this, so that a report is still written.
     error: str | None = None

@@ -53,6 +53,10 @@ class ScanOptions:
     signatures: Path | None = None
     progress: bool = False
     file_timeout: float = DEFAULT_FILE_TIMEOUT  # each file's time budget (seconds)
+    # Rule directories that extend the pack (`--rules`), in order.
+    rules: tuple[Path, ...] = ()
+    # Guest-path globs of files not to scan (`--exclude`): listed as excluded, not as unread.
+    exclude: tuple[str, ...] = ()
     # Passphrases for LUKS volumes. Kept out of repr() so that no log of the options shows them.
     luks_keys: tuple[str, ...] = field(default=(), repr=False)
 

@@ -203,3 +203,78 @@ def test_shell_completion(tmp_path: Path) -> None:
     assert "batch-worker" not in commands  # internal: never offered
     assert "--output-dir" in complete("scan", "--out")
     assert run("completion", "zsh").stdout.startswith("#compdef imgscan")
+
+
+def test_exclude_keeps_paths_out_and_says_so(tmp_path: Path, images: Path) -> None:
+    image = images / "demo.qcow2"
+    full = json.loads(run("scan", image, "-f", "json").stdout)
+    under_srv = [f for f in full["findings"] if f["path"].startswith("/srv/")]
+    assert under_srv
+    out = tmp_path / "out"
+    proc = run(
+        "scan", image, "--exclude", "/srv/**", "--exclude", "**/*.nothing",
+        "-f", "json,markdown,html,table", "--output-dir", out,
+    )  # fmt: skip
+    report = json.loads((out / "demo.qcow2.json").read_text())
+    assert report["coverage"]["complete"] is True  # excluded by choice, not unread
+    assert not [f for f in report["findings"] if f["path"].startswith("/srv/")]
+    assert len(report["findings"]) == len(full["findings"]) - len(under_srv)
+    srv, nothing = report["coverage"]["excluded"]
+    assert srv["pattern"] == "/srv/**" and srv["files"] > 0 and srv["bytes"] > 0
+    assert (nothing["pattern"], nothing["files"]) == ("**/*.nothing", 0)
+    assert report["stats"]["files"] == full["stats"]["files"] - srv["files"]
+    assert f"{srv['files']} file(s) excluded by --exclude" in proc.stderr
+    assert "/srv/**" in (out / "demo.qcow2.md").read_text()
+    assert 'id="excluded"' in (out / "demo.qcow2.html").read_text()
+    assert "excluded by --exclude /srv/**" in (out / "demo.qcow2.txt").read_text()
+
+
+INHOUSE_RULE = """\
+[[rules]]
+id = "acme-deploy-token"
+name = "ACME internal deploy token"
+category = "token"
+severity = "high"
+keywords = ["acmedt_"]
+pattern = '''(?P<secret>acmedt_[A-Za-z0-9]{32})'''
+comment = "ACME's own deploy tokens: acmedt_ and 32 letters and digits."
+examples = ["token: acmedt_{{rand:alnum:32}}"]
+negative_examples = ["acmedt_short"]
+"""
+
+
+def test_rules_extend_the_builtin_pack(tmp_path: Path) -> None:
+    import secrets
+    import string
+
+    token = "acmedt_" + "".join(secrets.choice(string.ascii_letters) for _ in range(32))
+    tree = tmp_path / "tree" / "etc" / "acme"
+    tree.mkdir(parents=True)
+    (tree / "deploy.conf").write_text(f"token = {token}\n")
+    image = tmp_path / "acme.raw"
+    subprocess.run(
+        ["mke2fs", "-q", "-t", "ext4", "-d", str(tmp_path / "tree"), str(image), "4M"], check=True
+    )
+    extra = tmp_path / "rules"
+    (extra / "patterns").mkdir(parents=True)
+    (extra / "patterns" / "inhouse.toml").write_text(INHOUSE_RULE)
+    assert run("scan", image).returncode == 0  # the built-in pack knows no such token
+    proc = run("scan", image, "--rules", extra, "-f", "json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(f["rule"], f["path"]) for f in report["findings"]] == [
+        ("acme-deploy-token", "/etc/acme/deploy.conf")
+    ]
+    builtin = json.loads(run("scan", image, "-f", "json").stdout)["tool"]["rules"]
+    assert report["tool"]["rules"] != builtin  # the extended pack has a version of its own
+    # A policy or ignore entry may name the added rule.
+    ignore = tmp_path / "ignore.toml"
+    ignore.write_text('[[ignore]]\nrule = "acme-deploy-token"\nreason = "lab token"\n')
+    assert run("scan", image, "--rules", extra, "--ignore", ignore).returncode == 0
+    # An id the pack already has is refused, as is a broken rule.
+    (extra / "patterns" / "clash.toml").write_text(
+        INHOUSE_RULE.replace("acme-deploy-token", "aws-access-key-id")
+    )
+    proc = run("scan", image, "--rules", extra)
+    assert proc.returncode == 2 and "'aws-access-key-id' is already in the rule pack" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ from imgscan.detect.rules import RulePack
 from imgscan.model import (
     Check,
     CheckResult,
+    Excluded,
     Exposure,
     Finding,
     GateAction,
@@ -128,6 +129,10 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
         interrupted=bool(coverage["interrupted"]),
         pack_version=str(report["tool"].get("rules") or ""),
         error=report.get("error"),
+        excluded=tuple(
+            Excluded(str(e["pattern"]), int(e["files"]), int(e["bytes"]))
+            for e in coverage.get("excluded", ())
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,32 @@ def _published_digest(file: Path, index: int, entry: object) -> bytes:
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise RulePackError(f"{file}: entry {index}: {key} is required")
     return bytes.fromhex(digest)
+
+
+def load_packs(directory: Path, extra: Sequence[Path] = ()) -> RulePack:
+    """The pack in `directory` extended by the rules in each of the `extra` directories (laid
+    out as a pack: patterns/, yara/, files.toml, registry.toml, published.toml), each loaded
+    and checked as a pack is. A rule id already in the pack is an error (an extra directory
+    adds rules; `--signatures` replaces the pack). The version covers every directory."""
+    pack = load_pack(directory)
+    for folder in extra:
+        more = load_pack(folder)
+        clash = sorted(rule_ids(pack) & rule_ids(more))
+        if clash:
+            raise RulePackError(
+                f"{folder}: rule id {clash[0]!r} is already in the rule pack (an added rule "
+                "needs an id of its own)"
+            )
+        version = hashlib.sha256(f"{pack.version}+{more.version}".encode()).hexdigest()[:16]
+        pack = RulePack(
+            pack.patterns + more.patterns,
+            pack.yara + more.yara,
+            version,
+            pack.files + more.files,
+            pack.registry + more.registry,
+            pack.published | more.published,
+        )
+    return pack
 
 
 def pack_digest(directory: Path) -> str:

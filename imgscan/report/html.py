@@ -465,6 +465,16 @@ def _coverage(result: ScanResult) -> list[str]:
         out += ["</tbody>", "</table>"]
     else:
         out.append('<p class="muted">None.</p>')
+    if result.excluded:
+        out += [
+            "<h3>Excluded by --exclude</h3>",
+            '<ul id="excluded">'
+            + "".join(
+                f"<li><code>{_text(e.pattern)}</code>: {e.files} file(s), {e.bytes} bytes</li>"
+                for e in result.excluded
+            )
+            + "</ul>",
+        ]
     out.append("<h3>Warnings</h3>")
     if result.warnings:
         out.append(

@@ -91,6 +91,10 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
                 }
                 for c in result.capped
             ],
+            # Files the user's --exclude globs kept out: not read by choice, not unread.
+            "excluded": [
+                {"pattern": e.pattern, "files": e.files, "bytes": e.bytes} for e in result.excluded
+            ],
         },
         "suppressed": [
             {

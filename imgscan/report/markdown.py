@@ -94,6 +94,12 @@ def render_markdown(result: ScanResult) -> str:
         if len(result.skipped) > MAX_ROWS:
             lines.append(f"- and {len(result.skipped) - MAX_ROWS} more file(s)")
         lines.append("")
+    if any(e.files for e in result.excluded):
+        lines.append("Excluded by the scan's `--exclude` (not read, by choice):")
+        lines += [
+            f"- {_code(e.pattern)}: {e.files} file(s), {e.bytes} bytes" for e in result.excluded
+        ]
+        lines.append("")
     if result.suppressed:
         lines += [f"{len(result.suppressed)} accepted finding(s) suppressed.", ""]
     return "\n".join(lines)

@@ -169,6 +169,9 @@ def render_sarif(result: ScanResult) -> str:
             "image": result.image.path,
             "format": result.image.format,
             "coverageComplete": result.complete,
+            "excluded": [
+                {"pattern": e.pattern, "files": e.files, "bytes": e.bytes} for e in result.excluded
+            ],
             "reader": result.reader.name,
         },
     }

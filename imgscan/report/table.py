@@ -67,6 +67,12 @@ def render_table(result: ScanResult) -> str:
             "  ",
         )
     lines.extend(_volume_lines(result))
+    for e in result.excluded:
+        lines += _wrap(
+            f"excluded by --exclude {printable(e.pattern)}: {e.files} file(s), {e.bytes} bytes",
+            "  ",
+            "    ",
+        )
     for s in result.skipped:
         lines += _wrap(f"skipped {printable(s.path)}: {printable(s.reason)}", "  ", "    ")
     if result.suppressed:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from imgscan.detect import packages
 from imgscan.detect.engine import MAX_FINDINGS_PER_FILE, MAX_FINDINGS_PER_RULE, build_spec
-from imgscan.detect.rules import RulePack, load_pack
+from imgscan.detect.globs import compile_glob
+from imgscan.detect.rules import RulePack, glob_form, load_packs
 from imgscan.errors import ImageError
 from imgscan.exposures import build_exposures
 from imgscan.image import open_reader
@@ -33,6 +34,7 @@ from imgscan.image.windows import find_windows
 from imgscan.model import (
     Capped,
     Clue,
+    Excluded,
     FileRef,
     Finding,
     ImageInfo,
@@ -129,6 +131,7 @@ class _Tally:
     findings: list[Finding] = field(default_factory=list)
     clues: list[Clue] = field(default_factory=list)
     capped: list[Capped] = field(default_factory=list)
+    excluded: dict[str, list[int]] = field(default_factory=dict)  # glob -> [files, bytes]
     records: list[PackageFiles] = field(default_factory=list)  # package managers' records
     digests: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> {algorithm: hex}
     listed: int = 0  # files the package records list, counted against their bound
@@ -229,6 +232,9 @@ class _Tally:
             clues=tuple(sorted(set(self.clues), key=lambda c: (c.path, c.kind, c.facts))),
             interrupted=unfinished is VolumeStatus.INTERRUPTED,
             capped=capped,
+            excluded=tuple(
+                Excluded(pattern, files, size) for pattern, (files, size) in self.excluded.items()
+            ),
         )
 
 
@@ -255,7 +261,7 @@ def _scan(
 ) -> None:
     """The scan proper, recording into `tally` as it goes; the reader is closed (its
     appliance stopped) and the pool's workers reaped however this ends."""
-    pack = load_pack(options.signatures_dir)
+    pack = load_packs(options.signatures_dir, options.rules)
     tally.pack = pack
     engine_spec = build_spec(pack, default_cache_dir() / "hyperscan")
     tally.warnings.extend(engine_spec.compiled.warnings)
@@ -299,7 +305,7 @@ def _scan(
             else _digest_algorithms(reader, layout, root),
         )
         scannable = [v.device for v in infos if v.status is VolumeStatus.SCANNED]
-        walk = _walk(reader, scannable, layout, tally)
+        walk = _walk(reader, scannable, layout, tally, options.exclude)
         # Closed explicitly, pool first (its workers stopped), then the walk (a guestfs tar
         # stream cut off), whichever way the loop ends: not left to the garbage collector.
         with (
@@ -363,11 +369,26 @@ def _subvolume_place(layout: dict[str, str], device: str, path: str) -> str | No
     return relocate(join_guest_path(top, "/" + path), relocations(layout, device))
 
 
+def _excluded_by(exclude: tuple[str, ...], path: str) -> str | None:
+    """The first of the `exclude` globs that guest `path` matches (the rule pack's glob syntax,
+    as ignore files: linear time), or None."""
+    if not exclude:
+        return None
+    form, caseless = glob_form(path)
+    return next((g for g in exclude if compile_glob(g, caseless).match(form)), None)
+
+
 def _walk(
-    reader: Reader, devices: list[str], layout: dict[str, str], tally: _Tally
+    reader: Reader,
+    devices: list[str],
+    layout: dict[str, str],
+    tally: _Tally,
+    exclude: tuple[str, ...] = (),
 ) -> Generator[FileRef | Skipped, None, None]:
     """Every file of every device, counted into `tally` as it is handed on (so that a scan
-    stopped early knows which volumes it finished)."""
+    stopped early knows which volumes it finished); files an `exclude` glob matches are
+    counted against that glob in `tally.excluded` and not handed on."""
+    tally.excluded = {pattern: [0, 0] for pattern in exclude}
     for device in devices:
         _log.info("scanning %s at %s", device, layout[device])
         # A btrfs volume is walked from its top level; mounted subvolumes move to their
@@ -383,6 +404,12 @@ def _walk(
                 if moves:
                     item = replace(item, path=relocate(item.path, moves))
                 if isinstance(item, FileRef):
+                    pattern = _excluded_by(exclude, item.path)
+                    if pattern is not None:
+                        tally.excluded[pattern][0] += 1
+                        tally.excluded[pattern][1] += item.size
+                        asked = time.monotonic()
+                        continue
                     tally.walked[item.volume] = tally.walked.get(item.volume, 0) + 1
                 yield item
                 asked = time.monotonic()
