@@ -19,9 +19,9 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -674,7 +674,7 @@ def _policy(args: argparse.Namespace, ignore: Sequence[IgnoreEntry] = ()) -> Pol
     silently match nothing."""
     policy = load_policy(args.policy) if args.policy else Policy()
     if any(rule.rule for rule in policy.rules) or any(entry.rule for entry in ignore):
-        pack = load_packs(args.signatures or default_signatures_dir(), args.rules)
+        pack = load_packs(args.signatures or default_signatures_dir(), getattr(args, "rules", []))
         check_rule_ids(policy, pack)
         check_ignore_rule_ids(ignore, pack)
     return policy if args.fail_on is None else replace(policy, fail_on=args.fail_on)
@@ -1042,9 +1042,10 @@ def _add_gate_options(command: argparse.ArgumentParser, incomplete_help: str) ->
     command.add_argument(
         "--fail-on",
         type=_severity,
-        default=Severity.LOW,
+        default=None,  # None: not given, so a batch --policy's fail_on (or low) applies
         metavar="SEVERITY",
-        help="lowest severity that makes the exit code 1 (default: low)",
+        help="lowest severity that makes the exit code 1 (default: low, or a --policy "
+        "file's fail_on)",
     )
     command.add_argument("--allow-incomplete", action="store_true", help=incomplete_help)
 
@@ -1181,6 +1182,28 @@ def _add_batch_parsers(commands: Any) -> None:
         metavar="SECONDS",
         help="stop the scan of an image that takes longer than SECONDS and list it as an "
         "error (exit 2): one stuck image cannot hold the batch (default: no limit)",
+    )
+    batch.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="judge every image by this gate policy (as `scan --policy`); stored results stay "
+        "raw, the policy decides each image's gate, its report and the exit code",
+    )
+    batch.add_argument(
+        "--ignore",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="accept the findings matching the [[ignore]] entries of FILE in every image (as "
+        "`scan --ignore`); repeatable",
+    )
+    batch.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="accept the findings a baseline file lists, in every image (as `scan --baseline`)",
     )
     batch.add_argument(
         "--rescan",
@@ -1328,13 +1351,15 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         named = ", ".join(map(str, [*args.paths, *args.from_file]))
         raise ImgscanError(f"batch: no disk image found in {named}")
     images = [part for image in discovery.images for part in image.parts]
-    _refuse_output_over_input(args.output, [*images, _store_path(args)], "summary")
+    accepted = [p for p in (args.policy, args.baseline, *args.ignore) if p is not None]
+    _refuse_output_over_input(args.output, [*images, _store_path(args), *accepted], "summary")
     names = _report_names([str(i.path) for i in discovery.images], _EXTENSIONS[args.format])
     if args.out_dir is not None:
         try:
             args.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ImgscanError(f"{args.out_dir}: cannot create: {exc.strerror}") from None
+    gate = _batch_gate(args)
     settings = BatchSettings(
         reader=args.reader,
         jobs=args.jobs,
@@ -1347,26 +1372,37 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         scheduler=args.scheduler,
         rescan=args.rescan,
     )
-    policy = Policy(fail_on=args.fail_on)
     reports: dict[str, str] = {}
+    failing: dict[str, int] = {}
     store = _open_store(args)
 
+    def judged(data: dict[str, Any], key_pack: str, path: str) -> ScanResult:
+        """A stored report as the gate sees it: suppressions applied, judged by the policy."""
+        result = result_from_report(data, pack if key_pack == pack.version else None)
+        result = replace(result, image=replace(result.image, path=path))
+        return gate.judged(result)
+
     def write_report(outcome: ImageOutcome) -> None:
-        """The image's report in --out-dir, as soon as its result is in the store."""
+        """The image's report in --out-dir, as soon as its result is in the store, and its
+        gate when a policy, ignore file or baseline judges it."""
         record = outcome.record
-        if args.out_dir is None or record is None or record.state != "done":
+        if record is None or record.state != "done":
             return
-        target = args.out_dir / names[outcome.path]
-        reports[outcome.path] = str(target)
-        if outcome.status == "cached" and target.exists():
+        if args.out_dir is None and not gate.custom:
+            return
+        target = args.out_dir / names[outcome.path] if args.out_dir is not None else None
+        if target is not None:
+            reports[outcome.path] = str(target)
+        if outcome.status == "cached" and not gate.custom and target and target.exists():
             return
         data = store.report(record.key)
         if data is None:
             return
-        result = result_from_report(data, pack if record.key.pack_version == pack.version else None)
-        result = replace(result, image=replace(result.image, path=outcome.path))
-        result = replace(result, gate=judge(policy, result))
-        _write(target, _renderer(args.format)(result), "report")
+        result = judged(data, record.key.pack_version, outcome.path)
+        assert result.gate is not None
+        failing[outcome.path] = len(result.gate.failing)
+        if target is not None:
+            _write(target, _renderer(args.format)(result), "report")
 
     bar = None
     if not (args.no_progress or args.quiet) and sys.stderr.isatty():
@@ -1379,12 +1415,14 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             bar.close()
     interrupts.deferred = True
     rows = [
-        SummaryRow(o.path, o.status, o.digest, o.record, o.error, reports.get(o.path))
+        SummaryRow(
+            o.path, o.status, o.digest, o.record, o.error, reports.get(o.path), failing.get(o.path)
+        )
         for o in outcome.outcomes
     ]
     _write(
         args.output,
-        render_summary(rows, args.summary_format, args.fail_on, outcome.pack_version),
+        render_summary(rows, args.summary_format, gate.policy.fail_on, outcome.pack_version),
         "summary",
     )
     if not args.quiet:
@@ -1403,7 +1441,38 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    return _gate_of_rows(rows, args.fail_on, args.allow_incomplete)
+    return _gate_of_rows(rows, gate.policy.fail_on, args.allow_incomplete)
+
+
+@dataclass(frozen=True)
+class _BatchGate:
+    """How a batch judges each image: the policy (with --fail-on), a baseline and ignore
+    entries. `custom` when any was given: each image's stored report is then judged again (a
+    stored result keeps every finding; acceptance is the gate's business, per image)."""
+
+    policy: Policy
+    baseline: Container[str]
+    ignore: tuple[IgnoreEntry, ...]
+    custom: bool
+
+    def judged(self, result: ScanResult) -> ScanResult:
+        from imgscan.suppress import apply_suppressions
+
+        if self.custom:
+            result = apply_suppressions(result, self.baseline, self.ignore)
+        return replace(result, gate=judge(self.policy, result))
+
+
+def _batch_gate(args: argparse.Namespace) -> _BatchGate:
+    """The batch's gate from --policy, --ignore, --baseline and --fail-on, read (and their
+    rule ids checked) before any image is hashed."""
+    from imgscan.suppress import Baseline, load_baseline, load_ignore
+
+    baseline = load_baseline(args.baseline) if args.baseline else Baseline()
+    ignore = tuple(entry for path in args.ignore for entry in load_ignore(path))
+    policy = _policy(args, ignore)
+    custom = bool(args.policy or args.ignore or args.baseline)
+    return _BatchGate(policy, baseline, ignore, custom)
 
 
 def _gate_of_rows(rows: Sequence[Any], fail_on: Severity, allow_incomplete: bool) -> int:
@@ -1422,6 +1491,9 @@ def _gate_of_rows(rows: Sequence[Any], fail_on: Severity, allow_incomplete: bool
 def _run_results(args: argparse.Namespace) -> int:
     from imgscan.batch.stored import result_from_report
     from imgscan.batch.summary import SummaryRow, render_summary
+
+    if getattr(args, "fail_on", None) is None:
+        args.fail_on = Severity.LOW
 
     pack = load_pack(args.signatures or default_signatures_dir())
     target = getattr(args, "target", None)

@@ -35,15 +35,20 @@ class SummaryRow:
     record: Record | None = None
     error: str | None = None
     report: str | None = None
+    # How many findings fail the image's gate as a policy, baseline or ignore file judged its
+    # stored report (None: judged by `fail_on` over the stored counts alone).
+    failing: int | None = None
 
     def gate(self, fail_on: Severity) -> str:
-        """pass, fail (a finding at or above `fail_on`), incomplete (coverage), error (not
-        scanned: could not be opened, or no finished result)."""
+        """pass, fail (a finding at or above `fail_on`, or one the policy fails), incomplete
+        (coverage), error (not scanned: could not be opened, or no finished result)."""
         record = self.record
         if self.error or record is None or record.state != "done":
             return "error"
         if not record.complete:
             return "incomplete"
+        if self.failing is not None:
+            return "fail" if self.failing else "pass"
         return "fail" if record.fails(fail_on) else "pass"
 
 

@@ -195,3 +195,59 @@ def test_a_batch_that_finds_no_image_is_an_error(
     assert code == 2
     assert f"batch: no disk image found in {empty}" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_policy_ignore_and_baseline_judge_every_image(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], signatures: Path
+) -> None:
+    store = make_store(images, tmp_path / "store", ("bare.raw",))
+    db = str(tmp_path / "r.sqlite")
+    base = ["batch", str(store), "--db", db, "-q", "--summary-format", "json"]
+
+    def gates(*extra: str) -> tuple[int, list[tuple[str, str]]]:
+        code, out, _ = run_cli(capsys, signatures, *base, *extra)
+        return code, [(i["status"], i["gate"]) for i in summary_json(out)["images"]]
+
+    assert gates() == (1, [("scanned", "fail")])  # bare.raw: a high and a medium finding
+    # A baseline of today's findings accepts them in every image: from the store, no rescan.
+    accepted = tmp_path / "accepted.json"
+    code, _, _ = run_cli(
+        capsys, signatures, "baseline", str(store / "bare.raw"), "-o", str(accepted)
+    )
+    assert code == 0
+    assert gates("--baseline", str(accepted)) == (0, [("cached", "pass")])
+    # An ignore file accepts by rule; one of the two rules leaves the other failing.
+    code, out, _ = run_cli(capsys, signatures, "results", "show", str(store / "bare.raw"),
+                           "--db", db, "--format", "json")  # fmt: skip
+    rules = sorted({f["rule"] for f in json.loads(out)["findings"]})
+    ignore = tmp_path / "ignore.toml"
+    ignore.write_text(f'[[ignore]]\nrule = "{rules[0]}"\nreason = "reviewed"\n')
+    assert gates("--ignore", str(ignore))[0] == (0 if len(rules) == 1 else 1)
+    everything = tmp_path / "all.toml"
+    everything.write_text(
+        "".join(f'[[ignore]]\nrule = "{rule}"\nreason = "reviewed"\n' for rule in rules)
+    )
+    assert gates("--ignore", str(everything)) == (0, [("cached", "pass")])
+    # A policy's fail_on applies unless --fail-on is given; a policy rule can fail anything.
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text('fail_on = "critical"\n')
+    assert gates("--policy", str(lenient)) == (0, [("cached", "pass")])
+    assert gates("--policy", str(lenient), "--fail-on", "medium")[0] == 1
+    strict = tmp_path / "strict.toml"
+    strict.write_text(
+        'fail_on = "critical"\n[[rule]]\naction = "fail"\nseverity = "medium"\n'
+        'reason = "no medium either"\n'
+    )
+    assert gates("--policy", str(strict)) == (1, [("cached", "fail")])
+    # The reports it writes are judged the same way: accepted findings are listed as such.
+    out_dir = tmp_path / "reports"
+    run_cli(capsys, signatures, *base, "--ignore", str(everything), "--out-dir", str(out_dir))
+    (report_file,) = out_dir.iterdir()
+    report = json.loads(report_file.read_text())
+    assert report["findings"] == [] and len(report["suppressed"]) >= len(rules)
+    assert list(scans_per_digest(Path(db)).values()) == [1]  # never scanned again
+    # A typo in a rule id stops the batch before anything is read.
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[ignore]]\nrule = "no-such-rule"\nreason = "r"\n')
+    code, _, err = run_cli(capsys, signatures, *base, "--ignore", str(typo))
+    assert code == 2 and "unknown rule id 'no-such-rule'" in err
