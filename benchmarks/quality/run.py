@@ -6,8 +6,9 @@
 Builds the corpus (corpus.py; or reuses the one in ``--corpus DIR``), scans every file with
 imgscan's engine exactly as the scanner's workers do (guest path "/" + relative path, so
 path-scoped rules apply; the default chunk size; overlapping hits deduplicated), and prints
-recall overall and per category, precision, the decoys reported, and the misses and false
-positives that should guide rule work. When peer scanners are on PATH (peers.py) it runs them
+recall overall, per category and per kind of secret (the per-kind table; ``--no-kinds`` leaves it
+out of the text, ``--json`` always has it), precision, the decoys reported, and the misses and
+false positives that should guide rule work. When peer scanners are on PATH (peers.py) it runs them
 on the same files and prints a side-by-side table. ``--json FILE`` writes every figure.
 
 Targets (issue 4): recall >= 95 % overall and >= 85 % in every category; at most 3 % of decoys
@@ -176,6 +177,21 @@ def report_imgscan(result: Score, top: int) -> list[str]:
     return out
 
 
+def report_kinds(result: Score) -> list[str]:
+    """The per-kind table: every secret kind of the corpus, by category, found/total."""
+    out = [f"  secrets by kind ({len(result.by_kind)} kinds; '-' marks a kind with a miss):"]
+    for category in CATEGORIES:
+        kinds = sorted(k for k, c in result.kind_category.items() if c == category)
+        if not kinds:
+            continue
+        found, total = result.by_category.get(category, [0, 0])
+        out.append(f"    {category} ({found}/{total})")
+        for kind in kinds:
+            hit, n = result.by_kind[kind]
+            out.append(f"    {'-' if hit < n else ' '} {kind:<44} {hit:>3}/{n:<3}")
+    return out
+
+
 def report_side_by_side(
     columns: Sequence[tuple[str, Score | None, PeerRun | None, float]],
 ) -> list[str]:
@@ -244,6 +260,9 @@ def main(argv: list[str] | None = None, engine: Engine | None = None) -> int:
     parser.add_argument("--peer-timeout", type=float, default=1800, help="seconds per peer")
     parser.add_argument("--top", type=int, default=15, help="rows in the miss/false lists")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--no-kinds", action="store_true", help="leave the per-kind table out of the text report"
+    )
     args = parser.parse_args(argv)
 
     with _corpus_for(args) as (corpus, built):
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None, engine: Engine | None = None) -> int:
         by_value = score(corpus.labels, findings, "value")
         by_line = score(corpus.labels, findings, "line")
         print("\n".join(report_imgscan(by_value, args.top)))
+        if not args.no_kinds:
+            print("\n" + "\n".join(report_kinds(by_value)))
         misses = targets_met(by_value)
         print("\n  targets: " + ("all met" if not misses else "MISSED: " + "; ".join(misses)))
 
