@@ -9,8 +9,9 @@ a credential.
 
 Shapes are literal text with ``<CLASS:N>`` pieces: N characters of CLASS (``alnum``,
 ``lower``, ``upper``, ``alnumlower``, ``digits``, ``hex``, ``HEX``, ``b64``, ``b64url``,
-``base32``), ``<uuid>`` (a random UUID) or ``<x:N>`` / ``<X:N>`` (N times "x" or "X", a
-placeholder). In a ``line``, ``@@`` is where the labelled value goes; ``<...>`` pieces
+``base32``), ``<uuid>`` (a random UUID), ``<x:N>`` / ``<X:N>`` (N times "x" or "X", a
+placeholder) or ``<crc32>`` (the CRC32, in 8 hex digits, of the value drawn so far: checksummed
+token formats). In a ``line``, ``@@`` is where the labelled value goes; ``<...>`` pieces
 elsewhere in a line are unlabelled filler (an access key id beside its secret). Lines may hold
 ``\\n``; each labelled value gets a line of its own.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,22 @@ class Data:
 
 def draw(shape: str, g: Shapes) -> str:
     """A value of ``shape`` (see the module docstring) drawn from ``g``."""
+    one = _piece(g)
+
+    out = ""
+    end = 0
+    for match in _PIECE.finditer(shape):
+        out += shape[end : match.start()]
+        end = match.end()
+        if match.group(1) == "crc32":
+            out += f"{zlib.crc32(out.encode()):08x}"
+        else:
+            out += one(match)
+    return out + shape[end:]
+
+
+def _piece(g: Shapes) -> Callable[[re.Match[str]], str]:
+    """The drawer of one ``<CLASS:N>`` piece."""
 
     def one(match: re.Match[str]) -> str:
         name, count = match.group(1), int(match.group(2) or 0)
@@ -84,7 +102,7 @@ def draw(shape: str, g: Shapes) -> str:
         alphabet = _CLASSES[name]
         return "".join(g.rng.choice(alphabet) for _ in range(count))
 
-    return _PIECE.sub(one, shape)
+    return one
 
 
 def load(path: Path = DATA, decoy_kinds: Collection[str] = ()) -> Data:

@@ -3,9 +3,9 @@
 A check applies by the shape of the value, whatever rule found it (a GitHub token found by a
 generic `password =` rule is still checksummed). `offline_checks` returns the checks that
 applied, or raises `NotASecret` when a check proves the value cannot be real (a GitHub or npm
-token whose CRC32 does not match: GitHub's own scanning drops those too; an age key whose
-bech32 checksum does not match). Check details describe
-the value (algorithm, key size, expiry date) and never contain it.
+token whose CRC32 does not match: GitHub's own scanning drops those too; a Private Packagist
+token whose CRC32 does not match; an age key whose bech32 checksum does not match). Check
+details describe the value (algorithm, key size, expiry date) and never contain it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ _CHECKSUMMED = re.compile(rb"^(?:gh[pousr]|npm)_([A-Za-z0-9]{30})([A-Za-z0-9]{6}
 _AGE_SECRET = re.compile(rb"^AGE-SECRET-KEY-1([0-9A-Z]{58})$")
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BECH32_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+# Private Packagist tokens: prefix, 60 hex random, then the CRC32 of prefix + random in 8 hex.
+_PACKAGIST = re.compile(rb"^(packagist_[a-z]{3}_[0-9a-f]{60})([0-9a-f]{8})$")
 _JWT = re.compile(rb"^(eyJ[A-Za-z0-9_-]+)\.(eyJ[A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)$")
 # The claims of the sample token jwt.io and countless READMEs show.
 _JWT_IO_SAMPLE = {"sub": "1234567890", "name": "John Doe", "iat": 1516239022}
@@ -138,6 +140,17 @@ def age_secret_key(secret: bytes) -> Check | None:
     if _bech32_polymod(expanded + [_BECH32.index(c) for c in data]) != 1:
         raise NotASecret("bech32 checksum does not match")
     return Check("age-checksum", CheckResult.PASS, "bech32 checksum matches")
+
+
+def packagist_checksum(secret: bytes) -> Check | None:
+    """Private Packagist tokens end in the CRC32 of their prefix and random part (8 hex digits,
+    as Packagist documents), so a made-up or mistyped token fails it."""
+    match = _PACKAGIST.match(secret)
+    if match is None:
+        return None
+    if f"{zlib.crc32(match.group(1)):08x}" != match.group(2).decode():
+        raise NotASecret("token checksum does not match")
+    return Check("token-checksum", CheckResult.PASS, "CRC32 checksum matches")
 
 
 def _b64url_json(part: bytes) -> Any:
@@ -649,6 +662,7 @@ def dpapi_blob(secret: bytes) -> Check | None:
 
 _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
     token_checksum,
+    packagist_checksum,
     age_secret_key,
     jwt_claims,
     aws_key_id,

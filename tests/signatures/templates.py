@@ -66,6 +66,10 @@ def expand(text: str, secret: str | None, seed: str) -> tuple[str, str | None]:
             if length != 58:
                 raise ValueError("{{rand:age:N}}: an age key body is 58 characters")
             value = prefix + _age_key(rng)
+        elif kind == "crc32hex":
+            # Private Packagist: random hex, then the CRC32 of prefix + random in 8 hex digits.
+            body = prefix + "".join(rng.choice(CLASSES["hex"]) for _ in range(length - 8))
+            value = body + f"{zlib.crc32(body.encode()):08x}"
         elif kind == "checksummed":
             # GitHub/npm token body: random base62, then the CRC32 of it in 6 base62 digits.
             body = "".join(rng.choice(CLASSES["alnum"]) for _ in range(length - 6))

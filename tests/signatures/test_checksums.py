@@ -1,5 +1,5 @@
-"""age identities carry a bech32 checksum, which the offline checks verify as they do GitHub's
-CRC32: a key whose checksum holds is confirmed, one with a changed character is no key."""
+"""Checksums the offline checks verify beyond GitHub's CRC32 (tests/detect/test_checks.py): an age
+identity's bech32 and a Private Packagist token's CRC32. A value that fails is no secret."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def test_age_key_checksum(seed: str) -> None:
 def test_age_key_outside_the_alphabet_is_no_key() -> None:
     with pytest.raises(NotASecret, match="bech32"):
         offline_checks(b"AGE-SECRET-KEY-1" + b"B" * 58)
+
+
+def test_packagist_token_checksum() -> None:
+    token, _ = expand("{{rand:crc32hex:68|packagist_ort_}}", None, "p")
+    checks = offline_checks(token.encode())
+    assert [(c.name, c.result) for c in checks] == [("token-checksum", CheckResult.PASS)]
+    changed = token[:-1] + ("0" if token[-1] != "0" else "1")
+    with pytest.raises(NotASecret, match="checksum"):
+        offline_checks(changed.encode())
