@@ -24,6 +24,9 @@ Contracts (checked by :func:`verify_corpus` and tests/quality/test_harness.py):
 * the corpus is written from vendors' token formats and real file layouts, never from imgscan's
   rule pack (imgscan/signatures/), so recall measured on it means something.
 
+Provider tokens (one kind per provider credential, with look-alike decoys) are data:
+providers.toml, planted by providers.py; their kinds join SECRET_KINDS and DECOY_KINDS.
+
 Run ``python benchmarks/quality/corpus.py DEST [--seed N]`` to build one by hand.
 """
 
