@@ -82,6 +82,7 @@ _ENGINES = {
     "mysql-cnf-password": "mysql",
     "redis-requirepass": "redis",
     "connection-string-password": "sqlserver",
+    "upstash-redis-rest-token": "redis",
 }
 _NETWORK_RULES = ("wifi-psk", "ipsec-psk", "openvpn", "wireguard", "networkmanager")
 _CLOUDS = {
@@ -95,6 +96,14 @@ _CLOUDS = {
     "ibm": "IBM Cloud",
     "heroku": "Heroku",
     "terraform": "Terraform Cloud",
+    "gcs": "Google Cloud",
+    "yandex": "Yandex Cloud",
+    "exoscale": "Exoscale",
+    "ovh": "OVHcloud",
+    "mongodb": "MongoDB Atlas",
+    "confluent": "Confluent Cloud",
+    "vercel": "Vercel",
+    "deno": "Deno Deploy",
 }
 
 

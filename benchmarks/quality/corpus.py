@@ -24,6 +24,9 @@ Contracts (checked by :func:`verify_corpus` and tests/quality/test_harness.py):
 * the corpus is written from vendors' token formats and real file layouts, never from imgscan's
   rule pack (imgscan/signatures/), so recall measured on it means something.
 
+Provider tokens (one kind per provider credential, with look-alike decoys) are data:
+providers.toml, planted by providers.py; their kinds join SECRET_KINDS and DECOY_KINDS.
+
 Run ``python benchmarks/quality/corpus.py DEST [--seed N]`` to build one by hand.
 """
 
@@ -43,6 +46,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import providers
 from shapes import B64URL, DOMAINS, Shapes, wrap
 
 from imgscan.detect.rules import CATEGORIES as PACK_CATEGORIES
@@ -337,6 +341,16 @@ DECOY_KINDS: dict[str, str] = {
     "password-prose": "prose",
     "cloud-identifier": "identifier",
 }
+
+# Provider tokens are data (providers.toml, read by providers.py): their kinds join the tables.
+PROVIDERS = providers.load(decoy_kinds=DECOY_KINDS)
+for _table, _added in (
+    (SECRET_KINDS, PROVIDERS.secret_kinds),
+    (DECOY_KINDS, PROVIDERS.decoy_kinds),
+):
+    for _kind, _group in _added.items():
+        if _table.setdefault(_kind, _group) != _group:
+            raise RuntimeError(f"providers.toml: kind {_kind} is already {_table[_kind]}")
 
 _MARK = re.compile("\x00([0-9]+)\x00")
 
@@ -3994,6 +4008,7 @@ WRITERS: tuple[Writer, ...] = (
     _w_dumps,
     _w_logs,
     _w_docs,
+    providers.writer(PROVIDERS),
 )
 
 

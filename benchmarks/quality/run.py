@@ -6,9 +6,11 @@
 Builds the corpus (corpus.py; or reuses the one in ``--corpus DIR``), scans every file with
 imgscan's engine exactly as the scanner's workers do (guest path "/" + relative path, so
 path-scoped rules apply; the default chunk size; overlapping hits deduplicated), and prints
-recall overall and per category, precision, the decoys reported, and the misses and false
-positives that should guide rule work. When peer scanners are on PATH (peers.py) it runs them
-on the same files and prints a side-by-side table. ``--json FILE`` writes every figure.
+recall overall, per category and per kind of secret (the per-kind table, with a column per
+peer; ``--no-kinds`` leaves it out of the text, ``--json`` always has it), precision, the
+decoys reported, and the misses and false positives that should guide rule work. When peer
+scanners are on PATH (peers.py) it runs them on the same files and prints a side-by-side
+table. ``--json FILE`` writes every figure.
 
 Targets (issue 4): recall >= 95 % overall and >= 85 % in every category; at most 3 % of decoys
 reported. They are printed, not enforced, unless ``--check`` is given (exit status 1 when one is
@@ -176,6 +178,29 @@ def report_imgscan(result: Score, top: int) -> list[str]:
     return out
 
 
+def report_kinds(result: Score, peers: dict[str, Score] | None = None) -> list[str]:
+    """The per-kind table: every secret kind of the corpus, by category, found/total, with a
+    column per peer that ran (scored by line, as in the side-by-side table)."""
+    peers = peers or {}
+    out = [f"  secrets by kind ({len(result.by_kind)} kinds; '-' marks a kind imgscan missed):"]
+    if peers:
+        out.append(f"    {'':<46} {'imgscan':>8}" + "".join(f" {name:>14}" for name in peers))
+    for category in CATEGORIES:
+        kinds = sorted(k for k, c in result.kind_category.items() if c == category)
+        if not kinds:
+            continue
+        found, total = result.by_category.get(category, [0, 0])
+        out.append(f"    {category} ({found}/{total})")
+        for kind in kinds:
+            hit, n = result.by_kind[kind]
+            row = f"    {'-' if hit < n else ' '} {kind:<44} {f'{hit}/{n}':>8}"
+            for peer in peers.values():
+                peer_hit = peer.by_kind.get(kind, [0, n])[0]
+                row += f" {f'{peer_hit}/{n}':>14}"
+            out.append(row)
+    return out
+
+
 def report_side_by_side(
     columns: Sequence[tuple[str, Score | None, PeerRun | None, float]],
 ) -> list[str]:
@@ -244,6 +269,9 @@ def main(argv: list[str] | None = None, engine: Engine | None = None) -> int:
     parser.add_argument("--peer-timeout", type=float, default=1800, help="seconds per peer")
     parser.add_argument("--top", type=int, default=15, help="rows in the miss/false lists")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--no-kinds", action="store_true", help="leave the per-kind table out of the text report"
+    )
     args = parser.parse_args(argv)
 
     with _corpus_for(args) as (corpus, built):
@@ -295,6 +323,9 @@ def main(argv: list[str] | None = None, engine: Engine | None = None) -> int:
             print("\n".join(report_side_by_side(columns)))
         else:
             print("peers not run (--no-peers)")
+
+        if not args.no_kinds:
+            print("\n" + "\n".join(report_kinds(by_value, peer_scores)))
 
         if args.json:
             doc = {

@@ -114,6 +114,7 @@ class Score:
     true_findings: int = 0
     by_category: dict[str, list[int]] = field(default_factory=dict)
     by_kind: dict[str, list[int]] = field(default_factory=dict)
+    kind_category: dict[str, str] = field(default_factory=dict)
     decoys_by_group: dict[str, list[int]] = field(default_factory=dict)
     findings_by_rule_category: dict[str, list[int]] = field(default_factory=dict)
     missed: list[Label] = field(default_factory=list)
@@ -157,6 +158,10 @@ class Score:
             "by_category": {
                 cat: {"found": f, "total": t, "recall": round(_ratio(f, t), 4)}
                 for cat, (f, t) in sorted(self.by_category.items())
+            },
+            "by_kind": {
+                kind: {"category": self.kind_category[kind], "found": f, "total": t}
+                for kind, (f, t) in sorted(self.by_kind.items())
             },
             "decoys": self.decoys,
             "decoys_reported": self.decoys_reported,
@@ -207,6 +212,7 @@ def score(labels: Iterable[Label], findings: Iterable[Finding], mode: str = "val
             counts = table.setdefault(key, [0, 0])
             counts[0] += hit
             counts[1] += 1
+        result.kind_category[lab.kind] = lab.category
         if not hit:
             result.missed.append(lab)
     decoys_by_path: dict[str, list[Label]] = defaultdict(list)

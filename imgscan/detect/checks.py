@@ -3,8 +3,9 @@
 A check applies by the shape of the value, whatever rule found it (a GitHub token found by a
 generic `password =` rule is still checksummed). `offline_checks` returns the checks that
 applied, or raises `NotASecret` when a check proves the value cannot be real (a GitHub or npm
-token whose CRC32 does not match: GitHub's own scanning drops those too). Check details describe
-the value (algorithm, key size, expiry date) and never contain it.
+token whose CRC32 does not match: GitHub's own scanning drops those too; a Private Packagist
+token whose CRC32 does not match; an age key whose bech32 checksum does not match). Check
+details describe the value (algorithm, key size, expiry date) and never contain it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # GitHub classic, OAuth, user-to-server, server-to-server and refresh tokens, and npm tokens:
 # 30 base62 characters of entropy, then their CRC32 as 6 base62 characters.
 _CHECKSUMMED = re.compile(rb"^(?:gh[pousr]|npm)_([A-Za-z0-9]{30})([A-Za-z0-9]{6})$")
+# age identities: bech32 (BIP 173) with the human-readable part "age-secret-key-", written in
+# upper case: 52 data characters (32 bytes) and 6 of checksum.
+_AGE_SECRET = re.compile(rb"^AGE-SECRET-KEY-1([0-9A-Z]{58})$")
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+# Private Packagist tokens: prefix, 60 hex random, then the CRC32 of prefix + random in 8 hex.
+_PACKAGIST = re.compile(rb"^(packagist_[a-z]{3}_[0-9a-f]{60})([0-9a-f]{8})$")
 _JWT = re.compile(rb"^(eyJ[A-Za-z0-9_-]+)\.(eyJ[A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)$")
 # The claims of the sample token jwt.io and countless READMEs show.
 _JWT_IO_SAMPLE = {"sub": "1234567890", "name": "John Doe", "iat": 1516239022}
@@ -104,6 +112,43 @@ def token_checksum(secret: bytes) -> Check | None:
         return None
     body, checksum = match.group(1), match.group(2).decode()
     if _base62(zlib.crc32(body), 6) != checksum:
+        raise NotASecret("token checksum does not match")
+    return Check("token-checksum", CheckResult.PASS, "CRC32 checksum matches")
+
+
+def _bech32_polymod(values: list[int]) -> int:
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i, generator in enumerate(_BECH32_GENERATOR):
+            chk ^= generator if (top >> i) & 1 else 0
+    return chk
+
+
+def age_secret_key(secret: bytes) -> Check | None:
+    """age identities carry a bech32 checksum; a value that fails it (a placeholder, a typo, a
+    made-up example) is no key."""
+    match = _AGE_SECRET.match(secret)
+    if match is None:
+        return None
+    data = match.group(1).decode().lower()
+    if any(c not in _BECH32 for c in data):
+        raise NotASecret("not bech32 (an age key never holds 1, b, i or o after its prefix)")
+    hrp = "age-secret-key-"
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    if _bech32_polymod(expanded + [_BECH32.index(c) for c in data]) != 1:
+        raise NotASecret("bech32 checksum does not match")
+    return Check("age-checksum", CheckResult.PASS, "bech32 checksum matches")
+
+
+def packagist_checksum(secret: bytes) -> Check | None:
+    """Private Packagist tokens end in the CRC32 of their prefix and random part (8 hex digits,
+    as Packagist documents), so a made-up or mistyped token fails it."""
+    match = _PACKAGIST.match(secret)
+    if match is None:
+        return None
+    if f"{zlib.crc32(match.group(1)):08x}" != match.group(2).decode():
         raise NotASecret("token checksum does not match")
     return Check("token-checksum", CheckResult.PASS, "CRC32 checksum matches")
 
@@ -617,6 +662,8 @@ def dpapi_blob(secret: bytes) -> Check | None:
 
 _CHECKS: tuple[Callable[[bytes], Check | None], ...] = (
     token_checksum,
+    packagist_checksum,
+    age_secret_key,
     jwt_claims,
     aws_key_id,
     private_key,

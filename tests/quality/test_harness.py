@@ -23,6 +23,7 @@ from imgscan.detect.engine import Engine
 QUALITY = Path(__file__).resolve().parents[2] / "benchmarks" / "quality"
 sys.path.insert(0, str(QUALITY))
 
+import providers  # noqa: E402  (benchmarks/quality/providers.py)
 import run as harness  # noqa: E402  (benchmarks/quality/run.py)
 from corpus import (  # noqa: E402
     CATEGORIES,
@@ -121,6 +122,32 @@ def test_key_material_is_real(corpus: Corpus) -> None:
             serialization.load_ssh_private_key(text, None)
             loaded += 1
     assert loaded >= 8
+
+
+def test_provider_data_is_planted(corpus: Corpus) -> None:
+    """Every kind and decoy of providers.toml is in the corpus; the data holds shapes only."""
+    data = providers.load(decoy_kinds=DECOY_KINDS)
+    secret_kinds = {lab.kind for lab in corpus.secrets}
+    assert set(data.secret_kinds) <= secret_kinds
+    planted = [item for items in data.files.values() for item in items]
+    decoys = [lab for lab in corpus.decoys if lab.path in data.files]
+    assert len(decoys) == sum(item.role == "decoy" for item in planted) >= 50
+    text = providers.DATA.read_text()
+    values = {lab.value for lab in corpus.secrets if lab.path in data.files}
+    assert not [value for value in values if value in text]
+
+
+def test_provider_data_is_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "providers.toml"
+    bad.write_text(
+        '[secret_kinds]\nfoo-key = "saas"\n\n[[entries]]\nkind = "foo-key"\n'
+        'file = "a.env"\nline = "FOO=x"\nvalue = "<hex:8>"\n'
+    )
+    with pytest.raises(ValueError, match="foo-key"):
+        providers.load(bad)  # a line with no @@ for the value
+    bad.write_text('[[decoys]]\nkind = "no-such-kind"\nfile = "a"\nline = "@@"\nvalue = "x"\n')
+    with pytest.raises(ValueError, match="no-such-kind"):
+        providers.load(bad)
 
 
 def test_refuses_to_overwrite_other_files(tmp_path: Path) -> None:
@@ -257,7 +284,13 @@ def test_peer_parsers(tmp_path: Path) -> None:
 def test_harness_runs_on_a_few_files(
     corpus: Corpus, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keep = {"root/.aws/credentials", "etc/shadow", "srv/shop/.env", "srv/shop/.env.example"}
+    keep = {
+        "root/.aws/credentials",
+        "etc/shadow",
+        "srv/shop/.env",
+        "srv/shop/.env.example",
+        "srv/ml/.env",
+    }
     mini = Corpus(
         tmp_path / "mini", corpus.seed, tuple(lab for lab in corpus.labels if lab.path in keep)
     )
@@ -273,7 +306,13 @@ def test_harness_runs_on_a_few_files(
     assert imgscan["decoys"] == len(mini.decoys)
     assert 0 <= imgscan["recall"] <= 1 and 0 <= imgscan["precision"] <= 1
     assert set(imgscan["by_category"]) == set(CATEGORIES)
+    # the per-kind table: every kind of the files, with its category and counts
+    kinds = {lab.kind: lab.category for lab in mini.secrets}
+    assert {k: v["category"] for k, v in imgscan["by_kind"].items()} == kinds
+    assert sum(v["total"] for v in imgscan["by_kind"].values()) == len(mini.secrets)
+    assert all(0 <= v["found"] <= v["total"] for v in imgscan["by_kind"].values())
     assert figures["peers"] == {}
     text = capsys.readouterr().out
     assert "recall" in text and "peers not run" in text
+    assert "secrets by kind" in text and all(kind in text for kind in kinds)
     print(text)  # the figures, for whoever runs pytest -s
