@@ -930,7 +930,7 @@ def dense_findings(b: Build) -> None:
     # says the findings were capped.
     tree = b.tree("dense-findings")
     (tree / "srv" / "app").mkdir(parents=True)
-    (tree / "srv" / "app" / ".env").write_bytes(b"client_secret=bbbbbbbbbbbbbbb2\t" * 90_000)
+    (tree / "srv" / "app" / ".env").write_bytes(b"client_secret=Rb7nQw2Lx9Kp4Zt2\t" * 90_000)
     (tree / "etc" / "ansible").mkdir()
     (tree / "etc" / "ansible" / "hosts").write_bytes(
         b"web1 ansible_become_pass=Vx8kLq2Zp " * 60_000

@@ -143,6 +143,8 @@ def placeholder(secret: bytes) -> str | None:
         return "sample value"
     if _sequential(lowered):
         return "sequential characters (1234567890abcdef)"
+    if _filler(lowered):
+        return "a prefix and filler (sk-xxxxxxxx, TOKEN_00000000)"
     if _ENV_NAME.fullmatch(value) and _SECRET_WORD.search(value):
         return "name of an environment variable"
     return None
@@ -156,6 +158,17 @@ def _sequential(value: bytes) -> bool:
         return False
     steps = sum(1 for a, b in itertools.pairwise(value) if b - a == 1)
     return steps >= 0.8 * (len(value) - 1)
+
+
+def _filler(value: bytes) -> bool:
+    """Whether half of `value` or more is one character repeated (x, 0, *, ...), as in a
+    token shape with its random part filled in: `sk-lf-00000000-0000-0000-0000-000000000000`,
+    `CLOJARS_xxxxxxxxxxxxxxxx`. A random token of this length almost never repeats one
+    character more than a few times."""
+    if len(value) < 12:
+        return False
+    most = max(value.count(bytes([c])) for c in set(value))
+    return most * 2 >= len(value) and most >= 8
 
 
 def shadow_hash(secret: bytes) -> str | None:

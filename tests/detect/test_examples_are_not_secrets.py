@@ -29,6 +29,8 @@ EXAMPLES = [
     "DATABASE_URL=postgres://${DB_USER}:${DB_PASSWORD}@${DB_HOST}/${DB_NAME}",
     'password = "<password>"',
     "Server=myServerAddress;Database=myDataBase;User Id=myUsername;Password=myPassword;",
+    "LANGFUSE_SECRET_KEY=sk-lf-00000000-0000-0000-0000-000000000000",
+    "CLOJARS_PASSWORD=CLOJARS_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 ]
 
 
