@@ -1230,6 +1230,15 @@ def _add_batch_parsers(commands: Any) -> None:
         "batch that did not finish it), versions and counts. Exit code 0.",
     )
     listing.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    listing.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE")
+    prune = queries.add_parser(
+        "prune",
+        help="forget images that are no longer where a batch saw them; exit 0",
+        description="Forget every image path a batch saw that no longer exists, so that "
+        "`results summary` stops listing (and failing on) deleted images. Results stay: they "
+        "are keyed by content and serve any copy of it. Takes the store's writer lock.",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be forgotten")
     show = queries.add_parser(
         "show",
         help="one image's stored report; exit code as `scan` would give",
@@ -1249,7 +1258,7 @@ def _add_batch_parsers(commands: Any) -> None:
     )
     summary.add_argument("--format", choices=["table", "json", "csv"], default="table")
     summary.add_argument("-o", "--output", type=Path, metavar="FILE")
-    for query in (listing, show, summary):
+    for query in (listing, prune, show, summary):
         _add_db_option(query)
         query.add_argument(
             "--signatures",
@@ -1502,7 +1511,18 @@ def _run_results(args: argparse.Namespace) -> int:
     with _open_store(args, must_exist=True) as store:
         if args.query == "list":
             rows = [SummaryRow(r.image_path, r.state, r.key.digest, r) for r in store.records()]
-            _write(None, render_summary(rows, args.format, Severity.LOW, pack.version), "list")
+            text = render_summary(rows, args.format, Severity.LOW, pack.version, history=True)
+            _write(args.output, text, "list")
+            return EXIT_CLEAN
+        if args.query == "prune":
+            gone = [path for path, _ in store.images() if not os.path.lexists(path)]
+            if not args.dry_run and gone:
+                with store.writer_lock():
+                    store.forget_images(gone)
+            verb = "would forget" if args.dry_run else "forgot"
+            for path in gone:
+                print(f"{verb} {printable(path)}")
+            print(f"imgscan: {verb} {len(gone)} image(s) no longer present", file=sys.stderr)
             return EXIT_CLEAN
         if args.query == "summary":
             rows = []

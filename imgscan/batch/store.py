@@ -29,7 +29,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
@@ -380,6 +380,12 @@ class Store:
             "ORDER BY COALESCE(r.finished_at, r.claimed_at) DESC, r.digest"
         ).fetchall()
         return [_record(row, self.path) for row in rows]
+
+    def forget_images(self, paths: Sequence[str]) -> None:
+        """Forget that a batch saw images at `paths` (their results stay: keyed by content,
+        they serve any copy of it a later batch finds)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM images WHERE path = ?", [(path,) for path in paths])
 
     def images(self) -> list[tuple[str, str]]:
         """Every image path a batch has seen, with its digest then, sorted by path."""

@@ -74,14 +74,20 @@ def _sorted(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
 
 
 def render_summary(
-    rows: Sequence[SummaryRow], fmt: str, fail_on: Severity, pack_version: str = ""
+    rows: Sequence[SummaryRow],
+    fmt: str,
+    fail_on: Severity,
+    pack_version: str = "",
+    history: bool = False,
 ) -> str:
-    """The summary in `fmt` (table, json or csv)."""
+    """The summary in `fmt` (table, json or csv). `history` (`results list`): the table also
+    shows when each result was made and by which imgscan and rule pack (JSON and CSV always
+    carry both)."""
     if fmt == "json":
         return _json(rows, fail_on, pack_version)
     if fmt == "csv":
         return _csv(rows, fail_on)
-    return _table(rows, fail_on)
+    return _table(rows, fail_on, history)
 
 
 def _json(rows: Sequence[SummaryRow], fail_on: Severity, pack_version: str) -> str:
@@ -137,6 +143,9 @@ _CSV_COLUMNS = (
     "exposure_kinds",
     "report",
     "error",
+    "scanned_at",
+    "tool_version",
+    "rule_pack",
 )
 
 
@@ -159,28 +168,38 @@ def _csv(rows: Sequence[SummaryRow], fail_on: Severity) -> str:
                 _kinds(record) if done else "",
                 row.report or "",
                 _error(row) or "",
+                (record.finished_at or "") if record else "",
+                record.key.tool_version if record else "",
+                record.key.pack_version if record else "",
             ]
         )
     return out.getvalue()
 
 
-def _table(rows: Sequence[SummaryRow], fail_on: Severity) -> str:
-    header = ("IMAGE", "STATUS", "GATE", "FINDINGS C/H/M/L/I", "EXPOSURES")
+def _table(rows: Sequence[SummaryRow], fail_on: Severity, history: bool = False) -> str:
+    header: tuple[str, ...] = ("IMAGE", "STATUS", "GATE", "FINDINGS C/H/M/L/I", "EXPOSURES")
+    if history:
+        header += ("SCANNED", "IMGSCAN", "RULES")
     lines: list[tuple[str, ...]] = []
     notes: list[str] = []
     for row in _sorted(rows):
         record = row.record
         done = record is not None and record.state == "done"
         counts = "/".join(str(record.counts[s]) for s in Severity) if done and record else "-"
-        lines.append(
-            (
-                _printable(row.path),
-                row.status,
-                row.gate(fail_on),
-                counts,
-                _kinds(record) if done else "-",
-            )
+        line: tuple[str, ...] = (
+            _printable(row.path),
+            row.status,
+            row.gate(fail_on),
+            counts,
+            _kinds(record) if done else "-",
         )
+        if history:
+            line += (
+                (record.finished_at or "-") if record else "-",
+                record.key.tool_version if record else "-",
+                record.key.pack_version if record else "-",
+            )
+        lines.append(line)
         error = _error(row)
         if error:
             # Scan errors name the image already (`PATH: reason`), as `scan` prints them.

@@ -106,3 +106,41 @@ def test_summary_is_a_gate_over_stored_results(
     )
     assert code == 2
     assert "3 image(s): 1 pass, 1 fail, 0 incomplete, 1 error (fail-on critical)" in out
+
+
+def test_prune_forgets_deleted_images_and_list_shows_versions(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], signatures: Path
+) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copyfile(images / "bare.raw", store / "kept.raw")
+    shutil.copyfile(images / "bare.raw", store / "deleted.raw")
+    db = str(tmp_path / "r.sqlite")
+    code, _, _ = run_cli(capsys, signatures, "batch", str(store), "--db", db, "-q")
+    assert code == 1
+    (store / "deleted.raw").unlink()
+
+    def summary() -> list[str]:
+        _, out, _ = run_cli(
+            capsys, signatures, "results", "summary", "--db", db, "--format", "json"
+        )
+        return sorted(by_name(summary_json(out)))
+
+    assert summary() == ["deleted.raw", "kept.raw"]  # the deleted image is still listed
+    code, out, err = run_cli(capsys, signatures, "results", "prune", "--db", db, "--dry-run")
+    assert code == 0 and out == f"would forget {store / 'deleted.raw'}\n"
+    assert summary() == ["deleted.raw", "kept.raw"]
+    code, out, err = run_cli(capsys, signatures, "results", "prune", "--db", db)
+    assert code == 0 and out == f"forgot {store / 'deleted.raw'}\n"
+    assert "forgot 1 image(s) no longer present" in err
+    assert summary() == ["kept.raw"]
+    # The result itself stays (keyed by content: kept.raw is the same bytes), and `list`
+    # says when it was made and by which build, to a file if asked.
+    listing = tmp_path / "list.txt"
+    code, out, _ = run_cli(capsys, signatures, "results", "list", "--db", db, "-o", str(listing))
+    assert code == 0 and out == ""
+    header, row = listing.read_text().splitlines()[:2]
+    assert header.split()[-3:] == ["SCANNED", "IMGSCAN", "RULES"]
+    assert row.split()[-2].startswith("0.3.0+code.")
