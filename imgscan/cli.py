@@ -1434,6 +1434,14 @@ def _run_batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         render_summary(rows, args.summary_format, gate.policy.fail_on, outcome.pack_version),
         "summary",
     )
+    if args.out_dir is not None:
+        # For people: every image with its verdict and exposures, linking its report.
+        from imgscan.batch.index import render_index_html, render_index_markdown
+
+        folder = args.out_dir.resolve()
+        fail_on = gate.policy.fail_on
+        _write(args.out_dir / "index.html", render_index_html(rows, fail_on, folder), "index")
+        _write(args.out_dir / "index.md", render_index_markdown(rows, fail_on, folder), "index")
     if not args.quiet:
         print(
             f"imgscan: batch of {len(rows)} image(s): {outcome.count('scanned')} scanned, "

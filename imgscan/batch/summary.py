@@ -59,7 +59,8 @@ def _kinds(record: Record | None) -> str:
     return " ".join(f"{kind}:{n}" if n > 1 else kind for kind, n in sorted(counts.items()))
 
 
-def _error(row: SummaryRow) -> str | None:
+def summary_error(row: SummaryRow) -> str | None:
+    """The one-line error of a row (its own, or its stored result's), or None."""
     if row.error:
         return row.error
     if row.record is not None and row.record.state == "error":
@@ -113,7 +114,7 @@ def _json(rows: Sequence[SummaryRow], fail_on: Severity, pack_version: str) -> s
                 "rule_pack": record.key.pack_version if record else None,
                 "scanned_at": record.finished_at if record else None,
                 "report": row.report,
-                "error": _error(row),
+                "error": summary_error(row),
             }
         )
     gates = Counter(image["gate"] for image in images)
@@ -167,7 +168,7 @@ def _csv(rows: Sequence[SummaryRow], fail_on: Severity) -> str:
                 len(record.exposures) if done and record else "",
                 _kinds(record) if done else "",
                 row.report or "",
-                _error(row) or "",
+                summary_error(row) or "",
                 (record.finished_at or "") if record else "",
                 record.key.tool_version if record else "",
                 record.key.pack_version if record else "",
@@ -200,7 +201,7 @@ def _table(rows: Sequence[SummaryRow], fail_on: Severity, history: bool = False)
                 record.key.pack_version if record else "-",
             )
         lines.append(line)
-        error = _error(row)
+        error = summary_error(row)
         if error:
             # Scan errors name the image already (`PATH: reason`), as `scan` prints them.
             shown = error if error.startswith(row.path + ":") else f"{row.path}: {error}"

@@ -18,7 +18,7 @@ from imgscan.report.interface import printable
 MAX_ROWS = 20
 
 
-def _code(text: str) -> str:
+def code_span(text: str) -> str:
     """`text` as an inline code span that survives any content, table cells included."""
     text = printable(text).replace("|", "\\|")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -38,11 +38,11 @@ def render_markdown(result: ScanResult) -> str:
     image = result.image.path.rsplit("/", 1)[-1]
     if result.error is not None:
         return (
-            f"### imgscan: {_code(image)}: **scan failed**, nothing was read\n\n"
-            f"{_code(result.error)}\n"
+            f"### imgscan: {code_span(image)}: **scan failed**, nothing was read\n\n"
+            f"{code_span(result.error)}\n"
         )
     lines = [
-        f"### imgscan: {_code(image)}: {len(result.findings)} finding(s)"
+        f"### imgscan: {code_span(image)}: {len(result.findings)} finding(s)"
         + (f" ({detail})" if detail else "")
         + f", {coverage}",
         "",
@@ -54,7 +54,7 @@ def render_markdown(result: ScanResult) -> str:
             "",
         ]
     if result.gate is not None:
-        policy = f", policy {_code(result.gate.policy)}" if result.gate.policy else ""
+        policy = f", policy {code_span(result.gate.policy)}" if result.gate.policy else ""
         lines += [
             f"Gate: **{len(result.gate.failing)} finding(s) fail** "
             f"(fail-on {result.gate.fail_on.value}{policy})",
@@ -62,13 +62,13 @@ def render_markdown(result: ScanResult) -> str:
         ]
     if result.os is not None:
         about = result.os.name or result.os.distro or result.os.type
-        lines += [f"OS: {_code(about)}, host name {_code(result.os.hostname or '?')}", ""]
+        lines += [f"OS: {code_span(about)}, host name {code_span(result.os.hostname or '?')}", ""]
     if result.exposures:
         lines += ["What a copy of this image grants:", ""]
         lines += ["| Severity | Kind | Target | As |", "|---|---|---|---|"]
         for e in result.exposures[:MAX_ROWS]:
-            who = _code(e.principal) if e.principal else ""
-            lines.append(f"| {e.severity.value} | {e.kind} | {_code(e.target)} | {who} |")
+            who = code_span(e.principal) if e.principal else ""
+            lines.append(f"| {e.severity.value} | {e.kind} | {code_span(e.target)} | {who} |")
         if len(result.exposures) > MAX_ROWS:
             lines.append(f"| | and {len(result.exposures) - MAX_ROWS} more | | |")
         lines.append("")
@@ -76,11 +76,11 @@ def render_markdown(result: ScanResult) -> str:
     if findings:
         lines += ["| Severity | Rule | Location | Check |", "|---|---|---|---|"]
         for f in findings[:MAX_ROWS]:
-            where = _code(f"{f.path}:{f.line}")
+            where = code_span(f"{f.path}:{f.line}")
             check = f.validation.status.value
             if f.package is not None:
-                check += f"; {_code(f.package.describe())}"
-            lines.append(f"| {f.severity.value} | {_code(f.rule)} | {where} | {check} |")
+                check += f"; {code_span(f.package.describe())}"
+            lines.append(f"| {f.severity.value} | {code_span(f.rule)} | {where} | {check} |")
         if len(findings) > MAX_ROWS:
             lines.append(f"| | and {len(findings) - MAX_ROWS} more | | |")
         lines.append("")
@@ -88,16 +88,16 @@ def render_markdown(result: ScanResult) -> str:
     if unread or result.skipped:
         lines.append("Not read:")
         for v in unread:
-            lines.append(f"- volume {_code(v.device)}: {_code(v.reason or v.status.value)}")
+            lines.append(f"- volume {code_span(v.device)}: {code_span(v.reason or v.status.value)}")
         for s in result.skipped[:MAX_ROWS]:
-            lines.append(f"- file {_code(s.path)}: {_code(s.reason)}")
+            lines.append(f"- file {code_span(s.path)}: {code_span(s.reason)}")
         if len(result.skipped) > MAX_ROWS:
             lines.append(f"- and {len(result.skipped) - MAX_ROWS} more file(s)")
         lines.append("")
     if any(e.files for e in result.excluded):
         lines.append("Excluded by the scan's `--exclude` (not read, by choice):")
         lines += [
-            f"- {_code(e.pattern)}: {e.files} file(s), {e.bytes} bytes" for e in result.excluded
+            f"- {code_span(e.pattern)}: {e.files} file(s), {e.bytes} bytes" for e in result.excluded
         ]
         lines.append("")
     if result.suppressed:

@@ -39,7 +39,9 @@ def test_one_report_per_image_with_the_summarys_numbers(
     scanned_store: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
     out: Path = scanned_store["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["bare.raw.json", "server-stream.vmdk.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bare.raw.json", "index.html", "index.md", "server-stream.vmdk.json"
+    ]  # fmt: skip
     images = by_name(scanned_store["summary"])
     for name in ("bare.raw", "server-stream.vmdk"):
         report = json.loads((out / f"{name}.json").read_text())
@@ -114,7 +116,7 @@ def test_rerun_scans_nothing_and_a_copy_is_recognised(
     assert code == 1
     first = scans_per_digest(db)
     assert sorted(first.values()) == [1, 1]
-    reports = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    reports = {p.name: p.read_bytes() for p in out_dir.glob("*.json")}  # not the index
 
     # The same content under another name (a renamed or copied image) is the same image.
     shutil.copyfile(store / "bare.raw", store / "bare-copy.img")
@@ -242,7 +244,7 @@ def test_policy_ignore_and_baseline_judge_every_image(
     # The reports it writes are judged the same way: accepted findings are listed as such.
     out_dir = tmp_path / "reports"
     run_cli(capsys, signatures, *base, "--ignore", str(everything), "--out-dir", str(out_dir))
-    (report_file,) = out_dir.iterdir()
+    report_file = out_dir / "bare.raw.json"
     report = json.loads(report_file.read_text())
     assert report["findings"] == [] and len(report["suppressed"]) >= len(rules)
     assert list(scans_per_digest(Path(db)).values()) == [1]  # never scanned again
@@ -251,3 +253,47 @@ def test_policy_ignore_and_baseline_judge_every_image(
     typo.write_text('[[ignore]]\nrule = "no-such-rule"\nreason = "r"\n')
     code, _, err = run_cli(capsys, signatures, *base, "--ignore", str(typo))
     assert code == 2 and "unknown rule id 'no-such-rule'" in err
+
+
+def test_out_dir_gets_an_index_for_people(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], signatures: Path
+) -> None:
+    import html.parser
+    import urllib.parse
+
+    store = make_store(images, tmp_path / "store", ("bare.raw",))
+    shutil.copyfile(images / "bare.raw", store / "<b>odd name`|.raw")
+    (store / "broken.qcow2").write_bytes(b"QFI\xfb" + bytes(1020))
+    out_dir = tmp_path / "reports"
+    code, _, _ = run_cli(
+        capsys, signatures, "batch", str(store), "--db", str(tmp_path / "r.sqlite"),
+        "--out-dir", str(out_dir), "-q",
+    )  # fmt: skip
+    assert code == 2  # broken.qcow2
+    page = (out_dir / "index.html").read_text()
+    assert "<b>odd" not in page and "&lt;b&gt;odd name`|.raw" in page
+    assert "default-src 'none'" in page and "<script" not in page
+
+    class Links(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hrefs: list[str] = []
+            self.gates: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "a" and found.get("href"):
+                self.hrefs.append(str(found["href"]))
+            if tag == "tr" and found.get("data-gate"):
+                self.gates.append(str(found["data-gate"]))
+
+    links = Links()
+    links.feed(page)
+    assert links.gates == ["fail", "fail", "error"]  # failing first, then errors
+    assert len(links.hrefs) == 2
+    for href in links.hrefs:  # relative, and each opens the image's report
+        report = json.loads((out_dir / urllib.parse.unquote(href)).read_text())
+        assert report["schema"] == "imgscan.report/v1"
+    markdown = (out_dir / "index.md").read_text()
+    assert markdown.count("[report](") == 2 and "| error |" in markdown
+    assert "odd name`|.raw" not in markdown  # inside a code span, the pipe escaped
