@@ -11,8 +11,8 @@ opened without a lock (`"locking": "off"`), so the image of a running VM can be 
 The server listens on a unix socket in a private (0700) temporary directory and lives no
 longer than the process that started it: `stop()` ends it (the readers call it on close, on an
 error and on an interrupt), and the kernel kills it (PR_SET_PDEATHSIG) if that process dies
-any other way, SIGKILL included. It runs in a session of its own, so a Ctrl-C at the terminal
-reaches imgscan, which decides, and not the server.
+any other way, SIGKILL included. It runs in a process group of its own (in imgscan's session),
+so a Ctrl-C at the terminal reaches imgscan, which decides, and not the server.
 
 `NbdDevice` is the client side: one libnbd connection per process and socket (every process,
 the reader process and each worker, connects on its own; the server accepts any number of
@@ -110,6 +110,7 @@ class NbdServer:
         program = _require_qemu_nbd()
         self._dir = tempfile.mkdtemp(prefix="imgscan-nbd-")  # mode 0700
         self.socket = os.path.join(self._dir, "disk.sock")
+        self._pid_file = os.path.join(self._dir, "qemu-nbd.pid")
         options = json.dumps(blockdev_options(image, disk))
         command = [
             program,
@@ -118,6 +119,7 @@ class NbdServer:
             "--shared=0",  # any number of clients: the reader process and every worker
             "--cache=writeback",
             f"--socket={self.socket}",
+            f"--pid-file={self._pid_file}",
             f"json:{options}",
         ]
         self._log = open(os.path.join(self._dir, "qemu-nbd.log"), "w+b")  # noqa: SIM115
@@ -127,7 +129,7 @@ class NbdServer:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=self._log,
-                start_new_session=True,
+                process_group=0,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 close_fds=True,
             )
@@ -145,13 +147,14 @@ class NbdServer:
         return self._process.pid if self._process is not None else None
 
     def _wait_ready(self, image: str) -> None:
-        """Until qemu-nbd listens: it opens the image before it creates the socket."""
+        """Until qemu-nbd has opened the image: it writes its pid file only then (the socket
+        exists before the image is opened, and stays until a failed open makes it exit)."""
         assert self._process is not None
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             if self._process.poll() is not None:
                 raise ImageError(f"{image}: {self._reason()}")
-            if os.path.exists(self.socket):
+            if os.path.exists(self._pid_file) and os.path.getsize(self._pid_file) > 0:
                 return
             if time.monotonic() > deadline:
                 raise ImageError(f"{image}: qemu-nbd did not open the image within 30 s")
