@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image.formats import Disk, FormatInfo
 from imgscan.image.isolated import IsolatedReader
 from imgscan.image.native import NativeReader
@@ -28,6 +29,14 @@ def served_by_qemu(disk: Disk) -> bool:
     return disk.compressed or disk.format not in LIBYAL_CONTAINERS
 
 
+def _start(image: str, disk: Disk) -> NbdServer:
+    try:
+        return NbdServer(image, disk)
+    except ReaderUnavailableError as exc:
+        # The auto reader then gives the image to libguestfs, as it names.
+        raise ImageError(f"{image}: {exc}; or use --reader guestfs") from None
+
+
 class ServedNativeReader(IsolatedReader):
     """The native reader (in its reader process, isolated.py), with a qemu-nbd server for each
     disk that `served_by_qemu`. Raises what the servers raise (ImageError with qemu's reason
@@ -39,7 +48,7 @@ class ServedNativeReader(IsolatedReader):
             sockets: list[str | None] = []
             for disk in fmt.disks:
                 if served_by_qemu(disk):
-                    server = NbdServer(image, disk)
+                    server = _start(image, disk)
                     self._servers.append(server)
                     sockets.append(server.socket)
                 else:

@@ -216,3 +216,16 @@ def test_interrupt_stops_qemu_nbd(copies: Path, signum: signal.Signals) -> None:
     assert code in (130, 1)  # 1: the scan had already finished when the signal came
     assert left == [], left
     assert _qemu_nbd_serving(image) == []
+
+
+def test_without_qemu_nbd_the_packages_are_named(copies: Path) -> None:
+    """No qemu-nbd on PATH: the native reader says which packages to install, on one line
+    (the auto reader would hand the image to libguestfs instead)."""
+    argv = [sys.executable, "-m", "imgscan", "scan", str(copies / "server.vdi"), "--no-progress"]
+    env = {**os.environ, "PATH": "/nonexistent"}
+    done = subprocess.run(
+        [*argv, "--reader", "native"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "qemu-utils" in lines[0] and "python3-libnbd" in lines[0], lines
