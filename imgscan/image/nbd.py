@@ -204,6 +204,10 @@ class NbdDevice:
         if not HAS_LIBNBD:
             _require_qemu_nbd()
         handle = nbd.NBD()
+        # Simple replies: qemu-nbd 7.2 answers a failed read in a structured (sparse) reply by
+        # dropping the connection, so one unreadable cluster would fail every later read of
+        # the process; a simple reply carries the error for that one request.
+        handle.set_request_structured_replies(False)
         try:
             handle.connect_unix(socket)
             self._connection = _Connection(handle, int(handle.get_size()))
