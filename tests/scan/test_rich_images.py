@@ -115,6 +115,7 @@ def test_every_container_format_is_read_natively(
     assert [v.device for v in result.volumes if v.reader != "native"] == []
 
 
+@pytest.mark.parametrize("name", COPIES + OTHERS)
 def test_native_and_guestfs_agree(
     rich_images: Path, rich_manifest: dict[str, Any], name: str
 ) -> None:
