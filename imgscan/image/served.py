@@ -17,10 +17,10 @@ from imgscan.image.isolated import IsolatedReader
 from imgscan.image.native import NativeReader
 from imgscan.image.nbd import NbdServer
 
-# Containers libyal decodes correctly and at least as fast as qemu-nbd (benchmarks/
-# native_read.py): read from the file. qcow2 compressed clusters are not among them (libqcow
-# returns wrong bytes for qemu's zlib clusters and cannot read zstd), nor is VDI (no libyal
-# library reads it).
+# Containers libyal decodes correctly, with half the workers' CPU of the qemu-nbd path
+# (benchmarks/RESULTS.md, issue 15): read from the file. qcow2 compressed clusters are not among
+# them (libqcow returns wrong bytes for qemu's zlib clusters and cannot read zstd), nor is VDI
+# (no libyal library reads it).
 LIBYAL_CONTAINERS = frozenset({"qcow2", "vmdk", "vhd", "vhdx", "raw"})
 
 
