@@ -166,6 +166,30 @@ def test_native_reader_reads_the_copy_natively(
     assert _qemu_nbd_serving(copies / name) == []
 
 
+def test_ova_member_is_served_in_place(
+    images: Path, manifest: dict[str, Any], copies: Path, tmp_path: Path
+) -> None:
+    """A compressed qcow2 inside an OVA: qemu reads the member's byte range of the archive
+    (a raw node with offset and size under the qcow2 driver), with no copy made."""
+    import tarfile
+
+    ova = tmp_path / "appliance.ova"
+    with tarfile.open(ova, "w", format=tarfile.USTAR_FORMAT) as archive:
+        descriptor = tmp_path / "appliance.ovf"
+        descriptor.write_text('<?xml version="1.0"?><Envelope/>\n')
+        archive.add(descriptor, arcname="appliance.ovf")
+        archive.add(copies / "server-zstd.qcow2", arcname="appliance-disk1.qcow2")
+    fmt = detect_format(ova)
+    assert [(d.member, d.format, d.compressed) for d in fmt.disks] == [
+        ("appliance-disk1.qcow2", "qcow2", True)
+    ]
+    image = manifest["server-qcow2"]
+    reference = finding_keys(scan(images, image, ReaderKind.NATIVE, jobs=1))
+    result = scan(tmp_path, {**image, "file": ova.name}, ReaderKind.AUTO, jobs=1)
+    assert result.volumes and all(v.reader == "native" for v in result.volumes)
+    assert finding_keys(result) == reference
+
+
 def _start(image: Path, *extra: str) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "imgscan", "scan", str(image), "--no-progress", *extra]
     return subprocess.Popen(
