@@ -142,10 +142,6 @@ class NbdServer:
             self.stop()
             raise
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def _wait_ready(self, image: str) -> None:
         """Until qemu-nbd has opened the image: it writes its pid file only then (the socket
         exists before the image is opened, and stays until a failed open makes it exit)."""
