@@ -1,7 +1,9 @@
 """The native reader: dfvfs over the libyal libraries, in-process, no VM, no root.
 
-The container format is the one imgscan detected (never dfvfs' own probing); partitions come
-from dfvfs' GPT and MBR back-ends; filesystems are read through dfvfs. Every path specification
+The container format is the one imgscan detected (never dfvfs' own probing), decoded by
+libyal's image libraries or, for a disk served by qemu-nbd (served.py: compressed qcow2, VDI),
+by qemu, read as an NBD export (nbd_dfvfs.py); partitions come from dfvfs' GPT and MBR
+back-ends; filesystems are read through dfvfs. Every path specification
 is rebuilt from plain strings, so a worker process can open its own handle from `OpenerSpec`.
 """
 
