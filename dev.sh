@@ -9,6 +9,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
   libguestfs-tools python3-guestfs python3-hivex libguestfs-xfs linux-image-amd64 qemu-utils
+  python3-libnbd
   python3-venv e2fsprogs fdisk gdisk dosfstools mtools exfatprogs cryptsetup-bin
   chromium chromium-driver
 )

@@ -351,6 +351,103 @@ def other_containers_broken(b: Build) -> None:
     source.unlink()
 
 
+def _converted(b: Build, source: Path, name: str, *options: str) -> Path:
+    image = b.stage / name
+    b.run("qemu-img", "convert", "-q", "-f", "qcow2", *options, str(source), str(image))
+    return image
+
+
+def _compressed_clusters(path: Path) -> list[tuple[int, int, int]]:
+    """(L2 entry's file offset, data offset, data length) of every compressed cluster of a
+    qcow2 whose L1 and L2 tables are intact."""
+    found = []
+    with path.open("rb") as fh:
+        header = fh.read(72)
+        cluster_bits = struct.unpack_from(">I", header, 20)[0]
+        l1_size, l1_offset = struct.unpack_from(">IQ", header, 36)
+        bits = 62 - (cluster_bits - 8)
+        fh.seek(l1_offset)
+        for (l1,) in struct.iter_unpack(">Q", fh.read(8 * l1_size)):
+            table = l1 & 0x00FFFFFFFFFFFE00
+            if not table:
+                continue
+            fh.seek(table)
+            for index, (l2,) in enumerate(struct.iter_unpack(">Q", fh.read(1 << cluster_bits))):
+                if l2 & (1 << 62):
+                    offset = l2 & ((1 << bits) - 1)
+                    sectors = ((l2 >> bits) & ((1 << (cluster_bits - 8)) - 1)) + 1
+                    found.append((table + 8 * index, offset, sectors * 512 - offset % 512))
+    return found
+
+
+@case
+def served_containers_broken(b: Build) -> None:
+    """Containers the native reader reads through qemu-nbd (compressed qcow2, VDI), broken:
+    qemu's drivers meet them, within the same bounds as every other case."""
+    source = _qcow2_of(b, "served-source")
+    cut = _converted(b, source, "qcow2z-truncated.qcow2", "-O", "qcow2", "-c")
+    os.truncate(cut, cut.stat().st_size * 3 // 5)
+    b.cases.append(Case("qcow2z-truncated", cut.name, "a zlib-compressed qcow2 cut at 60 %", (2,)))
+
+    for kind, options in (("zlib", ()), ("zstd", ("-o", "compression_type=zstd"))):
+        garbage = _converted(
+            b, source, f"qcow2-{kind}-garbage.qcow2", "-O", "qcow2", "-c", *options
+        )
+        for _, offset, length in _compressed_clusters(garbage):
+            _patch(garbage, offset, _random_bytes(length))
+        about = f"a {kind}-compressed qcow2 whose compressed clusters are random bytes"
+        b.cases.append(Case(f"qcow2-{kind}-garbage", garbage.name, about, (2,)))
+
+    # Every compressed cluster the head of a deflate stream of 256 MiB of zeros: far more
+    # than a cluster, which is all qemu inflates.
+    bomb = _converted(b, source, "qcow2z-inflate-bomb.qcow2", "-O", "qcow2", "-c")
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -12)
+    zeros = bytes(MIB)
+    stream = b"".join(deflate.compress(zeros) for _ in range(256)) + deflate.flush()
+    for _, offset, length in _compressed_clusters(bomb):
+        _patch(bomb, offset, stream[:length])
+    about = "a qcow2 whose compressed clusters each inflate far beyond a cluster"
+    b.cases.append(Case("qcow2z-inflate-bomb", bomb.name, about, (0, 1, 2)))
+
+    # The last compressed cluster claims the most sectors its descriptor can: past the end.
+    long = _converted(b, source, "qcow2z-length-past-end.qcow2", "-O", "qcow2", "-c")
+    clusters = _compressed_clusters(long)
+    entry = max(clusters, key=lambda c: c[1])[0]
+    with long.open("r+b") as fh:
+        fh.seek(entry)
+        (l2,) = struct.unpack(">Q", fh.read(8))
+        fh.seek(entry)
+        fh.write(struct.pack(">Q", l2 | (((1 << 8) - 1) << (62 - 8))))  # 64 KiB clusters
+    about = "a qcow2 whose last compressed cluster runs past the end of the file"
+    b.cases.append(Case("qcow2z-length-past-end", long.name, about, (0, 1, 2)))
+
+    vdi = _converted(b, source, "vdi-blocks-outside.vdi", "-O", "vdi")
+    with vdi.open("r+b") as fh:
+        fh.seek(0x154)
+        (bmap,) = struct.unpack("<I", fh.read(4))
+        fh.seek(0x180)
+        (blocks,) = struct.unpack("<I", fh.read(4))
+        fh.seek(bmap)
+        table = list(struct.unpack(f"<{blocks}I", fh.read(4 * blocks)))
+        # Every allocated block moved 1 TiB (in 1 MiB blocks) past the end.
+        table = [e if e >= 0xFFFFFFFE else (1 << 20) + i for i, e in enumerate(table)]
+        fh.seek(bmap)
+        fh.write(struct.pack(f"<{blocks}I", *table))
+    about = "a VDI whose blocks lie past the end"
+    b.cases.append(Case("vdi-blocks-outside", vdi.name, about, (2,)))
+
+    huge = _converted(b, source, "vdi-huge-header.vdi", "-O", "vdi")
+    _patch(huge, 0x170, struct.pack("<Q", 1 << 62))  # disk size: 4 EiB
+    _patch(huge, 0x180, struct.pack("<I", 0xFFFFFFFF))  # blocks in image
+    about = "a VDI of 4 EiB and 2^32 blocks"
+    b.cases.append(Case("vdi-huge-header", huge.name, about, (2,)))
+
+    cut_vdi = _converted(b, source, "vdi-truncated.vdi", "-O", "vdi")
+    os.truncate(cut_vdi, cut_vdi.stat().st_size // 2)
+    b.cases.append(Case("vdi-truncated", cut_vdi.name, "a VDI cut in half", (2,)))
+    source.unlink()
+
+
 @case
 def not_images(b: Build) -> None:
     (b.stage / "empty.img").write_bytes(b"")

@@ -28,11 +28,11 @@ def open_reader(
 
             return AutoReader(image, fmt, keys)
         case ReaderKind.NATIVE:
-            from imgscan.image.isolated import IsolatedReader
-            from imgscan.image.native import NativeReader
+            from imgscan.image.served import ServedNativeReader
 
-            # In a reader process of its own: a crash in libyal costs a volume, not the scan.
-            return IsolatedReader(NativeReader, image, fmt, keys)
+            # In a reader process of its own: a crash in libyal costs a volume, not the scan;
+            # qemu-nbd decodes the containers libyal cannot.
+            return ServedNativeReader(image, fmt, keys)
         case ReaderKind.GUESTFS:
             from imgscan.image.guestfs import GuestfsReader
 

@@ -28,12 +28,12 @@ def _guestfs(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
 
 
 def _native(image: str, fmt: FormatInfo, keys: tuple[str, ...]) -> Reader:
-    from imgscan.image.isolated import IsolatedReader
-    from imgscan.image.native import NativeReader
+    from imgscan.image.served import ServedNativeReader
 
     # In a reader process of its own (isolated.py): if libyal crashes while opening the image,
-    # the ImageError says "--reader guestfs" and libguestfs is tried instead.
-    return IsolatedReader(NativeReader, image, fmt, keys)
+    # the ImageError says "--reader guestfs" and libguestfs is tried instead. Containers libyal
+    # cannot decode (compressed qcow2, VDI) are read through qemu-nbd (served.py).
+    return ServedNativeReader(image, fmt, keys)
 
 
 class AutoReader:

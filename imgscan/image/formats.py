@@ -534,7 +534,28 @@ def _vdi(src: _Source, head: bytes) -> FormatInfo:
     parent = head[0x1A8:0x1B8]
     if kind in (_VDI_UNDO, _VDI_DIFF) or parent != bytes(16):
         external.append(f"parent image {uuid.UUID(bytes_le=parent)} (VDI image type {kind})")
+    problem = _vdi_blocks_problem(src, head)
+    if problem:
+        raise ImageError(f"{src.label}: truncated or corrupt VDI image: {problem}")
     return FormatInfo("vdi", None, disk_size, tuple(external))
+
+
+_VDI_UNALLOCATED = 0xFFFFFFFE  # and 0xFFFFFFFF (discarded): no block in the file
+
+
+def _vdi_blocks_problem(src: _Source, head: bytes) -> str | None:
+    """Check that the block map and every block it maps lie inside the file: qemu reads a block
+    past the end of a truncated file as zeros, and the scan would look complete."""
+    bmap_offset, data_offset = struct.unpack_from("<II", head, 0x154)
+    block_size, block_extra, blocks = struct.unpack_from("<III", head, 0x178)
+    if bmap_offset + 4 * blocks > src.size:
+        return f"block map of {blocks} entries lies beyond the end of the file ({src.size})"
+    table = src.read_at(bmap_offset, 4 * blocks)
+    stride = block_size + block_extra
+    for (entry,) in struct.iter_unpack("<I", table):
+        if entry < _VDI_UNALLOCATED and data_offset + (entry + 1) * stride > src.size:
+            return f"block {entry} lies beyond the end of the file ({src.size})"
+    return None
 
 
 _VHDX_METADATA_REGION = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")

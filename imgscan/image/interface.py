@@ -58,6 +58,7 @@ class OpenerSpec:
     format: str
     volumes: tuple[tuple[str, str], ...] = ()  # (device, reader-private volume address)
     disks: tuple[tuple[str | None, str], ...] = ()  # (archive member or None, disk format)
+    served: tuple[str | None, ...] = ()  # per disk: its qemu-nbd socket, or None (read by libyal)
     parts: tuple[OpenerSpec, ...] = ()  # the "auto" reader: one spec per underlying reader
     routes: tuple[tuple[str, int], ...] = ()  # the "auto" reader: device -> index in parts
 

@@ -1,7 +1,9 @@
 """The native reader: dfvfs over the libyal libraries, in-process, no VM, no root.
 
-The container format is the one imgscan detected (never dfvfs' own probing); partitions come
-from dfvfs' GPT and MBR back-ends; filesystems are read through dfvfs. Every path specification
+The container format is the one imgscan detected (never dfvfs' own probing), decoded by
+libyal's image libraries or, for a disk served by qemu-nbd (served.py: compressed qcow2, VDI),
+by qemu, read as an NBD export (nbd_dfvfs.py); partitions come from dfvfs' GPT and MBR
+back-ends; filesystems are read through dfvfs. Every path specification
 is rebuilt from plain strings, so a worker process can open its own handle from `OpenerSpec`.
 """
 
@@ -110,8 +112,13 @@ def _not_read_yet(device: str, name: str, address: str, indicator: str | None) -
     return _Volume(info, address, indicator)
 
 
-def _disk_spec(image: str, member: str | None, fmt: str) -> Any:
-    """Path spec of one disk: the image file itself, or a member of an OVA (tar) archive."""
+def _disk_spec(image: str, member: str | None, fmt: str, served: str | None = None) -> Any:
+    """Path spec of one disk: the export of its qemu-nbd server (`served`, the socket), else
+    the image file itself or a member of an OVA (tar) archive read by libyal."""
+    if served is not None:
+        from imgscan.image.nbd_dfvfs import TYPE_INDICATOR
+
+        return dfvfs_factory.Factory.NewPathSpec(TYPE_INDICATOR, location=served)
     if fmt not in _CONTAINERS:
         raise ImageError(
             f"{image}: the native reader cannot read {fmt} disks; use --reader guestfs"
@@ -154,10 +161,19 @@ class NativeReader:
 
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, image: str, fmt: FormatInfo, keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        image: str,
+        fmt: FormatInfo,
+        keys: tuple[str, ...] = (),
+        served: tuple[str | None, ...] = (),
+    ) -> None:
         """Open `image` read-only. `keys` (LUKS passphrases) only decide whether an encrypted
-        volume is worth handing to libguestfs: this reader does not unlock volumes."""
+        volume is worth handing to libguestfs: this reader does not unlock volumes. `served`
+        gives, per disk, the socket of the qemu-nbd server that serves it (served.py), or None
+        for a disk libyal reads from the file."""
         _require_dfvfs()
+        served = served or (None,) * len(fmt.disks)
         self._keys = keys
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self.info = ReaderInfo(name="native", accel=None)
@@ -169,7 +185,7 @@ class NativeReader:
                 f"{image}: the native reader cannot follow a qcow2 backing or data file; "
                 "use --reader guestfs"
             )
-        if any(disk.compressed for disk in fmt.disks):
+        if any(d.compressed and not socket for d, socket in zip(fmt.disks, served, strict=True)):
             # libqcow returns wrong bytes for the compressed clusters qemu-img writes (measured
             # with qemu 7.2) and cannot read zstd at all: leave such images to libguestfs.
             raise ImageError(
@@ -178,8 +194,10 @@ class NativeReader:
             )
         self._context = dfvfs_context.Context()
         self._disks = tuple((d.member, d.format) for d in fmt.disks)
+        self._served = served
         self._bases = [
-            _disk_spec(image, member, disk_format) for member, disk_format in self._disks
+            _disk_spec(image, member, disk_format, socket)
+            for (member, disk_format), socket in zip(self._disks, served, strict=True)
         ]
         try:
             self._volumes = self._discover()
@@ -641,7 +659,9 @@ class NativeReader:
             for v in self._volumes
             if v.info.status is VolumeStatus.SCANNED
         )
-        return OpenerSpec("native", self.image.path, self._format, volumes, self._disks)
+        return OpenerSpec(
+            "native", self.image.path, self._format, volumes, self._disks, served=self._served
+        )
 
     def close(self) -> None:
         self._context.Empty()
@@ -653,7 +673,11 @@ class NativeOpener:
     def __init__(self, spec: OpenerSpec) -> None:
         _require_dfvfs()
         self._context = dfvfs_context.Context()
-        bases = [_disk_spec(spec.image, member, fmt) for member, fmt in spec.disks]
+        served = spec.served or (None,) * len(spec.disks)
+        bases = [
+            _disk_spec(spec.image, member, fmt, socket)
+            for (member, fmt), socket in zip(spec.disks, served, strict=True)
+        ]
         self._volumes: dict[str, tuple[Any, str]] = {}
         for device, address in spec.volumes:
             volume_address, indicator = address.rsplit("|", 1)
