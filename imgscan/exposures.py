@@ -479,7 +479,9 @@ def _classify_finding(
         return ("key", f"private key ({f.rule})", owner, "replace the key and revoke it", ())
     if f.category == "cloud":
         provider = _CLOUDS.get(f.rule.split("-")[0], f.rule.split("-")[0])
-        principal = f.preview if f.rule == "aws-access-key-id" else None
+        # An identifier (an AWS access key ID) names itself; its secret names the identifier
+        # it was found with (scan/worker.py pairs them): one credential, one exposure.
+        principal = ctx.get("principal")
         return ("cloud", provider, principal, "rotate the key in the provider's console", ())
     if f.category == "kubernetes":
         return (

@@ -437,13 +437,16 @@ def fingerprint(rule: str, path: str, secret: bytes) -> str:
     return f"{FINGERPRINT_VERSION}:{digest.hex()}"
 
 
-def redact(secret: bytes, prefix: int) -> str:
+def redact(secret: bytes, prefix: int, whole: bool = False) -> str:
     """Preview of a secret that reveals only its public marker and its length.
 
     `prefix` is how many leading characters the rule declares a fixed public marker (`AKIA`,
-    `ghp_`, `-----BEGIN`); passwords use 0 and show nothing but their length.
+    `ghp_`, `-----BEGIN`); passwords use 0 and show nothing but their length. `whole`: the
+    value is an identifier, no secret (the rule says so), and is shown as it is.
     """
     text = secret.decode("utf-8", "replace")
+    if whole:
+        return _printable(text)
     shown = _printable(text[: max(0, min(prefix, len(text) - 1))])
     return f"{shown}…({len(secret)})"
 

@@ -121,3 +121,47 @@ def test_sysprep_operations_exist() -> None:
     assert tool is not None, "libguestfs-tools is installed by dev.sh"
     listed = subprocess.run([tool, "--list-operations"], capture_output=True, text=True, check=True)
     assert named <= {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
+def test_an_aws_key_is_one_exposure_named_by_its_id(tmp_path: Path) -> None:
+    """Each access key ID with the secret key of its profile is one exposure, named by the ID
+    (an identifier, shown whole); a secret key with no ID in its file stands alone."""
+    import secrets
+    import string
+    import subprocess
+
+    def key_id() -> str:
+        return "AKIA" + "".join(
+            secrets.choice(string.ascii_uppercase + "234567") for _ in range(16)
+        )
+
+    def secret_key() -> str:
+        alphabet = string.ascii_letters + string.digits + "/+"
+        return "".join(secrets.choice(alphabet) for _ in range(40))
+
+    (first, first_secret), (second, second_secret) = (
+        (key_id(), secret_key()),
+        (key_id(), secret_key()),
+    )
+    root = tmp_path / "tree"
+    (root / "root" / ".aws").mkdir(parents=True)
+    (root / "root" / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = {first}\naws_secret_access_key = {first_secret}\n\n"
+        f"[deploy]\naws_access_key_id = {second}\naws_secret_access_key = {second_secret}\n"
+    )
+    (root / "srv").mkdir()
+    (root / "srv" / "lone.env").write_text(f"AWS_SECRET_ACCESS_KEY={secret_key()}\n")
+    image = tmp_path / "aws.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(image), "4M"], check=True)
+    report: dict[str, Any] = json.loads(run("scan", image, "--format", "json").stdout)
+    clouds = {e["principal"]: e for e in report["exposures"] if e["kind"] == "cloud"}
+    assert set(clouds) == {first, second, None}
+    by_fp = {f["fingerprint"]: f for f in report["findings"]}
+    for key in (first, second):
+        rules = sorted(by_fp[fp]["rule"] for fp in clouds[key]["evidence"])
+        assert rules == ["aws-access-key-id", "aws-secret-access-key"]
+        assert clouds[key]["paths"] == ["/root/.aws/credentials"]
+    assert clouds[None]["paths"] == ["/srv/lone.env"]
+    previews = {f["preview"] for f in report["findings"] if f["rule"] == "aws-access-key-id"}
+    assert previews == {first, second}  # the ID is shown; the secret keys never are
+    assert first_secret not in json.dumps(report) and second_secret not in json.dumps(report)

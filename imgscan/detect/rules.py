@@ -64,6 +64,12 @@ class RuleMeta:
     category: str
     severity: Severity
     preview_prefix: int
+    # The value names a credential and is no secret itself (an AWS access key ID, which AWS
+    # documents as an identifier): the preview shows it whole.
+    identifier: bool = False
+    # The rule of the identifier this secret belongs with (aws-secret-access-key pairs with
+    # aws-access-key-id): the nearest such finding in the same file names its principal.
+    pairs_with: str = ""
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,12 @@ def load_pack(directory: Path) -> RulePack:
             registry.append(registry_rule)
     if not patterns and not yara_sources and not files and not registry:
         raise RulePackError(f"{directory}: no rules found")
+    identifiers = {rule.id for rule in patterns if rule.meta.identifier}
+    for rule in patterns:
+        if rule.meta.pairs_with and rule.meta.pairs_with not in identifiers:
+            raise _fail(
+                directory, rule.id, f"pairs_with {rule.meta.pairs_with!r} names no identifier rule"
+            )
     published_toml = directory / "published.toml"
     published = frozenset(
         _published_digest(published_toml, index, entry)
@@ -480,7 +492,15 @@ def _meta(file: Path, entry: dict[str, Any]) -> RuleMeta:
     prefix = entry.get("preview_prefix", 0)
     if not isinstance(prefix, int) or not 0 <= prefix <= 64:
         raise _fail(file, rule_id, "preview_prefix must be an integer from 0 to 64")
-    return RuleMeta(rule_id, entry["name"], entry["category"], severity, prefix)
+    identifier = entry.get("identifier", False)
+    if not isinstance(identifier, bool):
+        raise _fail(file, rule_id, "identifier must be true or false")
+    pairs_with = entry.get("pairs_with", "")
+    if not isinstance(pairs_with, str) or (pairs_with and not _ID.match(pairs_with)):
+        raise _fail(file, rule_id, "pairs_with must be a rule id")
+    return RuleMeta(
+        rule_id, entry["name"], entry["category"], severity, prefix, identifier, pairs_with
+    )
 
 
 def _examples(file: Path, rule_id: str, values: object, key: str) -> tuple[Example, ...]:

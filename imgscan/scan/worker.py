@@ -17,7 +17,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 import zstandard
@@ -202,6 +202,16 @@ class FileScanner:
         self.registry = RegistryMatcher(self.engine.pack.registry)
         self.opener = opener
         self._quota = Quota()  # the current file's (set by scan)
+        self._pair_rules: dict[str, str] | None = None
+
+    @property
+    def _pairs(self) -> dict[str, str]:
+        """Secret rule id -> the identifier rule it pairs with (rules' `pairs_with`)."""
+        if self._pair_rules is None:
+            self._pair_rules = {
+                r.id: r.meta.pairs_with for r in self.engine.pack.patterns if r.meta.pairs_with
+            }
+        return self._pair_rules
 
     def scan(self, ref: FileRef) -> FileOutcome:
         started = time.perf_counter()
@@ -266,7 +276,7 @@ class FileScanner:
             self.opener.release(ref)
         return FileOutcome(
             ref.volume,
-            tuple(findings),
+            tuple(_paired(findings, self._pairs)),
             tuple(skipped),
             ref.size,
             tuple(clues),
@@ -373,7 +383,7 @@ class FileScanner:
         if hit.secret is None:
             preview = f"value of {len(hit.evidence)} bytes"
         else:
-            preview = redact(hit.secret, meta.preview_prefix)
+            preview = redact(hit.secret, meta.preview_prefix, meta.identifier)
         shown = hit.secret is not None and self.spec.show_secrets
         return Finding(
             rule=meta.id,
@@ -466,12 +476,40 @@ class FileScanner:
             severity=severity,
             path=path,
             line=hit.line,
-            preview=redact(hit.secret, meta.preview_prefix),
+            preview=redact(hit.secret, meta.preview_prefix, meta.identifier),
             fingerprint=fingerprint(meta.id, path, hit.secret),
             secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
             validation=validation,
-            context=hit.context + _public_key(meta.category, hit.secret),
+            context=hit.context
+            + _public_key(meta.category, hit.secret)
+            + ((("principal", _printable_id(hit.secret)),) if meta.identifier else ()),
         )
+
+
+def _printable_id(value: bytes) -> str:
+    return redact(value, 0, whole=True)
+
+
+def _paired(findings: list[Finding], pairs: dict[str, str]) -> list[Finding]:
+    """Each secret of an identifier/secret pair (a rule with `pairs_with`) given the principal
+    of the nearest finding of its identifier rule in the same file (an AWS secret access key
+    the access key ID above it, in its profile): one credential, one exposure. Nearest by
+    line, an identifier above the secret preferred; none in the file leaves it as it was."""
+    if not pairs or not any(f.rule in pairs for f in findings):
+        return findings
+    out = []
+    for f in findings:
+        partner = pairs.get(f.rule)
+        ids = [g for g in findings if partner and g.rule == partner and g.path == f.path]
+        principal = None
+        if ids:
+            best = min(ids, key=lambda g: (abs(f.line - g.line), g.line > f.line, g.line))
+            principal = dict(best.context).get("principal")
+        if principal is None or "principal" in dict(f.context):
+            out.append(f)
+        else:
+            out.append(replace(f, context=(*f.context, ("principal", principal))))
+    return out
 
 
 def _public_key(category: str, secret: bytes) -> tuple[tuple[str, str], ...]:
