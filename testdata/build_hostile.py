@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import lzma
 import os
 import secrets
 import shutil
@@ -32,7 +33,7 @@ import tempfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -1405,6 +1406,174 @@ def vdi_differencing(b: Build) -> None:
     b.run("qemu-img", "create", "-q", "-f", "vdi", str(image), "8M")
     differencing_vdi(image, uuid.UUID(int=0x1234))
     _refused(b, "vdi-differencing", image.name, "a differencing VDI (parent by UUID)")
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): archives whose structure costs more than their size says
+# ------------------------------------------------------------------------------------------
+
+
+def _tree_without_conf(b: Build, name: str) -> Path:
+    """A tree whose only secret is the one a case hides in an archive."""
+    tree = b.tree(name)
+    (tree / "etc" / "app.conf").unlink()
+    (tree / "etc" / "motd").write_text("welcome\n")
+    return tree
+
+
+@case
+def zip_directory_named_member(b: Build) -> None:
+    # unzip -p prints a member named like a directory that holds bytes: it is a file.
+    conf = f"[db]\npassword = {b.password}\n"
+    for name, method, nested in (
+        ("zip-dir-named-member", zipfile.ZIP_STORED, False),
+        ("zip-dir-named-member-nested", zipfile.ZIP_DEFLATED, True),
+    ):
+        tree = _tree_without_conf(b, name)
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w", method) as zf:
+            zf.writestr("config/", b"")  # a real directory entry beside it
+            zf.writestr("config/app.conf/", conf)
+        data = inner.getvalue()
+        if nested:
+            outer = io.BytesIO()
+            with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("lib/bundle.jar", data)
+            data = outer.getvalue()
+        (tree / "opt").mkdir()
+        (tree / "opt" / "bundle.zip").write_bytes(data)
+        image = b.ext4(f"{name}.ext4", tree, 8)
+        about = "a zip member named like a directory (app.conf/) that holds the secret"
+        b.cases.append(
+            Case(
+                name, image.name, about + (", in a nested jar" if nested else ""), (1,), finds=True
+            )
+        )
+
+
+def _zip_many_entries(path: Path, entries: int, declared: int) -> None:
+    """A zip of one stored member whose central directory lists it `entries` times (47 bytes
+    a record), with zip64 end records declaring `declared` entries: zipfile parses every
+    record whatever the count says."""
+    name = b"a"
+    body = b"x"
+    crc = zlib.crc32(body)
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, 1, 1, 1, 0)
+    record = struct.pack(
+        "<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 45, 20, 0, 0, 0, 0, crc, 1, 1, 1, 0, 0, 0, 0,
+        0o644 << 16, 0,
+    ) + name  # fmt: skip
+    with path.open("wb") as fh:
+        fh.write(local + name + body)
+        directory_at = fh.tell()
+        batch = record * 10_000
+        for _ in range(entries // 10_000):
+            fh.write(batch)
+        fh.write(record * (entries % 10_000))
+        size = fh.tell() - directory_at
+        end64_at = fh.tell()
+        fh.write(
+            struct.pack(
+                "<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, declared, declared, size,
+                directory_at,
+            )
+        )  # fmt: skip
+        fh.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, end64_at, 1))
+        fh.write(
+            struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                        0xFFFFFFFF, 0)
+        )  # fmt: skip
+
+
+@case
+def zip_central_directory(b: Build) -> None:
+    for name, entries, declared, about in (
+        ("zip-2m-entries", 2_000_000, 2_000_000, "a 94 MB zip listing 2 million entries"),
+        (
+            "zip-entry-count-lies",
+            700_000,
+            1,
+            "a zip whose 700,000-record central directory is declared to hold one entry",
+        ),
+    ):
+        tree = b.tree(name)
+        _zip_many_entries(tree / "many.zip", entries, declared)
+        image = b.ext4(f"{name}.ext4", tree, entries * 47 // MIB + 24)
+        b.cases.append(
+            Case(name, image.name, about, (2,), incomplete=True, reason="members", finds=True)
+        )
+
+
+def _xz_declaring(path: Path, dictionary_byte: int, content: Callable[[], Iterator[bytes]]) -> None:
+    """An xz file of `content` whose LZMA2 filter declares the dictionary size code
+    `dictionary_byte` (40: 4 GiB), the block header's CRC-32 made right again."""
+    encoder = lzma.LZMACompressor(lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "preset": 1}])
+    with path.open("wb") as fh:
+        for chunk in content():
+            fh.write(encoder.compress(chunk))
+        fh.write(encoder.flush())
+    with path.open("r+b") as fh:
+        fh.seek(12)  # after the stream header: the first block header
+        size = (fh.read(1)[0] + 1) * 4
+        fh.seek(12)
+        header = bytearray(fh.read(size))
+        if header[1] & 0xC0 or header[2:4] != b"\x21\x01":
+            raise base.BuildError(f"unexpected xz block header {header.hex()}")
+        header[4] = dictionary_byte
+        struct.pack_into("<I", header, size - 4, zlib.crc32(bytes(header[: size - 4])))
+        fh.seek(12)
+        fh.write(header)
+
+
+def _gib_of_mostly_zeros() -> Iterator[bytes]:
+    # 4 MiB of random bytes, so the file is ~5 MB and may expand 200 times (1 GiB).
+    yield _random_bytes(4 * MIB)
+    zeros = bytes(MIB)
+    for _ in range(1020):
+        yield zeros
+
+
+@case
+def lzma_dictionaries(b: Build) -> None:
+    tree = b.tree("xz-4g-dictionary")
+    _xz_declaring(tree / "dump.xz", 40, _gib_of_mostly_zeros)
+    image = b.ext4("xz-4g-dictionary.ext4", tree, 24)
+    b.cases.append(
+        Case(
+            "xz-4g-dictionary",
+            image.name,
+            "a 5 MB .xz declaring a 4 GiB dictionary, expanding to 1 GiB",
+            (2,),
+            incomplete=True,
+            reason="memory",
+            finds=True,
+        )
+    )
+    tree = b.tree("zip-lzma-4g-dictionary")
+    archive = tree / "bundle.zip"
+    with (
+        zipfile.ZipFile(archive, "w", zipfile.ZIP_LZMA) as zf,
+        zf.open("zeros.bin", "w", force_zip64=True) as out,
+    ):
+        for chunk in _gib_of_mostly_zeros():
+            out.write(chunk)
+    with archive.open("r+b") as fh:
+        local = fh.read(30)
+        name, extra = struct.unpack_from("<HH", local, 26)
+        fh.seek(30 + name + extra + 5)  # LZMA's version and properties size, then props
+        fh.write(struct.pack("<I", 0xFFFFFFFF))
+    image = b.ext4("zip-lzma-4g-dictionary.ext4", tree, 24)
+    b.cases.append(
+        Case(
+            "zip-lzma-4g-dictionary",
+            image.name,
+            "a zip whose LZMA member declares a 4 GiB dictionary",
+            (2,),
+            incomplete=True,
+            reason="dictionary",
+            finds=True,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------
