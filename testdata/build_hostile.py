@@ -1577,6 +1577,83 @@ def lzma_dictionaries(b: Build) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): qcow2 mapping tables declared huge
+# ------------------------------------------------------------------------------------------
+
+
+def _qcow2_grown_l1(b: Build, name: str, cluster_bits: int, l1_entries: int) -> Path:
+    """A qcow2 (clusters of 2^cluster_bits, the planted secret) whose L1 table is moved to the
+    end of the file and grown to `l1_entries`: the image's own entries, then entries naming
+    distinct L2 tables in a sparse stretch after it (holes: they read as empty tables). Past
+    qemu's 32 MiB of L1 the new table is left sparse too."""
+    tree = b.tree(name)
+    raw = b.ext4(f"{name}.ext4", tree, 8)
+    image = b.stage / f"{name}.qcow2"
+    b.run(
+        "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
+        "-o", f"cluster_size={1 << cluster_bits}", str(raw), str(image),
+    )  # fmt: skip
+    raw.unlink()
+    cluster = 1 << cluster_bits
+    with image.open("r+b") as fh:
+        header = fh.read(48)
+        old_size, old_offset = struct.unpack_from(">IQ", header, 36)
+        fh.seek(old_offset)
+        own = fh.read(old_size * 8)
+        end = fh.seek(0, os.SEEK_END)
+        l1_at = (end + cluster - 1) // cluster * cluster
+        tables_at = l1_at + (l1_entries * 8 + cluster - 1) // cluster * cluster
+        fh.seek(l1_at)
+        fh.write(own)
+        if l1_entries * 8 <= 32 * MIB:
+            chunk = 1 << 16
+            for first in range(old_size, l1_entries, chunk):
+                count = min(chunk, l1_entries - first)
+                fh.write(
+                    struct.pack(
+                        f">{count}Q",
+                        *(tables_at + i * cluster for i in range(first, first + count)),
+                    )
+                )
+        fh.truncate(tables_at + (l1_entries * cluster if l1_entries * 8 <= 32 * MIB else 0))
+        fh.seek(36)
+        fh.write(struct.pack(">IQ", l1_entries, l1_at))
+    return image
+
+
+@case
+def qcow2_tables_declared_huge(b: Build) -> None:
+    # An L1 table of 2^28 entries (2 GiB) and one of 2^24 (128 MiB): past qemu's 32 MiB,
+    # refused before they are read.
+    for name, bits, entries in (
+        ("qcow2-l1-2e28", 16, 1 << 28),
+        ("qcow2-l1-2e24-512b", 9, 1 << 24),
+    ):
+        image = _qcow2_grown_l1(b, name, bits, entries)
+        b.cases.append(
+            Case(
+                name,
+                image.name,
+                f"a qcow2 (sparse) declaring an L1 table of {entries} entries",
+                (2,),
+                error="L1 table",
+            )
+        )
+    # 512-byte clusters and 2^22 distinct L2 tables (32 MiB of L1, which qemu accepts): 2 GiB
+    # of tables to check, 268 million entries.
+    image = _qcow2_grown_l1(b, "qcow2-4m-l2-tables", 9, 1 << 22)
+    b.cases.append(
+        Case(
+            "qcow2-4m-l2-tables",
+            image.name,
+            "a qcow2 of 512-byte clusters mapping 2^22 L2 tables (in holes)",
+            (1,),
+            finds=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def build_steps(stage: Path, key: str, run: base.Runner) -> None:
