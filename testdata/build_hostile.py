@@ -1654,6 +1654,141 @@ def qcow2_tables_declared_huge(b: Build) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): LUKS key derivation that never ends, and --timeout
+# ------------------------------------------------------------------------------------------
+
+LUKS_PASSPHRASE = "luks-passphrase.txt"  # beside the images: the key these cases are given
+
+
+def _luks2_rewrite(path: Path, at: int, edit: Callable[[dict[str, object]], None]) -> None:
+    """Edit the LUKS2 metadata (JSON) of the volume at byte `at` of `path`, in both header
+    copies, with their checksums (SHA-256 over the header area, checksum zeroed) made right:
+    cryptsetup computes a key slot's KDF when it writes one, so a cost that never ends can
+    only be written by hand."""
+    import hashlib
+
+    with path.open("r+b") as fh:
+        fh.seek(at)
+        primary = fh.read(4096)
+        (size,) = struct.unpack_from(">Q", primary, 8)
+        for copy in (at, at + size):
+            fh.seek(copy)
+            area = bytearray(fh.read(size))
+            metadata = json.loads(bytes(area[4096:]).split(b"\0", 1)[0])
+            edit(metadata)
+            text = json.dumps(metadata, separators=(",", ":")).encode()
+            area[4096:] = text.ljust(size - 4096, b"\0")
+            area[448 : 448 + 64] = bytes(64)
+            area[448 : 448 + 32] = hashlib.sha256(area).digest()
+            fh.seek(copy)
+            fh.write(area)
+
+
+def _luks_volume(b: Build, name: str, *options: str) -> tuple[Path, int]:
+    """A 48 MiB disk (MBR) whose one partition, at 1 MiB, is a LUKS volume, its key
+    LUKS_PASSPHRASE (it stays empty: these cases are about what trying the key costs).
+    Returns the disk and the volume's offset."""
+    volume = b.work / f"{name}.luks"
+    with volume.open("wb") as fh:
+        fh.truncate(40 * MIB)
+    key = b.stage / LUKS_PASSPHRASE
+    b.run(
+        "cryptsetup", "luksFormat", "--batch-mode", *options, f"--key-file={key}", str(volume),
+    )  # fmt: skip
+    disk = b.stage / f"{name}.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(48 * MIB)
+    b.run("sfdisk", "-q", str(disk), stdin="label: dos\nstart=2048, size=81920, type=83\n")
+    with disk.open("r+b") as out, volume.open("rb") as src:
+        out.seek(MIB)
+        shutil.copyfileobj(src, out)
+    volume.unlink()
+    return disk, MIB
+
+
+@case
+def luks_kdf_unbounded(b: Build) -> None:
+    (b.stage / LUKS_PASSPHRASE).write_text("correct horse battery staple")
+    key_args = ("--key-file", "{dir}/" + LUKS_PASSPHRASE)
+    fast_argon = ("--type=luks2", "--pbkdf=argon2id", "--pbkdf-force-iterations=4",
+                  "--pbkdf-memory=32", "--pbkdf-parallel=1")  # fmt: skip
+
+    def argon(field: str, value: int) -> Callable[[dict[str, object]], None]:
+        def edit(metadata: dict[str, object]) -> None:
+            keyslots = metadata["keyslots"]
+            assert isinstance(keyslots, dict)
+            for slot in keyslots.values():
+                slot["kdf"][field] = value
+
+        return edit
+
+    def pbkdf2(metadata: dict[str, object]) -> None:
+        keyslots = metadata["keyslots"]
+        assert isinstance(keyslots, dict)
+        for slot in keyslots.values():
+            slot["kdf"]["iterations"] = 0xFFFFFFFF
+
+    for name, options, edit, about in (
+        ("luks2-argon2-time", fast_argon, argon("time", 0xFFFFFFFF), "argon2id time cost 2^32-1"),
+        ("luks2-argon2-memory", fast_argon, argon("memory", 4 << 20), "argon2id memory 4 GiB"),
+        (
+            "luks2-pbkdf2-iterations",
+            ("--type=luks2", "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000"),
+            pbkdf2,
+            "PBKDF2 with 2^32-1 iterations",
+        ),
+    ):
+        disk, at = _luks_volume(b, name, *options)
+        _luks2_rewrite(disk, at, edit)
+        for reader in ("auto", "guestfs"):
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-guestfs",
+                    disk.name,
+                    f"a LUKS2 volume whose key slot asks for {about}, a passphrase given"
+                    + ("" if reader == "auto" else " (libguestfs reader)"),
+                    (2,),
+                    incomplete=True,
+                    reason="not unlocked",
+                    args=(*key_args, "--reader", reader),
+                )
+            )
+    # LUKS1: the iteration count of key slot 0 (offset 208 + 4) patched to 2^32-1.
+    disk, at = _luks_volume(
+        b, "luks1-pbkdf2-iterations", "--type=luks1", "--pbkdf-force-iterations=1000"
+    )
+    _patch(disk, at + 212, struct.pack(">I", 0xFFFFFFFF))
+    b.cases.append(
+        Case(
+            "luks1-pbkdf2-iterations",
+            disk.name,
+            "a LUKS1 volume whose key slot asks for 2^32-1 PBKDF2 iterations, a passphrase given",
+            (2,),
+            incomplete=True,
+            reason="not unlocked",
+            args=(*key_args,),
+        )
+    )
+
+
+@case
+def scan_timeout(b: Build) -> None:
+    # --timeout stops a scan that takes longer (a million files; the appliance alone takes
+    # longer to start than allowed) with one line, exit 2, no report and nothing left running.
+    for reader in ("native", "guestfs"):
+        b.cases.append(
+            Case(
+                f"scan-timeout-{reader}",
+                "ext4-million-files.ext4",  # made by ext4_million_files
+                f"a scan given --timeout shorter than it takes ({reader} reader)",
+                (2,),
+                error="--timeout",
+                args=("--timeout", "5", "--reader", reader),
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def build_steps(stage: Path, key: str, run: base.Runner) -> None:

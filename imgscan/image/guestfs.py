@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image import luks
 from imgscan.image.formats import Disk, FormatInfo
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
@@ -734,6 +735,11 @@ class GuestfsReader:
             if volume.fstype != "crypto_LUKS":
                 result.append(volume)
                 continue
+            problem = self._kdf_problem(volume.device)
+            if problem is not None:
+                reason = f"encrypted (LUKS) volume not unlocked: {problem}"
+                result.append(replace(volume, reason=reason))
+                continue
             mapname = "luks-" + volume.device.rsplit("/", 1)[-1]
             if not any(self._try_key(volume.device, key, mapname) for key in self._keys):
                 result.append(
@@ -755,6 +761,20 @@ class GuestfsReader:
         if opened:
             self._appliance.call("lvm_scan", True)
         return result
+
+    def _kdf_problem(self, device: str) -> str | None:
+        """Why the LUKS volume on `device` must not be unlocked (its key derivation costs past
+        imgscan's bounds, or its header does not parse), from the header read before any key is
+        tried: cryptsetup runs what the header asks, for as long as it asks."""
+
+        def read_at(offset: int, length: int) -> bytes:
+            data: bytes = self._appliance.call("pread_device", device, length, offset)
+            return data
+
+        try:
+            return luks.kdf_problem(read_at)
+        except RuntimeError as exc:
+            return f"header unreadable: {_first_line(exc)}"
 
     def _try_key(self, device: str, key: str, mapname: str) -> bool:
         try:
