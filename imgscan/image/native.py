@@ -575,35 +575,68 @@ class NativeReader:
                     join_guest_path(mountpoint, location), f"directory unreadable: {_one_line(exc)}"
                 )
                 continue
-            children: list[tuple[str, Any]] = []
+            # Entries are handled as they are read, never held all at once: a directory of a
+            # million entries costs the files it yields, and past MAX_DIRECTORY_ENTRIES the
+            # rest is reported as not read.
+            here = join_guest_path(mountpoint, location)
+            known: set[str] = set()
+            subdirectories: list[tuple[str, Any]] = []
             failed: list[tuple[int, str]] = []
-            for index in range(count):
+            if count > MAX_DIRECTORY_ENTRIES:
+                yield Skipped(
+                    here,
+                    f"directory of {count} entries: only the first {MAX_DIRECTORY_ENTRIES} "
+                    "were read",
+                )
+            for index in range(min(count, MAX_DIRECTORY_ENTRIES)):
                 try:
                     entry = directory.get_sub_file_entry(index)
-                    children.append((entry.name, entry))
+                    name = entry.name
                 except _BACKEND_ERRORS as exc:
                     failed.append((index, _one_line(exc)))
+                    continue
+                known.add(name)
+                ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
+                if ref is not None:
+                    yield ref
             if failed:
                 # libfsext cannot give a name that is not UTF-8; The Sleuth Kit lists the
                 # directory with raw names, and libfsext then opens those entries by inode.
-                known = {name for name, _ in children}
                 found = self._undecodable(device, fs, spec, directory.inode_number, known)
-                children.extend(found)
+                for name, entry in found:
+                    ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
+                    if ref is not None:
+                        yield ref
                 for index, reason in failed[len(found) :]:
                     where = join_guest_path(mountpoint, location.rstrip("/") + f"/#{index}")
                     yield Skipped(where, f"directory entry unreadable: {reason}")
-            for name, entry in sorted(children, key=lambda c: c[0], reverse=True):
-                child = location.rstrip("/") + "/" + name
-                mode = entry.file_mode or 0
-                if stat.S_ISDIR(mode):
-                    stack.append((entry, child))
-                elif stat.S_ISREG(mode):
-                    yield FileRef(
-                        volume=device,
-                        path=join_guest_path(mountpoint, child),
-                        size=int(entry.size or 0),
-                        locator=str(entry.inode_number),
-                    )
+            del known
+            for child, entry in sorted(subdirectories, key=lambda c: c[0], reverse=True):
+                stack.append((entry, child))
+
+    @staticmethod
+    def _ext_child(
+        device: str,
+        mountpoint: str,
+        location: str,
+        name: str,
+        entry: Any,
+        subdirectories: list[tuple[str, Any]],
+    ) -> FileRef | None:
+        """A regular file as a FileRef; a directory goes to `subdirectories` (as its location
+        and entry) to be walked later; anything else is not a file to scan."""
+        child = location.rstrip("/") + "/" + name
+        mode = entry.file_mode or 0
+        if stat.S_ISDIR(mode):
+            subdirectories.append((child, entry))
+        elif stat.S_ISREG(mode):
+            return FileRef(
+                volume=device,
+                path=join_guest_path(mountpoint, child),
+                size=int(entry.size or 0),
+                locator=str(entry.inode_number),
+            )
+        return None
 
     def _undecodable(
         self, device: str, fs: Any, spec: Any, directory_inode: int, known: set[str]
@@ -697,6 +730,9 @@ class NativeOpener:
 # Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
 # UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
 MAX_PATH_BYTES = 65536
+# Entries of one directory that are read: a mail spool or a cache holds tens of thousands;
+# past this, the rest is reported as not read (the walk's memory stays bounded).
+MAX_DIRECTORY_ENTRIES = 200_000
 
 
 def _walk_entries(
