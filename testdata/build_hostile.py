@@ -1409,6 +1409,141 @@ def vdi_differencing(b: Build) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): data outside every partition, and partition tables that disagree
+# ------------------------------------------------------------------------------------------
+
+
+def _partitioned(b: Build, name: str, label: str, parts: str) -> Path:
+    """A 96 MiB disk whose partition table (`label`: gpt or dos) sfdisk writes from `parts`
+    (its script lines); every partition holds a clean ext4 (no secret)."""
+    disk = b.stage / f"{name}.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(96 * MIB)
+    b.run("sfdisk", "-q", str(disk), stdin=f"label: {label}\n{parts}")
+    table = b.run("sfdisk", "--json", str(disk)).stdout
+    clean = b.ext4(f"{name}.clean", _tree_without_conf(b, f"{name}-clean"), 8)
+    for part in json.loads(table)["partitiontable"]["partitions"]:
+        if part["type"] not in ("5", "f", "85"):  # an extended partition holds the EBRs
+            _patch(disk, part["start"] * SECTOR, clean.read_bytes())
+    clean.unlink()
+    return disk
+
+
+def _secret_fs_at(b: Build, disk: Path, name: str, offset: int) -> None:
+    """An ext4 holding the planted secret, written at byte `offset` of `disk`."""
+    fs = b.ext4(f"{name}.hidden", b.tree(f"{name}-hidden"), 8)
+    _patch(disk, offset, fs.read_bytes())
+    fs.unlink()
+
+
+def _each_reader(
+    b: Build,
+    name: str,
+    file: str,
+    about: str,
+    reason: str,
+    exits: tuple[int, ...],
+    guestfs: bool = True,
+) -> None:
+    """The case once per reader (the libguestfs one only where `guestfs`: an appliance start
+    costs the suite ~30 s)."""
+    for reader in ("auto", "native", "guestfs")[: 3 if guestfs else 2]:
+        b.cases.append(
+            Case(
+                name if reader == "auto" else f"{name}-{reader}",
+                file,
+                f"{about} ({reader} reader)",
+                exits,
+                incomplete=2 in exits and exits != (1,),
+                reason=reason if exits == (2,) else None,
+                args=("--reader", reader),
+            )
+        )
+
+
+@case
+def data_outside_partitions(b: Build) -> None:
+    one = "start=2048, size=65536, type=linux\n"  # one 32 MiB partition at 1 MiB
+    for name, label, offset, about in (
+        (
+            "gpt-data-after-partition",
+            "gpt",
+            64 * MIB,
+            "a GPT disk with an ext4 at 64 MiB, past its one partition",
+        ),
+        (
+            "mbr-data-after-partition",
+            "dos",
+            64 * MIB,
+            "an MBR disk with an ext4 at 64 MiB, past its one partition",
+        ),
+    ):
+        disk = _partitioned(b, name, label, one)
+        _secret_fs_at(b, disk, name, offset)
+        _each_reader(b, name, disk.name, about, "unpartitioned", (2,))
+    # Before the first partition (past the first MiB, where boot loaders live).
+    name = "gpt-data-before-partition"
+    disk = _partitioned(b, name, "gpt", "start=32768, size=32768, type=linux\n")
+    _secret_fs_at(b, disk, name, 2 * MIB)
+    _each_reader(
+        b,
+        name,
+        disk.name,
+        "a GPT disk with an ext4 at 2 MiB, before its partition at 16 MiB",
+        "unpartitioned",
+        (2,),
+        guestfs=False,
+    )
+    # Free space inside an extended partition, between logical partitions.
+    name = "mbr-data-in-extended"
+    disk = _partitioned(
+        b,
+        name,
+        "dos",
+        "start=2048, size=16384, type=linux\nstart=20480, size=172032, type=extended\n"
+        "start=22528, size=16384, type=linux\n",
+    )
+    _secret_fs_at(b, disk, name, 64 * MIB)
+    _each_reader(
+        b,
+        name,
+        disk.name,
+        "an MBR disk with an ext4 in free space of its extended partition",
+        "unpartitioned",
+        (2,),
+        guestfs=False,
+    )
+    # Control: the same layout with nothing outside the partitions is complete.
+    name = "gpt-nothing-outside"
+    disk = _partitioned(b, name, "gpt", one)
+    _each_reader(b, name, disk.name, "a GPT disk with zeros outside its one partition", "", (0,))
+
+
+@case
+def partition_tables_disagree(b: Build) -> None:
+    # A valid GPT (one clean ext4 at 1 MiB) and an MBR whose entry names a second ext4 with
+    # the secret at 64 MiB: without a protective entry (Linux then reads the MBR), and with
+    # one beside it (a hybrid MBR whose extra entry is not one of the GPT's partitions).
+    for name, protective, about in (
+        ("gpt-mbr-disagree", False, "a valid GPT and a non-protective MBR naming another ext4"),
+        ("gpt-hybrid-mbr-extra", True, "a GPT whose hybrid MBR names an ext4 the GPT lacks"),
+    ):
+        disk = _partitioned(b, name, "gpt", "start=2048, size=65536, type=linux\n")
+        _secret_fs_at(b, disk, name, 64 * MIB)
+        mbr = bytearray(disk.read_bytes()[:SECTOR])
+        mbr[446:510] = bytes(64)
+        slot = 0
+        if protective:
+            struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\2\0", 0xEE, b"\xff\xff\xff", 1, 2047)
+            slot = 1
+        struct.pack_into(
+            "<B3sB3sII", mbr, 446 + 16 * slot, 0, b"\0\0\0", 0x83, b"\0\0\0", 131072, 16384
+        )
+        _patch(disk, 0, bytes(mbr))
+        _each_reader(b, name, disk.name, about, "disagree", (2,), guestfs=not protective)
+
+
+# ------------------------------------------------------------------------------------------
 # Round 2 (issue 17): archives whose structure costs more than their size says
 # ------------------------------------------------------------------------------------------
 

@@ -7,12 +7,16 @@ is rebuilt from plain strings, so a worker process can open its own handle from 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image import unpartitioned
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
@@ -265,7 +269,45 @@ class NativeReader:
             )
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
+        volumes += self._outside_partitions()
         return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
+
+    def _outside_partitions(self) -> list[_Volume]:
+        """What no partition covers that may hold data (unpartitioned.py), as volumes not
+        read. Holes of a raw image file are skipped without reading them."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
+
+        def read_at(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            data: bytes = handle.read(length)
+            return data
+
+        member, disk_format = self._disks[int(self._disk)]
+        with contextlib.ExitStack() as stack:
+            next_data: unpartitioned.NextData | None = None
+            if disk_format == "raw" and member is None:
+                fd = os.open(self.image.path, os.O_RDONLY)
+                stack.callback(os.close, fd)
+
+                def next_data(offset: int) -> int:
+                    try:
+                        return os.lseek(fd, offset, os.SEEK_DATA)
+                    except OSError as exc:  # ENXIO: no data past `offset`
+                        return self._disk_size if exc.errno == errno.ENXIO else offset
+
+            found = unpartitioned.outside_partitions(
+                read_at, self._disk_size, OUTSIDE_CHECK_LIMIT, next_data
+            )
+        return [
+            _unread(
+                f"{self._disk_device}:unpartitioned@{region.start}",
+                None,
+                VolumeStatus.UNSUPPORTED,
+                region.reason,
+                self._disk,
+            )
+            for region in found
+        ]
 
     def _gpt_entries(self, partuuids: dict[int, str]) -> list[tuple[int, str, int]]:
         """(partition number, volume address, end offset) of every GPT partition."""
@@ -730,6 +772,8 @@ class NativeOpener:
 # Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
 # UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
 MAX_PATH_BYTES = 65536
+# Bytes of unpartitioned space read to see whether it is empty (zeros read fast here).
+OUTSIDE_CHECK_LIMIT = 4 << 30
 # Entries of one directory that are read: a mail spool or a cache holds tens of thousands;
 # past this, the rest is reported as not read (the walk's memory stays bounded).
 MAX_DIRECTORY_ENTRIES = 200_000
