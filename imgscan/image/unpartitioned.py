@@ -119,8 +119,11 @@ def _gpt(
     table_sectors = (table + SECTOR - 1) // SECTOR
     metadata.append((SECTOR, 2 * SECTOR))
     metadata.append((entries_lba * SECTOR, (entries_lba + table_sectors) * SECTOR))
-    last = size // SECTOR - 1  # the backup header, and its entry array before it
-    metadata.append(((last - table_sectors) * SECTOR, size))
+    # The backup header and its entry array before it: at the disk's last sector, or where
+    # the header says (a disk image grown after partitioning keeps its old backup mid-disk).
+    (alternate,) = struct.unpack_from("<Q", header, 32)
+    for last in {size // SECTOR - 1, alternate}:
+        metadata.append(((last - table_sectors) * SECTOR, (last + 1) * SECTOR))
     raw = read_at(entries_lba * SECTOR, table)
     parts = []
     for at in range(0, len(raw) - entry_size + 1, entry_size):
