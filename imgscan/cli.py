@@ -52,7 +52,8 @@ _EPILOG = """\
 exit codes:
   0    no finding fails the gate (--fail-on, --policy), and every volume and file was read
   1    findings fail the gate
-  2    error, or coverage incomplete (something could not be read): the gate fails closed
+  2    error (--timeout included), or coverage incomplete (something could not be read):
+       the gate fails closed
   130  interrupted (SIGINT or SIGTERM); the report written is partial and says so
 
 examples:
@@ -64,6 +65,7 @@ examples:
   imgscan scan disk.qcow2 --baseline accepted.json   ... and report only new ones
   imgscan scan disk.qcow2 --ignore imgscan-ignore.toml   accept by rule, path or fingerprint
   imgscan scan disk.qcow2 --policy gate.toml   gate by policy rules, then a threshold
+  imgscan scan disk.qcow2 --timeout 600        stop after 10 min: one-line error, exit 2
 
 gate policy (--policy FILE, TOML; the first [[rule]] that matches a finding decides it):
   fail_on = "high"          # for findings no rule decides; --fail-on overrides it
