@@ -53,7 +53,8 @@ _EPILOG = """\
 exit codes:
   0    no finding fails the gate (--fail-on, --policy), and every volume and file was read
   1    findings fail the gate
-  2    error, or coverage incomplete (something could not be read): the gate fails closed
+  2    error (--timeout included), or coverage incomplete (something could not be read):
+       the gate fails closed
   130  interrupted (SIGINT or SIGTERM); the report written is partial and says so
 
 examples:
@@ -65,6 +66,7 @@ examples:
   imgscan scan disk.qcow2 --baseline accepted.json   ... and report only new ones
   imgscan scan disk.qcow2 --ignore imgscan-ignore.toml   accept by rule, path or fingerprint
   imgscan scan disk.qcow2 --policy gate.toml   gate by policy rules, then a threshold
+  imgscan scan disk.qcow2 --timeout 600        stop after 10 min: one-line error, exit 2
 
 gate policy (--policy FILE, TOML; the first [[rule]] that matches a finding decides it):
   fail_on = "high"          # for findings no rule decides; --fail-on overrides it
@@ -298,6 +300,15 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_FILE_SIZE,
         metavar="SIZE",
         help="skip (and report) files larger than SIZE (default: 1G)",
+    )
+    command.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop a scan that takes longer than SECONDS: one-line error, exit 2, and the "
+        "reports asked for say the scan failed (as `batch --timeout` does for each image; "
+        "default: no limit)",
     )
     command.add_argument(
         "--file-timeout",
@@ -696,6 +707,7 @@ class _Interrupts:
     def __init__(self) -> None:
         self.received: str | None = None  # the name of the first signal, once one arrived
         self.deferred = False
+        self.timed_out: str | None = None  # the error of a --timeout that expired
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
@@ -725,6 +737,53 @@ class _Interrupts:
                 signal.signal(restored, handler)
 
 
+class _Deadline:
+    """`--timeout`: once `seconds` have passed, the command is stopped as a SIGTERM would stop
+    it (workers and appliance shut down in order), and ends with the one-line error instead of
+    a partial report. Where the main thread does not come back from a C call (a reader stuck
+    in a library or in the appliance), after a further grace period the error is written, every
+    process imgscan started is killed and waited for, and the process exits 2 at once."""
+
+    GRACE = 15.0
+
+    def __init__(self, seconds: float, image: Path, interrupts: _Interrupts) -> None:
+        self.seconds = seconds
+        self.message = f"{image}: the scan did not finish within {seconds:g} s (--timeout); stopped"
+        self.interrupts = interrupts
+        self._timers: list[threading.Timer] = []
+
+    def _start(self, seconds: float, action: Callable[[], None]) -> None:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _expire(self) -> None:
+        self.interrupts.timed_out = self.message
+        self._start(self.GRACE, self._force)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _force(self) -> None:
+        with suppress(OSError):
+            os.write(2, f"imgscan: error: {printable(self.message)}\n".encode())
+        for pid in _descendants():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in _child_pids():
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        os._exit(EXIT_ERROR)
+
+    def __enter__(self) -> _Deadline:
+        if self.seconds > 0:
+            self._start(self.seconds, self._expire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+
 def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from imgscan.scan.scanner import ScanInterrupted
     from imgscan.suppress import Baseline, apply_suppressions, load_baseline, load_ignore
@@ -745,7 +804,20 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         # JSON reads "scan failed" instead of failing on a missing file.
         _write_failed_reports(targets, _failed_result(args.image, args.reader.value, str(exc)))
         raise
+    except KeyboardInterrupt:
+        if interrupts.timed_out is None:
+            raise
+        # --timeout while the image was being opened: a failed scan, reported as one.
+        failed = _failed_result(args.image, args.reader.value, interrupts.timed_out)
+        _write_failed_reports(targets, failed)
+        raise ImgscanError(interrupts.timed_out) from None
     except ScanInterrupted as stop:
+        if interrupts.timed_out is not None:
+            # --timeout: the error, not a partial report (what a timed-out scan found is
+            # not a verdict), in every report asked for.
+            failed = _failed_result(args.image, args.reader.value, interrupts.timed_out)
+            _write_failed_reports(targets, failed)
+            raise ImgscanError(interrupts.timed_out) from None
         # The workers and the appliance are stopped; what was found so far is still worth a
         # report, which says it is partial (coverage incomplete, `interrupted`).
         interrupted_by = interrupts.received or "SIGINT"
@@ -756,6 +828,8 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         result = replace(result, gate=judge(policy, result))
         reports = [(_renderer(name)(result), name, path) for name, path in targets]
     except KeyboardInterrupt:
+        if interrupts.timed_out is not None:
+            raise ImgscanError(interrupts.timed_out) from None
         # A signal after the scan, before the report was rendered: stop now (exit 130). No
         # report: one without the suppressions and the verdict would say too much.
         print(_unwritten(interrupts.received or "SIGINT", "report"), file=sys.stderr)
@@ -840,6 +914,8 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     try:
         result = _scan(args)
     except ScanInterrupted as stop:
+        if interrupts.timed_out is not None:
+            raise ImgscanError(interrupts.timed_out) from None
         interrupted_by = interrupts.received or "SIGINT"
         print(_summary(stop.partial, interrupted_by), file=sys.stderr)
         print(
@@ -851,6 +927,8 @@ def _run_baseline(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     try:
         baseline = render_baseline(result)
     except KeyboardInterrupt:
+        if interrupts.timed_out is not None:
+            raise ImgscanError(interrupts.timed_out) from None
         print(_unwritten(interrupts.received or "SIGINT", "baseline"), file=sys.stderr)
         return EXIT_INTERRUPTED
     interrupts.deferred = True
@@ -946,6 +1024,28 @@ def wait_for_children(grace: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def _descendants() -> list[int]:
+    """Every process below this one (children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    with suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
 def _child_pids() -> list[int]:
     """The processes whose parent is this one, from /proc (empty where there is none)."""
     me, found = os.getpid(), []
@@ -968,9 +1068,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
     try:
         match args.command:
             case "scan":
-                return _run_scan(args, interrupts)
+                with _Deadline(args.timeout, args.image, interrupts):
+                    return _run_scan(args, interrupts)
             case "baseline":
-                return _run_baseline(args, interrupts)
+                with _Deadline(args.timeout, args.image, interrupts):
+                    return _run_baseline(args, interrupts)
             case "batch":
                 return _run_batch(args, interrupts)
             case "results":
@@ -993,6 +1095,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: 
             case _:
                 parser.error(f"unknown command {args.command}")
     except KeyboardInterrupt:
+        if interrupts.timed_out is not None:  # --timeout, while the image was being opened
+            print(f"imgscan: error: {printable(interrupts.timed_out)}", file=sys.stderr)
+            return EXIT_ERROR
         # Before the scan began (reading the policy, the baseline, the ignore files); a scan
         # interrupted later is reported by the command itself, with its partial report.
         print(f"imgscan: interrupted by {interrupts.received or 'SIGINT'}", file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import lzma
 import os
 import secrets
 import shutil
@@ -32,7 +33,7 @@ import tempfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -1502,6 +1503,603 @@ def vdi_differencing(b: Build) -> None:
     b.run("qemu-img", "create", "-q", "-f", "vdi", str(image), "8M")
     differencing_vdi(image, uuid.UUID(int=0x1234))
     _refused(b, "vdi-differencing", image.name, "a differencing VDI (parent by UUID)")
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): data outside every partition, and partition tables that disagree
+# ------------------------------------------------------------------------------------------
+
+
+def _partitioned(b: Build, name: str, label: str, parts: str) -> Path:
+    """A 96 MiB disk whose partition table (`label`: gpt or dos) sfdisk writes from `parts`
+    (its script lines); every partition holds a clean ext4 (no secret)."""
+    disk = b.stage / f"{name}.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(96 * MIB)
+    b.run("sfdisk", "-q", str(disk), stdin=f"label: {label}\n{parts}")
+    table = b.run("sfdisk", "--json", str(disk)).stdout
+    clean = b.ext4(f"{name}.clean", _tree_without_conf(b, f"{name}-clean"), 8)
+    for part in json.loads(table)["partitiontable"]["partitions"]:
+        if part["type"] not in ("5", "f", "85"):  # an extended partition holds the EBRs
+            _patch(disk, part["start"] * SECTOR, clean.read_bytes())
+    clean.unlink()
+    return disk
+
+
+def _secret_fs_at(b: Build, disk: Path, name: str, offset: int) -> None:
+    """An ext4 holding the planted secret, written at byte `offset` of `disk`."""
+    fs = b.ext4(f"{name}.hidden", b.tree(f"{name}-hidden"), 8)
+    _patch(disk, offset, fs.read_bytes())
+    fs.unlink()
+
+
+def _each_reader(
+    b: Build,
+    name: str,
+    file: str,
+    about: str,
+    reason: str,
+    exits: tuple[int, ...],
+    guestfs: bool = True,
+) -> None:
+    """The case once per reader (the libguestfs one only where `guestfs`: an appliance start
+    costs the suite ~30 s)."""
+    for reader in ("auto", "native", "guestfs")[: 3 if guestfs else 2]:
+        b.cases.append(
+            Case(
+                name if reader == "auto" else f"{name}-{reader}",
+                file,
+                f"{about} ({reader} reader)",
+                exits,
+                incomplete=2 in exits and exits != (1,),
+                reason=reason if exits == (2,) else None,
+                args=("--reader", reader),
+            )
+        )
+
+
+@case
+def data_outside_partitions(b: Build) -> None:
+    one = "start=2048, size=65536, type=linux\n"  # one 32 MiB partition at 1 MiB
+    for name, label, offset, about in (
+        (
+            "gpt-data-after-partition",
+            "gpt",
+            64 * MIB,
+            "a GPT disk with an ext4 at 64 MiB, past its one partition",
+        ),
+        (
+            "mbr-data-after-partition",
+            "dos",
+            64 * MIB,
+            "an MBR disk with an ext4 at 64 MiB, past its one partition",
+        ),
+    ):
+        disk = _partitioned(b, name, label, one)
+        _secret_fs_at(b, disk, name, offset)
+        _each_reader(b, name, disk.name, about, "unpartitioned", (2,))
+    # Before the first partition (past the first MiB, where boot loaders live).
+    name = "gpt-data-before-partition"
+    disk = _partitioned(b, name, "gpt", "start=32768, size=32768, type=linux\n")
+    _secret_fs_at(b, disk, name, 2 * MIB)
+    _each_reader(
+        b,
+        name,
+        disk.name,
+        "a GPT disk with an ext4 at 2 MiB, before its partition at 16 MiB",
+        "unpartitioned",
+        (2,),
+        guestfs=False,
+    )
+    # Free space inside an extended partition, between logical partitions.
+    name = "mbr-data-in-extended"
+    disk = _partitioned(
+        b,
+        name,
+        "dos",
+        "start=2048, size=16384, type=linux\nstart=20480, size=172032, type=extended\n"
+        "start=22528, size=16384, type=linux\n",
+    )
+    _secret_fs_at(b, disk, name, 64 * MIB)
+    _each_reader(
+        b,
+        name,
+        disk.name,
+        "an MBR disk with an ext4 in free space of its extended partition",
+        "unpartitioned",
+        (2,),
+        guestfs=False,
+    )
+    # Control: the same layout with nothing outside the partitions is complete.
+    name = "gpt-nothing-outside"
+    disk = _partitioned(b, name, "gpt", one)
+    _each_reader(b, name, disk.name, "a GPT disk with zeros outside its one partition", "", (0,))
+
+
+@case
+def partition_tables_disagree(b: Build) -> None:
+    # A valid GPT (one clean ext4 at 1 MiB) and an MBR whose entry names a second ext4 with
+    # the secret at 64 MiB: without a protective entry (Linux then reads the MBR), and with
+    # one beside it (a hybrid MBR whose extra entry is not one of the GPT's partitions).
+    for name, protective, about in (
+        ("gpt-mbr-disagree", False, "a valid GPT and a non-protective MBR naming another ext4"),
+        ("gpt-hybrid-mbr-extra", True, "a GPT whose hybrid MBR names an ext4 the GPT lacks"),
+    ):
+        disk = _partitioned(b, name, "gpt", "start=2048, size=65536, type=linux\n")
+        _secret_fs_at(b, disk, name, 64 * MIB)
+        mbr = bytearray(disk.read_bytes()[:SECTOR])
+        mbr[446:510] = bytes(64)
+        slot = 0
+        if protective:
+            struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\2\0", 0xEE, b"\xff\xff\xff", 1, 2047)
+            slot = 1
+        struct.pack_into(
+            "<B3sB3sII", mbr, 446 + 16 * slot, 0, b"\0\0\0", 0x83, b"\0\0\0", 131072, 16384
+        )
+        _patch(disk, 0, bytes(mbr))
+        _each_reader(b, name, disk.name, about, "disagree", (2,), guestfs=not protective)
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): archives whose structure costs more than their size says
+# ------------------------------------------------------------------------------------------
+
+
+def _tree_without_conf(b: Build, name: str) -> Path:
+    """A tree whose only secret is the one a case hides in an archive."""
+    tree = b.tree(name)
+    (tree / "etc" / "app.conf").unlink()
+    (tree / "etc" / "motd").write_text("welcome\n")
+    return tree
+
+
+@case
+def zip_directory_named_member(b: Build) -> None:
+    # unzip -p prints a member named like a directory that holds bytes: it is a file.
+    conf = f"[db]\npassword = {b.password}\n"
+    for name, method, nested in (
+        ("zip-dir-named-member", zipfile.ZIP_STORED, False),
+        ("zip-dir-named-member-nested", zipfile.ZIP_DEFLATED, True),
+    ):
+        tree = _tree_without_conf(b, name)
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w", method) as zf:
+            zf.writestr("config/", b"")  # a real directory entry beside it
+            zf.writestr("config/app.conf/", conf)
+        data = inner.getvalue()
+        if nested:
+            outer = io.BytesIO()
+            with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("lib/bundle.jar", data)
+            data = outer.getvalue()
+        (tree / "opt").mkdir()
+        (tree / "opt" / "bundle.zip").write_bytes(data)
+        image = b.ext4(f"{name}.ext4", tree, 8)
+        about = "a zip member named like a directory (app.conf/) that holds the secret"
+        b.cases.append(
+            Case(
+                name, image.name, about + (", in a nested jar" if nested else ""), (1,), finds=True
+            )
+        )
+
+
+def _zip_many_entries(path: Path, entries: int, declared: int) -> None:
+    """A zip of one stored member whose central directory lists it `entries` times (47 bytes
+    a record), with zip64 end records declaring `declared` entries: zipfile parses every
+    record whatever the count says."""
+    name = b"a"
+    body = b"x"
+    crc = zlib.crc32(body)
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, 1, 1, 1, 0)
+    record = struct.pack(
+        "<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 45, 20, 0, 0, 0, 0, crc, 1, 1, 1, 0, 0, 0, 0,
+        0o644 << 16, 0,
+    ) + name  # fmt: skip
+    with path.open("wb") as fh:
+        fh.write(local + name + body)
+        directory_at = fh.tell()
+        batch = record * 10_000
+        for _ in range(entries // 10_000):
+            fh.write(batch)
+        fh.write(record * (entries % 10_000))
+        size = fh.tell() - directory_at
+        end64_at = fh.tell()
+        fh.write(
+            struct.pack(
+                "<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, declared, declared, size,
+                directory_at,
+            )
+        )  # fmt: skip
+        fh.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, end64_at, 1))
+        fh.write(
+            struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                        0xFFFFFFFF, 0)
+        )  # fmt: skip
+
+
+@case
+def zip_central_directory(b: Build) -> None:
+    for name, entries, declared, about in (
+        ("zip-2m-entries", 2_000_000, 2_000_000, "a 94 MB zip listing 2 million entries"),
+        (
+            "zip-entry-count-lies",
+            700_000,
+            1,
+            "a zip whose 700,000-record central directory is declared to hold one entry",
+        ),
+    ):
+        tree = b.tree(name)
+        _zip_many_entries(tree / "many.zip", entries, declared)
+        image = b.ext4(f"{name}.ext4", tree, entries * 47 // MIB + 24)
+        b.cases.append(
+            Case(name, image.name, about, (2,), incomplete=True, reason="members", finds=True)
+        )
+
+
+def _xz_declaring(path: Path, dictionary_byte: int, content: Callable[[], Iterator[bytes]]) -> None:
+    """An xz file of `content` whose LZMA2 filter declares the dictionary size code
+    `dictionary_byte` (40: 4 GiB), the block header's CRC-32 made right again."""
+    encoder = lzma.LZMACompressor(lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "preset": 1}])
+    with path.open("wb") as fh:
+        for chunk in content():
+            fh.write(encoder.compress(chunk))
+        fh.write(encoder.flush())
+    with path.open("r+b") as fh:
+        fh.seek(12)  # after the stream header: the first block header
+        size = (fh.read(1)[0] + 1) * 4
+        fh.seek(12)
+        header = bytearray(fh.read(size))
+        if header[1] & 0xC0 or header[2:4] != b"\x21\x01":
+            raise base.BuildError(f"unexpected xz block header {header.hex()}")
+        header[4] = dictionary_byte
+        struct.pack_into("<I", header, size - 4, zlib.crc32(bytes(header[: size - 4])))
+        fh.seek(12)
+        fh.write(header)
+
+
+def _gib_of_mostly_zeros() -> Iterator[bytes]:
+    # 4 MiB of random bytes, so the file is ~5 MB and may expand 200 times (1 GiB).
+    yield _random_bytes(4 * MIB)
+    zeros = bytes(MIB)
+    for _ in range(1020):
+        yield zeros
+
+
+@case
+def lzma_dictionaries(b: Build) -> None:
+    tree = b.tree("xz-4g-dictionary")
+    _xz_declaring(tree / "dump.xz", 40, _gib_of_mostly_zeros)
+    image = b.ext4("xz-4g-dictionary.ext4", tree, 24)
+    b.cases.append(
+        Case(
+            "xz-4g-dictionary",
+            image.name,
+            "a 5 MB .xz declaring a 4 GiB dictionary, expanding to 1 GiB",
+            (2,),
+            incomplete=True,
+            reason="memory",
+            finds=True,
+        )
+    )
+    tree = b.tree("zip-lzma-4g-dictionary")
+    archive = tree / "bundle.zip"
+    with (
+        zipfile.ZipFile(archive, "w", zipfile.ZIP_LZMA) as zf,
+        zf.open("zeros.bin", "w", force_zip64=True) as out,
+    ):
+        for chunk in _gib_of_mostly_zeros():
+            out.write(chunk)
+    with archive.open("r+b") as fh:
+        local = fh.read(30)
+        name, extra = struct.unpack_from("<HH", local, 26)
+        fh.seek(30 + name + extra + 5)  # LZMA's version and properties size, then props
+        fh.write(struct.pack("<I", 0xFFFFFFFF))
+    image = b.ext4("zip-lzma-4g-dictionary.ext4", tree, 24)
+    b.cases.append(
+        Case(
+            "zip-lzma-4g-dictionary",
+            image.name,
+            "a zip whose LZMA member declares a 4 GiB dictionary",
+            (2,),
+            incomplete=True,
+            reason="dictionary",
+            finds=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): qcow2 mapping tables declared huge
+# ------------------------------------------------------------------------------------------
+
+
+def _qcow2_grown_l1(b: Build, name: str, cluster_bits: int, l1_entries: int) -> Path:
+    """A qcow2 (clusters of 2^cluster_bits, the planted secret) whose L1 table is moved to the
+    end of the file and grown to `l1_entries`: the image's own entries, then entries naming
+    distinct L2 tables in a sparse stretch after it (holes: they read as empty tables). Past
+    qemu's 32 MiB of L1 the new table is left sparse too."""
+    tree = b.tree(name)
+    raw = b.ext4(f"{name}.ext4", tree, 8)
+    image = b.stage / f"{name}.qcow2"
+    b.run(
+        "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
+        "-o", f"cluster_size={1 << cluster_bits}", str(raw), str(image),
+    )  # fmt: skip
+    raw.unlink()
+    cluster = 1 << cluster_bits
+    with image.open("r+b") as fh:
+        header = fh.read(48)
+        old_size, old_offset = struct.unpack_from(">IQ", header, 36)
+        fh.seek(old_offset)
+        own = fh.read(old_size * 8)
+        end = fh.seek(0, os.SEEK_END)
+        l1_at = (end + cluster - 1) // cluster * cluster
+        tables_at = l1_at + (l1_entries * 8 + cluster - 1) // cluster * cluster
+        fh.seek(l1_at)
+        fh.write(own)
+        if l1_entries * 8 <= 32 * MIB:
+            chunk = 1 << 16
+            for first in range(old_size, l1_entries, chunk):
+                count = min(chunk, l1_entries - first)
+                fh.write(
+                    struct.pack(
+                        f">{count}Q",
+                        *(tables_at + i * cluster for i in range(first, first + count)),
+                    )
+                )
+        fh.truncate(tables_at + (l1_entries * cluster if l1_entries * 8 <= 32 * MIB else 0))
+        fh.seek(36)
+        fh.write(struct.pack(">IQ", l1_entries, l1_at))
+    return image
+
+
+@case
+def qcow2_tables_declared_huge(b: Build) -> None:
+    # An L1 table of 2^28 entries (2 GiB) and one of 2^24 (128 MiB): past qemu's 32 MiB,
+    # refused before they are read.
+    for name, bits, entries in (
+        ("qcow2-l1-2e28", 16, 1 << 28),
+        ("qcow2-l1-2e24-512b", 9, 1 << 24),
+    ):
+        image = _qcow2_grown_l1(b, name, bits, entries)
+        b.cases.append(
+            Case(
+                name,
+                image.name,
+                f"a qcow2 (sparse) declaring an L1 table of {entries} entries",
+                (2,),
+                error="L1 table",
+            )
+        )
+    # 512-byte clusters and 2^22 distinct L2 tables (32 MiB of L1, which qemu accepts): 2 GiB
+    # of tables to check, 268 million entries.
+    image = _qcow2_grown_l1(b, "qcow2-4m-l2-tables", 9, 1 << 22)
+    b.cases.append(
+        Case(
+            "qcow2-4m-l2-tables",
+            image.name,
+            "a qcow2 of 512-byte clusters mapping 2^22 L2 tables (in holes)",
+            (1,),
+            finds=True,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): LUKS key derivation that never ends, and --timeout
+# ------------------------------------------------------------------------------------------
+
+LUKS_PASSPHRASE = "luks-passphrase.txt"  # beside the images: the key these cases are given
+
+
+def _luks2_rewrite(path: Path, at: int, edit: Callable[[dict[str, object]], None]) -> None:
+    """Edit the LUKS2 metadata (JSON) of the volume at byte `at` of `path`, in both header
+    copies, with their checksums (SHA-256 over the header area, checksum zeroed) made right:
+    cryptsetup computes a key slot's KDF when it writes one, so a cost that never ends can
+    only be written by hand."""
+    import hashlib
+
+    with path.open("r+b") as fh:
+        fh.seek(at)
+        primary = fh.read(4096)
+        (size,) = struct.unpack_from(">Q", primary, 8)
+        for copy in (at, at + size):
+            fh.seek(copy)
+            area = bytearray(fh.read(size))
+            metadata = json.loads(bytes(area[4096:]).split(b"\0", 1)[0])
+            edit(metadata)
+            text = json.dumps(metadata, separators=(",", ":")).encode()
+            area[4096:] = text.ljust(size - 4096, b"\0")
+            area[448 : 448 + 64] = bytes(64)
+            area[448 : 448 + 32] = hashlib.sha256(area).digest()
+            fh.seek(copy)
+            fh.write(area)
+
+
+def _luks_volume(b: Build, name: str, *options: str) -> tuple[Path, int]:
+    """A 48 MiB disk (MBR) whose one partition, at 1 MiB, is a LUKS volume, its key
+    LUKS_PASSPHRASE (it stays empty: these cases are about what trying the key costs).
+    Returns the disk and the volume's offset."""
+    volume = b.work / f"{name}.luks"
+    with volume.open("wb") as fh:
+        fh.truncate(40 * MIB)
+    key = b.stage / LUKS_PASSPHRASE
+    b.run(
+        "cryptsetup", "luksFormat", "--batch-mode", *options, f"--key-file={key}", str(volume),
+    )  # fmt: skip
+    disk = b.stage / f"{name}.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(48 * MIB)
+    b.run("sfdisk", "-q", str(disk), stdin="label: dos\nstart=2048, size=81920, type=83\n")
+    with disk.open("r+b") as out, volume.open("rb") as src:
+        out.seek(MIB)
+        shutil.copyfileobj(src, out)
+    volume.unlink()
+    return disk, MIB
+
+
+@case
+def luks_kdf_unbounded(b: Build) -> None:
+    (b.stage / LUKS_PASSPHRASE).write_text("correct horse battery staple")
+    key_args = ("--key-file", "{dir}/" + LUKS_PASSPHRASE)
+    fast_argon = ("--type=luks2", "--pbkdf=argon2id", "--pbkdf-force-iterations=4",
+                  "--pbkdf-memory=32", "--pbkdf-parallel=1")  # fmt: skip
+
+    def argon(field: str, value: int) -> Callable[[dict[str, object]], None]:
+        def edit(metadata: dict[str, object]) -> None:
+            keyslots = metadata["keyslots"]
+            assert isinstance(keyslots, dict)
+            for slot in keyslots.values():
+                slot["kdf"][field] = value
+
+        return edit
+
+    def pbkdf2(metadata: dict[str, object]) -> None:
+        keyslots = metadata["keyslots"]
+        assert isinstance(keyslots, dict)
+        for slot in keyslots.values():
+            slot["kdf"]["iterations"] = 0xFFFFFFFF
+
+    for name, options, edit, about in (
+        ("luks2-argon2-time", fast_argon, argon("time", 0xFFFFFFFF), "argon2id time cost 2^32-1"),
+        ("luks2-argon2-memory", fast_argon, argon("memory", 4 << 20), "argon2id memory 4 GiB"),
+        (
+            "luks2-pbkdf2-iterations",
+            ("--type=luks2", "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000"),
+            pbkdf2,
+            "PBKDF2 with 2^32-1 iterations",
+        ),
+    ):
+        disk, at = _luks_volume(b, name, *options)
+        _luks2_rewrite(disk, at, edit)
+        for reader in ("auto", "guestfs"):
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-guestfs",
+                    disk.name,
+                    f"a LUKS2 volume whose key slot asks for {about}, a passphrase given"
+                    + ("" if reader == "auto" else " (libguestfs reader)"),
+                    (2,),
+                    incomplete=True,
+                    reason="not unlocked",
+                    args=(*key_args, "--reader", reader),
+                )
+            )
+    # LUKS1: the iteration count of key slot 0 (offset 208 + 4) patched to 2^32-1.
+    disk, at = _luks_volume(
+        b, "luks1-pbkdf2-iterations", "--type=luks1", "--pbkdf-force-iterations=1000"
+    )
+    _patch(disk, at + 212, struct.pack(">I", 0xFFFFFFFF))
+    b.cases.append(
+        Case(
+            "luks1-pbkdf2-iterations",
+            disk.name,
+            "a LUKS1 volume whose key slot asks for 2^32-1 PBKDF2 iterations, a passphrase given",
+            (2,),
+            incomplete=True,
+            reason="not unlocked",
+            args=(*key_args,),
+        )
+    )
+
+
+@case
+def scan_timeout(b: Build) -> None:
+    # --timeout stops a scan that takes longer (a million files; the appliance alone takes
+    # longer to start than allowed) with one line, exit 2, no report and nothing left running.
+    for reader in ("native", "guestfs"):
+        b.cases.append(
+            Case(
+                f"scan-timeout-{reader}",
+                "ext4-million-files.ext4",  # made by ext4_million_files
+                f"a scan given --timeout shorter than it takes ({reader} reader)",
+                (2,),
+                error="--timeout",
+                args=("--timeout", "5", "--reader", reader),
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Round 2 (issue 17): one directory of a million entries
+# ------------------------------------------------------------------------------------------
+
+
+def _linear_directory(names: int, own: int, parent: int, target: int, block: int) -> bytes:
+    """The blocks of a linear ext4 directory (inode `own`, in `parent`): ".", "..", then
+    `names` entries f0000000, ... all naming regular file `target`. A record: inode u32,
+    record length u16, name length u8, file type u8, the name padded to 4 bytes; the last
+    record of a block spans to the block's end."""
+    records = [(own, b".", 2), (parent, b"..", 2)]
+    records += [(target, b"f%07d" % i, 1) for i in range(names)]
+    out = bytearray()
+    current = bytearray()
+    last = 0
+    for inode, name, kind in records:
+        size = (8 + len(name) + 3) // 4 * 4
+        if len(current) + size > block:
+            struct.pack_into("<H", current, last + 4, block - last)
+            out += current.ljust(block, b"\0")
+            current = bytearray()
+        last = len(current)
+        current += struct.pack("<IHBB", inode, size, len(name), kind) + name.ljust(size - 8, b"\0")
+    struct.pack_into("<H", current, last + 4, block - last)
+    out += current.ljust(block, b"\0")
+    return bytes(out)
+
+
+def _inode_of(b: Build, image: Path, path: str) -> int:
+    stat = b.run("debugfs", "-R", f"stat {path}", str(image)).stdout
+    return int(stat.split("Inode:", 1)[1].split()[0])
+
+
+@case
+def ext4_million_entry_directory(b: Build) -> None:
+    # mke2fs -d (and debugfs) insert entries into a linear directory one by one, in quadratic
+    # time: the directory's blocks are written here instead. /big is made as a regular file
+    # of the right size, its blocks filled with directory records, then its mode made a
+    # directory's. No metadata_csum: a directory block would need a checksum tail.
+    count, block = 1_000_000, 4096
+    tree = b.tree("ext4-million-entries")
+    (tree / "empty").write_bytes(b"")
+    # Placeholder inode numbers for now (not zeros: mke2fs -d would leave holes).
+    placeholder = _linear_directory(count, 1, 1, 1, block)
+    size = len(placeholder)
+    (tree / "big").write_bytes(placeholder)
+    image = b.ext4(
+        "ext4-million-entries.ext4",
+        tree,
+        size // MIB + 16,
+        "-b",
+        str(block),
+        "-O",
+        "^metadata_csum",
+    )
+    own, target = _inode_of(b, image, "/big"), _inode_of(b, image, "/empty")
+    blocks = [int(x) for x in b.run("debugfs", "-R", "blocks /big", str(image)).stdout.split()]
+    content = _linear_directory(count, own, 2, target, block)
+    with image.open("r+b") as fh:
+        for index, number in enumerate(blocks):
+            fh.seek(number * block)
+            fh.write(content[index * block : (index + 1) * block])
+    b.run("debugfs", "-w", "-R", "sif /big mode 040755", str(image))
+    b.run("debugfs", "-w", "-R", "sif /big links_count 2", str(image))
+    # The native reader's walk (the auto reader reads ext4 natively); libguestfs lists a
+    # million files for minutes under TCG, past the suite's time bound, like
+    # ext4-million-files.
+    for reader in ("auto", "native"):
+        b.cases.append(
+            Case(
+                "ext4-million-entry-dir" + ("" if reader == "auto" else f"-{reader}"),
+                image.name,
+                f"one directory of a million entries ({reader} reader)",
+                (2,),
+                incomplete=True,
+                reason="entries",
+                finds=True,
+                args=("--reader", reader),
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------

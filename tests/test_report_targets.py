@@ -278,3 +278,13 @@ def test_rules_extend_the_builtin_pack(tmp_path: Path) -> None:
     proc = run("scan", image, "--rules", extra)
     assert proc.returncode == 2 and "'aws-access-key-id' is already in the rule pack" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_timed_out_scan_reports_its_error(tmp_path: Path, images: Path) -> None:
+    out = tmp_path / "r.sarif"
+    proc = run("scan", images / "server.qcow2", "--timeout", "1", "-f", "sarif", "-o", out)
+    assert proc.returncode == 2
+    assert "(--timeout); stopped" in proc.stderr
+    invocation = json.loads(out.read_text())["runs"][0]["invocations"][0]
+    assert invocation["executionSuccessful"] is False
+    assert "(--timeout)" in invocation["toolExecutionNotifications"][0]["message"]["text"]

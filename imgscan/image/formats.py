@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgscan.errors import ImageError
+from imgscan.image import qcow2_tables
 
 # Detection promises to open no file but the image. The first use of a codec imports its module
 # (a file of Python's own), so the ones the headers need are looked up once, here.
@@ -245,8 +246,6 @@ def _qcow2(src: _Source, head: bytes) -> FormatInfo:
     return FormatInfo("qcow2", f"v{version}", virtual_size, external_refs, compressed=compressed)
 
 
-_QCOW2_OFFSET_MASK = 0x00FFFFFFFFFFFE00
-_QCOW2_COMPRESSED = 1 << 62
 _QCOW2_EXTENDED_L2 = 1 << 4
 
 
@@ -257,54 +256,15 @@ def _qcow2_tables_problem(src: _Source, head: bytes, version: int) -> tuple[str 
     libguestfs reader would report a truncated image as partly empty and complete.
     Returns (the first problem or None, whether any cluster is compressed).
     """
-    compressed = False
-    size = src.size
     (cluster_bits,) = struct.unpack_from(">I", head, 20)
     if not 9 <= cluster_bits <= 21:
-        return f"cluster size 2^{cluster_bits} out of range", compressed
-    cluster = 1 << cluster_bits
+        return f"cluster size 2^{cluster_bits} out of range", False
     l1_size, l1_offset = struct.unpack_from(">IQ", head, 36)
     incompatible = struct.unpack_from(">Q", head, 72)[0] if version == 3 else 0
     entry_size = 16 if incompatible & _QCOW2_EXTENDED_L2 else 8
-    if l1_offset % cluster or l1_offset + l1_size * 8 > size:
-        return "L1 table offset is invalid", compressed
-    checked: set[int] = set()
-    with src.path.open("rb") as fh:
-        fh.seek(src.offset + l1_offset)
-        l1 = fh.read(l1_size * 8)
-        for (entry,) in struct.iter_unpack(">Q", l1[: len(l1) // 8 * 8]):
-            l2_offset = entry & _QCOW2_OFFSET_MASK
-            if not l2_offset or l2_offset in checked:
-                # Each L2 table once: a hostile L1 pointing every entry at one table would
-                # otherwise cost (file size / 8) squared steps.
-                continue
-            checked.add(l2_offset)
-            if l2_offset % cluster or l2_offset + cluster > size:
-                return (
-                    f"L2 table at {l2_offset} lies beyond the end of the file ({size})",
-                    compressed,
-                )
-            fh.seek(src.offset + l2_offset)
-            table = fh.read(cluster)
-            for index in range(0, len(table), entry_size):
-                (l2,) = struct.unpack_from(">Q", table, index)
-                if l2 & _QCOW2_COMPRESSED:
-                    compressed = True
-                    bits = 62 - (cluster_bits - 8)
-                    offset = l2 & ((1 << bits) - 1)
-                    if offset >= size:
-                        return (
-                            f"compressed cluster at {offset} lies beyond the end of the file",
-                            compressed,
-                        )
-                    continue
-                offset = l2 & _QCOW2_OFFSET_MASK
-                if offset and offset + cluster > size:
-                    return (
-                        f"data cluster at {offset} lies beyond the end of the file ({size})",
-                        compressed,
-                    )
-    return None, compressed
+    return qcow2_tables.tables_problem(
+        src.path, src.offset, src.size, cluster_bits, l1_offset, l1_size, entry_size
+    )
 
 
 def _vmdk_sparse(src: _Source, head: bytes) -> FormatInfo:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image import luks, unpartitioned
 from imgscan.image.formats import Disk, FormatInfo
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
@@ -88,6 +89,10 @@ INLINE_MAX = 1 << 20
 # the appliance gets room for that.
 APPLIANCE_MEMSIZE = 512
 APPLIANCE_MEMSIZE_LUKS = 1536
+# Unpartitioned space is read through the appliance (slow under TCG) to see whether it is
+# empty: at most this much, in pieces of _PREAD_PIECE (libguestfs' protocol carries ~4 MiB).
+OUTSIDE_CHECK_LIMIT = 1 << 30
+_PREAD_PIECE = 2 << 20
 # Bytes per `pread` call: the protocol caps one message at 4 MiB.
 _PREAD_CHUNK = 2 << 20
 # Filesystems whose names Windows looks up case-insensitively.
@@ -656,6 +661,8 @@ class GuestfsReader:
             volumes += [
                 v for v in (self._identify(p) for p in partitions or [disk]) if v is not None
             ]
+            if partitions:
+                volumes += self._outside_partitions(disk)
         single = len(disks) == 1
         disk = disks[0]
         partitions = all_partitions
@@ -677,6 +684,36 @@ class GuestfsReader:
             )
         volumes = [replace(v, partuuid=self._partuuids.get(v.device)) for v in volumes]
         return sorted(volumes, key=lambda v: device_sort_key(v.device))
+
+    def _outside_partitions(self, disk: str) -> list[VolumeInfo]:
+        """What no partition of `disk` covers that may hold data (unpartitioned.py), as
+        volumes not read. Read through the appliance, in pieces its protocol carries."""
+
+        def read_at(offset: int, length: int) -> bytes:
+            data = bytearray()
+            while len(data) < length:
+                piece = min(_PREAD_PIECE, length - len(data))
+                chunk = self._appliance.call("pread_device", disk, piece, offset + len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return bytes(data)
+
+        size = int(self._appliance.call("blockdev_getsize64", disk))
+        try:
+            found = unpartitioned.outside_partitions(read_at, size, OUTSIDE_CHECK_LIMIT)
+        except RuntimeError as exc:
+            reason = f"space outside the partitions not checked: {_first_line(exc)}; not read"
+            return [VolumeInfo(f"{disk}:unpartitioned", None, VolumeStatus.UNREADABLE, reason)]
+        return [
+            VolumeInfo(
+                f"{disk}:unpartitioned@{region.start}",
+                None,
+                VolumeStatus.UNSUPPORTED,
+                region.reason,
+            )
+            for region in found
+        ]
 
     def _logical_volumes(self) -> list[str]:
         """The logical volumes LVM activated, as /dev/VG/LV. libguestfs parses the LVM tools'
@@ -734,6 +771,11 @@ class GuestfsReader:
             if volume.fstype != "crypto_LUKS":
                 result.append(volume)
                 continue
+            problem = self._kdf_problem(volume.device)
+            if problem is not None:
+                reason = f"encrypted (LUKS) volume not unlocked: {problem}"
+                result.append(replace(volume, reason=reason))
+                continue
             mapname = "luks-" + volume.device.rsplit("/", 1)[-1]
             if not any(self._try_key(volume.device, key, mapname) for key in self._keys):
                 result.append(
@@ -755,6 +797,20 @@ class GuestfsReader:
         if opened:
             self._appliance.call("lvm_scan", True)
         return result
+
+    def _kdf_problem(self, device: str) -> str | None:
+        """Why the LUKS volume on `device` must not be unlocked (its key derivation costs past
+        imgscan's bounds, or its header does not parse), from the header read before any key is
+        tried: cryptsetup runs what the header asks, for as long as it asks."""
+
+        def read_at(offset: int, length: int) -> bytes:
+            data: bytes = self._appliance.call("pread_device", device, length, offset)
+            return data
+
+        try:
+            return luks.kdf_problem(read_at)
+        except RuntimeError as exc:
+            return f"header unreadable: {_first_line(exc)}"
 
     def _try_key(self, device: str, key: str, mapname: str) -> bool:
         try:

@@ -9,12 +9,16 @@ is rebuilt from plain strings, so a worker process can open its own handle from 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
+from imgscan.image import unpartitioned
 from imgscan.image.formats import FormatInfo
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
@@ -283,7 +287,45 @@ class NativeReader:
             )
         if not volumes:
             raise ImageError(f"{self.image.path}: partition table holds no partitions")
+        volumes += self._outside_partitions()
         return sorted(volumes, key=lambda v: device_sort_key(v.info.device))
+
+    def _outside_partitions(self) -> list[_Volume]:
+        """What no partition covers that may hold data (unpartitioned.py), as volumes not
+        read. Holes of a raw image file are skipped without reading them."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(self._base, resolver_context=self._context)
+
+        def read_at(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            data: bytes = handle.read(length)
+            return data
+
+        member, disk_format = self._disks[int(self._disk)]
+        with contextlib.ExitStack() as stack:
+            next_data: unpartitioned.NextData | None = None
+            if disk_format == "raw" and member is None:
+                fd = os.open(self.image.path, os.O_RDONLY)
+                stack.callback(os.close, fd)
+
+                def next_data(offset: int) -> int:
+                    try:
+                        return os.lseek(fd, offset, os.SEEK_DATA)
+                    except OSError as exc:  # ENXIO: no data past `offset`
+                        return self._disk_size if exc.errno == errno.ENXIO else offset
+
+            found = unpartitioned.outside_partitions(
+                read_at, self._disk_size, OUTSIDE_CHECK_LIMIT, next_data
+            )
+        return [
+            _unread(
+                f"{self._disk_device}:unpartitioned@{region.start}",
+                None,
+                VolumeStatus.UNSUPPORTED,
+                region.reason,
+                self._disk,
+            )
+            for region in found
+        ]
 
     def _gpt_entries(self, partuuids: dict[int, str]) -> list[tuple[int, str, int]]:
         """(partition number, volume address, end offset) of every GPT partition."""
@@ -593,35 +635,68 @@ class NativeReader:
                     join_guest_path(mountpoint, location), f"directory unreadable: {_one_line(exc)}"
                 )
                 continue
-            children: list[tuple[str, Any]] = []
+            # Entries are handled as they are read, never held all at once: a directory of a
+            # million entries costs the files it yields, and past MAX_DIRECTORY_ENTRIES the
+            # rest is reported as not read.
+            here = join_guest_path(mountpoint, location)
+            known: set[str] = set()
+            subdirectories: list[tuple[str, Any]] = []
             failed: list[tuple[int, str]] = []
-            for index in range(count):
+            if count > MAX_DIRECTORY_ENTRIES:
+                yield Skipped(
+                    here,
+                    f"directory of {count} entries: only the first {MAX_DIRECTORY_ENTRIES} "
+                    "were read",
+                )
+            for index in range(min(count, MAX_DIRECTORY_ENTRIES)):
                 try:
                     entry = directory.get_sub_file_entry(index)
-                    children.append((entry.name, entry))
+                    name = entry.name
                 except _BACKEND_ERRORS as exc:
                     failed.append((index, _one_line(exc)))
+                    continue
+                known.add(name)
+                ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
+                if ref is not None:
+                    yield ref
             if failed:
                 # libfsext cannot give a name that is not UTF-8; The Sleuth Kit lists the
                 # directory with raw names, and libfsext then opens those entries by inode.
-                known = {name for name, _ in children}
                 found = self._undecodable(device, fs, spec, directory.inode_number, known)
-                children.extend(found)
+                for name, entry in found:
+                    ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
+                    if ref is not None:
+                        yield ref
                 for index, reason in failed[len(found) :]:
                     where = join_guest_path(mountpoint, location.rstrip("/") + f"/#{index}")
                     yield Skipped(where, f"directory entry unreadable: {reason}")
-            for name, entry in sorted(children, key=lambda c: c[0], reverse=True):
-                child = location.rstrip("/") + "/" + name
-                mode = entry.file_mode or 0
-                if stat.S_ISDIR(mode):
-                    stack.append((entry, child))
-                elif stat.S_ISREG(mode):
-                    yield FileRef(
-                        volume=device,
-                        path=join_guest_path(mountpoint, child),
-                        size=int(entry.size or 0),
-                        locator=str(entry.inode_number),
-                    )
+            del known
+            for child, entry in sorted(subdirectories, key=lambda c: c[0], reverse=True):
+                stack.append((entry, child))
+
+    @staticmethod
+    def _ext_child(
+        device: str,
+        mountpoint: str,
+        location: str,
+        name: str,
+        entry: Any,
+        subdirectories: list[tuple[str, Any]],
+    ) -> FileRef | None:
+        """A regular file as a FileRef; a directory goes to `subdirectories` (as its location
+        and entry) to be walked later; anything else is not a file to scan."""
+        child = location.rstrip("/") + "/" + name
+        mode = entry.file_mode or 0
+        if stat.S_ISDIR(mode):
+            subdirectories.append((child, entry))
+        elif stat.S_ISREG(mode):
+            return FileRef(
+                volume=device,
+                path=join_guest_path(mountpoint, child),
+                size=int(entry.size or 0),
+                locator=str(entry.inode_number),
+            )
+        return None
 
     def _undecodable(
         self, device: str, fs: Any, spec: Any, directory_inode: int, known: set[str]
@@ -721,6 +796,11 @@ class NativeOpener:
 # Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
 # UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
 MAX_PATH_BYTES = 65536
+# Bytes of unpartitioned space read to see whether it is empty (zeros read fast here).
+OUTSIDE_CHECK_LIMIT = 4 << 30
+# Entries of one directory that are read: a mail spool or a cache holds tens of thousands;
+# past this, the rest is reported as not read (the walk's memory stays bounded).
+MAX_DIRECTORY_ENTRIES = 200_000
 
 
 def _walk_entries(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import posixpath
+import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -33,6 +35,15 @@ MAX_EXPANDED = 1 << 30  # bytes of member content per outermost archive
 # least RATIO_FLOOR, and never beyond MAX_EXPANDED).
 MAX_RATIO = 200
 RATIO_FLOOR = 16 << 20
+
+# zipfile reads the whole central directory and makes an object of every record (about 500
+# bytes each, a record being 46 bytes and up) before a member can be counted: a few MiB of
+# records per 10,000 members is generous for real archives (paths of a few hundred bytes),
+# and bounds what a directory of millions of empty records costs.
+MAX_CENTRAL_DIRECTORY = MAX_MEMBERS * 256
+# liblzma's memory for decoding an xz stream is about its dictionary size; `xz -9` uses a
+# 64 MiB dictionary. A header may declare up to 4 GiB, paged in as the output grows.
+XZ_MEMORY_LIMIT = 256 << 20
 
 # The zip compression methods zipfile can read.
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
@@ -85,12 +96,107 @@ def _decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
     if kind == "bzip2":
         return cast(BinaryIO, bz2.BZ2File(stream))
     if kind == "xz":
-        return cast(BinaryIO, lzma.LZMAFile(stream))
+        return cast(BinaryIO, io.BufferedReader(_XzReader(stream)))
     # read_across_frames: zstd's CLI writes one frame per input, but concatenations exist.
     reader = zstandard.ZstdDecompressor().stream_reader(
         stream, read_across_frames=True, closefd=False
     )
     return cast(BinaryIO, reader)
+
+
+class _XzReader(io.RawIOBase):
+    """The decompressed content of an xz file (concatenated streams too, as xz reads them),
+    decoded under XZ_MEMORY_LIMIT: lzma.LZMAFile takes no memory limit."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._decoder = lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT)
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        size = len(buffer)
+        data = b""
+        while not data and not self._done:
+            if self._decoder.eof:
+                # Another stream may follow, after padding of zero bytes.
+                rest = self._decoder.unused_data.lstrip(b"\0")
+                while not rest and not self._done:
+                    chunk = self._stream.read(1 << 16)
+                    rest = chunk.lstrip(b"\0")
+                    self._done = not chunk
+                if self._done:
+                    break
+                self._decoder = lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT)
+                data = self._decode(rest, size)
+                continue
+            if self._decoder.needs_input:
+                chunk = self._stream.read(1 << 16)
+                if not chunk:
+                    raise EOFError("xz stream ends before its end marker")
+            else:
+                chunk = b""
+            data = self._decode(chunk, size)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _decode(self, chunk: bytes, size: int) -> bytes:
+        try:
+            return self._decoder.decompress(chunk, size)
+        except lzma.LZMAError as exc:
+            if "memory" in str(exc).lower():
+                raise lzma.LZMAError(
+                    f"xz stream not read: decoding it needs more than {XZ_MEMORY_LIMIT} bytes"
+                    " of memory (its dictionary)"
+                ) from None
+            raise
+
+
+def _zip_directory_problem(stream: BinaryIO) -> str | None:
+    """Why the zip in `stream` is not handed to zipfile, read from its end-of-central-directory
+    records (zip64's too) before zipfile parses the central directory whole: too many entries
+    or too large a directory. None when it looks bounded, or when the records are not found
+    (zipfile then says what is wrong)."""
+    stream.seek(0, io.SEEK_END)
+    end = stream.tell()
+    tail_at = max(0, end - (22 + 0xFFFF))
+    stream.seek(tail_at)
+    tail = stream.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    entries, directory = struct.unpack_from("<HI", tail, at + 10)
+    if at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":
+        (record_at,) = struct.unpack_from("<Q", tail, at - 20 + 8)
+        if record_at + 56 <= end:
+            stream.seek(record_at)
+            record = stream.read(56)
+            if record[:4] == b"PK\x06\x06":
+                entries, directory = struct.unpack_from("<QQ", record, 32)
+    if entries > MAX_MEMBERS:
+        return f"archive has more than {MAX_MEMBERS} members ({entries} declared)"
+    if directory > MAX_CENTRAL_DIRECTORY:
+        return (
+            f"archive's central directory is larger than {MAX_CENTRAL_DIRECTORY} bytes"
+            f" ({directory} declared): more than {MAX_MEMBERS} members"
+        )
+    return None
+
+
+def _zip_lzma_dictionary(stream: BinaryIO, header_offset: int) -> int:
+    """The dictionary size an LZMA zip member declares (zipfile decodes it in raw mode, which
+    takes no memory limit): the local header, then LZMA's 4-byte header and 5-byte properties
+    (the dictionary size little-endian in the last four)."""
+    stream.seek(header_offset)
+    local = stream.read(30)
+    if len(local) < 30:
+        return 0
+    name, extra = struct.unpack_from("<HH", local, 26)
+    stream.seek(header_offset + 30 + name + extra + 5)
+    size = stream.read(4)
+    return struct.unpack("<I", size)[0] if len(size) == 4 else 0
 
 
 def _member_path(outer: str, inner: str) -> str:
@@ -121,9 +227,16 @@ def expand(
     """
     count = 0
     if kind == "zip":
+        problem = _zip_directory_problem(stream)
+        if problem is not None:
+            yield Skipped(path, problem)
+            return
+        stream.seek(0)
         with zipfile.ZipFile(stream) as archive:
             for info in archive.infolist():
-                if info.filename.endswith("/"):  # is_dir(), which raises IndexError on ""
+                # A directory entry holds nothing; one named like a directory that carries
+                # bytes (unzip -p prints them) is a file to scan, at its name without the "/".
+                if info.filename.endswith("/") and not (info.file_size or info.compress_size):
                     continue
                 count += 1
                 member_path = _member_path(path, info.filename)
@@ -140,6 +253,13 @@ def expand(
                     # zipfile raises NotImplementedError on it (Deflate64, PPMd, ...), which
                     # would end the whole archive: skip this member only.
                     reason = f"zip compression method {info.compress_type} not supported"
+                    yield Skipped(member_path, reason)
+                    continue
+                if (
+                    info.compress_type == zipfile.ZIP_LZMA
+                    and _zip_lzma_dictionary(stream, info.header_offset) > XZ_MEMORY_LIMIT
+                ):
+                    reason = f"LZMA member not read: its dictionary exceeds {XZ_MEMORY_LIMIT} bytes"
                     yield Skipped(member_path, reason)
                     continue
                 with archive.open(info) as member:

@@ -120,6 +120,8 @@ def test_hostile_case(hostile: tuple[Path, dict[str, Any]], name: str, tmp_path:
     # "{dir}" in a case's options names a file the builder put beside the images.
     args = [arg.replace("{dir}", str(directory)) for arg in case["args"]]
     scan = _scan(directory / case["file"], report_path, *args)
+    # The figures, for `pytest -rA` (captured output of passed tests).
+    print(f"{name}: {scan.seconds:.1f} s, peak RSS {scan.rss >> 20} MiB, exit {scan.code}")
 
     assert scan.seconds <= TIME_LIMIT, f"{name}: {scan.seconds:.1f} s"
     assert scan.rss <= MEMORY_LIMIT, f"{name}: peak RSS {scan.rss >> 20} MiB"
