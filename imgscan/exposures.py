@@ -491,7 +491,16 @@ def _classify_finding(
             "revoke the credential in the cluster",
             (),
         )
-    if f.category in ("saas", "vcs", "token", "container"):
+    if f.category == "container":
+        registry = "container registry" + (f" {ctx['host']}" if "host" in ctx else "")
+        return (
+            "saas",
+            registry,
+            ctx.get("user"),
+            "log the copy out of the registry (docker logout) and rotate the password or token",
+            (),
+        )
+    if f.category in ("saas", "vcs", "token"):
         service = f.rule.split("-")[0]
         return ("saas", service, None, f"revoke the {service} token and issue a new one", ())
     return (

@@ -88,6 +88,8 @@ def test_the_server_image_exposures(images: Path) -> None:
     assert alice_rsa["details"]["encrypted"] == "no"
     assert any(kind == "account" and principal == "root" for kind, _, principal in exposures)
     assert any(kind == "cloud" and target == "Amazon Web Services" for kind, target, _ in exposures)
+    # docker's `auth` is base64 of user:password: the user is the principal (never the rest).
+    assert ("saas", "container registry", "deploy") in exposures
     assert (
         "--operations" in report["sysprep_command"] and "ssh-hostkeys" in report["sysprep_command"]
     )

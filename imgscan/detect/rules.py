@@ -55,6 +55,10 @@ class Example:
     secret: str | None = None
 
 
+# Value encodings a rule may declare (RuleMeta.encoding); "" is none.
+ENCODINGS = ("", "base64-user-password")
+
+
 @dataclass(frozen=True)
 class RuleMeta:
     """What a finding needs to know about the rule that produced it."""
@@ -70,6 +74,9 @@ class RuleMeta:
     # The rule of the identifier this secret belongs with (aws-secret-access-key pairs with
     # aws-access-key-id): the nearest such finding in the same file names its principal.
     pairs_with: str = ""
+    # How the value is encoded, when it is (docker's `auth`: base64 of user:password): the
+    # user it names is read from it and reported; the password never is.
+    encoding: str = ""
 
 
 @dataclass(frozen=True)
@@ -498,8 +505,18 @@ def _meta(file: Path, entry: dict[str, Any]) -> RuleMeta:
     pairs_with = entry.get("pairs_with", "")
     if not isinstance(pairs_with, str) or (pairs_with and not _ID.match(pairs_with)):
         raise _fail(file, rule_id, "pairs_with must be a rule id")
+    encoding = entry.get("encoding", "")
+    if encoding not in ENCODINGS:
+        raise _fail(file, rule_id, f"encoding must be one of {', '.join(map(repr, ENCODINGS))}")
     return RuleMeta(
-        rule_id, entry["name"], entry["category"], severity, prefix, identifier, pairs_with
+        rule_id,
+        entry["name"],
+        entry["category"],
+        severity,
+        prefix,
+        identifier,
+        pairs_with,
+        encoding,
     )
 
 

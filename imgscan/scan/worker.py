@@ -8,6 +8,8 @@ the main process never sends it anything but FileRefs.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import hashlib
 import io
@@ -482,8 +484,26 @@ class FileScanner:
             validation=validation,
             context=hit.context
             + _public_key(meta.category, hit.secret)
-            + ((("principal", _printable_id(hit.secret)),) if meta.identifier else ()),
+            + ((("principal", _printable_id(hit.secret)),) if meta.identifier else ())
+            + _encoded_user(meta.encoding, hit.secret, hit.context),
         )
+
+
+def _encoded_user(
+    encoding: str, secret: bytes, context: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The user an encoded credential names (docker's `auth`: base64 of `user:password`),
+    as context: the principal of its exposure. Never the password."""
+    if encoding != "base64-user-password" or any(key == "user" for key, _ in context):
+        return ()
+    try:
+        decoded = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        return ()
+    user, colon, _ = decoded.partition(b":")
+    if not colon or not user:
+        return ()
+    return (("user", _printable_id(user)),)
 
 
 def _printable_id(value: bytes) -> str:
