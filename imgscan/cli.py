@@ -328,6 +328,13 @@ def _add_image_options(command: argparse.ArgumentParser) -> None:
         "in the report as excluded by you, and do not make coverage incomplete",
     )
     command.add_argument(
+        "--image-digest",
+        action="store_true",
+        help="record the image's SHA-256 in the report (image.sha256; `sha256:` as sha256sum "
+        "prints it, `sha256set:` over a split vmdk's parts): evidence of what was scanned, at "
+        "the cost of reading the whole file once more",
+    )
+    command.add_argument(
         "--allow-external-files",
         action="store_true",
         help="allow a qcow2 backing file or vmdk extents in other files "
@@ -591,10 +598,34 @@ def _scan(args: argparse.Namespace) -> ScanResult:
     )
     bar, update = _progress(options.progress)
     try:
-        return scan_image(options, update)
+        result = scan_image(options, update)
     finally:
         if bar is not None:
             bar.close()
+    if getattr(args, "image_digest", False):
+        result = replace(result, image=replace(result.image, sha256=_image_sha256(args.image)))
+    return result
+
+
+def _image_sha256(image: Path) -> str:
+    """The image's content digest as the batch store defines it (imgscan/batch/digest.py):
+    the file's SHA-256, or over the parts of a vmdk with extent files."""
+    from imgscan.batch.digest import FileIdentity, image_digest
+    from imgscan.batch.discover import ImageFile, vmdk_extents
+
+    class _NoCache:
+        def cached_sha256(self, identity: FileIdentity) -> str | None:
+            return None
+
+        def remember_sha256(self, identity: FileIdentity, sha256: str) -> None:
+            pass
+
+    target = image.absolute()
+    try:
+        digest, _ = image_digest(ImageFile(target, (target, *vmdk_extents(target))), _NoCache())
+    except OSError as exc:
+        raise ImgscanError(f"{image}: cannot read for --image-digest: {exc.strerror}") from None
+    return digest
 
 
 def _write(path: Path | None, text: str, what: str) -> None:

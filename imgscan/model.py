@@ -314,6 +314,9 @@ class ImageInfo:
     # Another process holds a lock on the file (a running VM's qemu does): what the kernel
     # says of that lock. None when the image is not in use.
     in_use: str | None = None
+    # The image's content digest (`sha256:` of the file, `sha256set:` of a split vmdk's
+    # parts, as imgscan/batch/digest.py defines it), when asked for (`--image-digest`).
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,10 @@ class Stats:
     bytes: int
     seconds: float
     stages: tuple[tuple[str, float], ...] = ()
+    # When the scan began and ended: UTC, ISO 8601 to the second ("" when not known, as in
+    # reports written before these existed).
+    started_at: str = ""
+    finished_at: str = ""
 
 
 @dataclass(frozen=True)

@@ -288,3 +288,25 @@ def test_a_timed_out_scan_reports_its_error(tmp_path: Path, images: Path) -> Non
     invocation = json.loads(out.read_text())["runs"][0]["invocations"][0]
     assert invocation["executionSuccessful"] is False
     assert "(--timeout)" in invocation["toolExecutionNotifications"][0]["message"]["text"]
+
+
+def test_report_times_and_image_digest(tmp_path: Path, images: Path) -> None:
+    import hashlib
+
+    image = images / "bare.raw"
+    plain = json.loads(run("scan", image, "-f", "json").stdout)
+    assert "sha256" not in plain["image"]  # a full read of the image only when asked
+    started, finished = plain["stats"]["started_at"], plain["stats"]["finished_at"]
+    assert started.endswith("Z") and started <= finished
+    out = tmp_path / "out"
+    proc = run("scan", image, "--image-digest", "-f", "json,html,table", "--output-dir", out)
+    assert proc.returncode == 1
+    report = json.loads((out / "bare.raw.json").read_text())
+    digest = "sha256:" + hashlib.sha256(image.read_bytes()).hexdigest()
+    assert report["image"]["sha256"] == digest  # what sha256sum prints
+    assert digest in (out / "bare.raw.html").read_text()
+    table = (out / "bare.raw.txt").read_text()
+    assert (
+        digest in table.replace("\n  ", " ") and f"Scanned {report['stats']['started_at']}" in table
+    )
+    assert run("scan", tmp_path / "gone.raw", "--image-digest").returncode == 2

@@ -77,6 +77,7 @@ def result_from_report(report: dict[str, Any], pack: RulePack | None = None) -> 
             report["image"]["format"],
             report["image"]["virtual_size"],
             report["image"].get("in_use"),
+            report["image"].get("sha256"),
         ),
         reader=ReaderInfo(report["reader"]["name"], report["reader"]["accel"]),
         volumes=tuple(

@@ -233,6 +233,11 @@ def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
         f"<dt>Image</dt><dd><code>{_text(result.image.path)}</code></dd>",
         f"<dt>Format</dt><dd>{_text(result.image.format)}</dd>",
         f"<dt>Size</dt><dd>{_size(result.image.virtual_size)}</dd>",
+        *(
+            [f'<dt>Digest</dt><dd><code id="image-sha256">{_text(result.image.sha256)}</code></dd>']
+            if result.image.sha256
+            else []
+        ),
         f"<dt>Reader</dt><dd>{reader}</dd>",
         f'<dt>Findings</dt><dd class="counts" id="verdict">{len(findings)}: {verdict}</dd>',
         f"<dt>Exposures</dt><dd>{len(result.exposures)}</dd>",
@@ -240,7 +245,13 @@ def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
         f'<dt>Coverage</dt><dd id="coverage-verdict">{coverage}</dd>',
         *_gate(result),
         f"<dt>Scanned</dt><dd>{result.stats.files} files, {_size(result.stats.bytes)}, "
-        f"{result.stats.seconds:.1f} s</dd>",
+        f"{result.stats.seconds:.1f} s"
+        + (
+            f", {_text(result.stats.started_at)} to {_text(result.stats.finished_at)}"
+            if result.stats.started_at
+            else ""
+        )
+        + "</dd>",
         f"<dt>Tool</dt><dd>{_text(str(build.current()))}</dd>",
         "</dl>",
         "</header>",

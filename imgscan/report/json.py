@@ -56,6 +56,8 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "virtual_size": result.image.virtual_size,
             # Only when another process had the image locked (a running VM).
             **({"in_use": result.image.in_use} if result.image.in_use is not None else {}),
+            # Only when asked for (--image-digest: a full read of the image).
+            **({"sha256": result.image.sha256} if result.image.sha256 is not None else {}),
         },
         "reader": {"name": result.reader.name, "accel": result.reader.accel},
         "os": _os(result),
@@ -128,6 +130,8 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "bytes": result.stats.bytes,
             "seconds": result.stats.seconds,
             "stages": dict(result.stats.stages),
+            "started_at": result.stats.started_at,
+            "finished_at": result.stats.finished_at,
         },
         "warnings": list(result.warnings),
     }

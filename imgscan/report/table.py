@@ -46,10 +46,13 @@ def render_table(result: ScanResult) -> str:
     lines += _wrap(
         f"Image: {printable(result.image.path)} ({result.image.format}, "
         f"{result.image.virtual_size} bytes), reader: {result.reader.name}"
-        + (f" ({result.reader.accel})" if result.reader.accel else ""),
+        + (f" ({result.reader.accel})" if result.reader.accel else "")
+        + (f", {result.image.sha256}" if result.image.sha256 else ""),
         "",
         "  ",
     )
+    if result.stats.started_at:
+        lines.append(f"Scanned {result.stats.started_at} to {result.stats.finished_at}")
     if result.os is not None:
         about = result.os.name or " ".join(filter(None, (result.os.distro, result.os.version)))
         users = ", ".join(printable(u.name) for u in result.os.users)

@@ -8,6 +8,7 @@ volume or one file is recorded in the result and makes coverage incomplete.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -122,6 +123,7 @@ class _Tally:
     image: ImageInfo
     reader: ReaderInfo
     started: float
+    started_at: str = field(default_factory=lambda: _utc_now())
     pack: RulePack | None = None
     warnings: list[str] = field(default_factory=list)
     infos: list[VolumeInfo] = field(default_factory=list)
@@ -218,6 +220,8 @@ class _Tally:
                     ("read", round(self.reading, 3)),
                     ("match", round(max(0.0, self.scanning - self.reading), 3)),
                 ),
+                started_at=self.started_at,
+                finished_at=_utc_now(),
             ),
             exposures=build_exposures(findings, self.clues),
             pack_version=pack.version if pack is not None else "",
@@ -236,6 +240,11 @@ class _Tally:
                 Excluded(pattern, files, size) for pattern, (files, size) in self.excluded.items()
             ),
         )
+
+
+def _utc_now() -> str:
+    """Now, UTC, ISO 8601 to the second: `2026-12-07T05:31:27Z`."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _capped_notes(capped: tuple[Capped, ...]) -> list[str]:
