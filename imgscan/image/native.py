@@ -22,6 +22,15 @@ from imgscan.image.interface import (
     device_sort_key,
     join_guest_path,
 )
+from imgscan.image.metadata import (
+    LINK_SUFFIX,
+    XATTR_MAX,
+    XATTR_SUFFIX,
+    NameBatches,
+    link_ref,
+    wants_xattr,
+    xattr_ref,
+)
 from imgscan.image.superblock import (
     EXT_SUPERBLOCK_OFFSET,
     FsIdentity,
@@ -551,6 +560,8 @@ class NativeReader:
             yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint, fs.PATH_SEPARATOR)
             return
         root = fs.GetEXTFileEntryByPathSpec(spec)
+        names = NameBatches(device)
+        yield from _ext_metadata(root, join_guest_path(mountpoint, "/"), device)
         stack: list[tuple[Any, str]] = [(root, "/")]
         # A corrupt (or hostile) ext can hard-link a directory into itself: each directory
         # inode is walked once, and meeting it again is reported rather than followed.
@@ -594,16 +605,24 @@ class NativeReader:
                     yield Skipped(where, f"directory entry unreadable: {reason}")
             for name, entry in sorted(children, key=lambda c: c[0], reverse=True):
                 child = location.rstrip("/") + "/" + name
+                path = join_guest_path(mountpoint, child)
+                batch = names.add(path, name)
+                if batch is not None:
+                    yield batch
+                yield from _ext_metadata(entry, path, device)
                 mode = entry.file_mode or 0
                 if stat.S_ISDIR(mode):
                     stack.append((entry, child))
                 elif stat.S_ISREG(mode):
                     yield FileRef(
                         volume=device,
-                        path=join_guest_path(mountpoint, child),
+                        path=path,
                         size=int(entry.size or 0),
                         locator=str(entry.inode_number),
                     )
+        batch = names.flush()
+        if batch is not None:
+            yield batch
 
     def _undecodable(
         self, device: str, fs: Any, spec: Any, directory_inode: int, known: set[str]
@@ -704,12 +723,18 @@ def _walk_entries(
 ) -> Iterator[FileRef | Skipped]:
     """Every regular file under a dfvfs directory entry (xfs, vfat, exfat, ntfs), addressed by
     its location inside the filesystem (dfvfs writes FAT and NTFS locations with `separator`
-    "\\"; guest paths always use "/"). A directory that cannot be listed is reported."""
+    "\\"; guest paths always use "/"). A directory that cannot be listed is reported.
+    Every entry's name is scanned too, and on xfs its extended attributes and link targets."""
 
     ntfs = root.type_indicator == "NTFS"
+    xfs = root.type_indicator == "XFS"
+    names = NameBatches(device)
 
     def guest(location: str) -> str:
         return join_guest_path(mountpoint, location.replace(separator, "/"))
+
+    if xfs:
+        yield from _ext_metadata(root.GetXFSFileEntry(), guest("/"), device)
 
     stack = [root]
     while stack:
@@ -732,6 +757,11 @@ def _walk_entries(
             child_location = child.path_spec.location
             if directory is root and ntfs and child.name.startswith("$"):
                 continue  # NTFS metadata ($MFT, $Extend, ...): not files the guest sees
+            batch = names.add(guest(child_location), child.name)
+            if batch is not None:
+                yield batch
+            if xfs:
+                yield from _ext_metadata(child.GetXFSFileEntry(), guest(child_location), device)
             if child.IsDirectory():
                 stack.append(child)
             elif child.IsFile():
@@ -743,6 +773,9 @@ def _walk_entries(
                 )
                 if ntfs:
                     yield from _alternate_streams(child, guest(child_location), device)
+    batch = names.flush()
+    if batch is not None:
+        yield batch
 
 
 def _alternate_streams(entry: Any, path: str, device: str) -> Iterator[FileRef | Skipped]:
@@ -763,6 +796,37 @@ def _alternate_streams(entry: Any, path: str, device: str) -> Iterator[FileRef |
             size=int(size),
             locator=entry.path_spec.location + _STREAM + name,
         )
+
+
+def _ext_metadata(entry: Any, path: str, device: str) -> Iterator[FileRef | Skipped]:
+    """What an ext or xfs inode carries besides its content (a libfsext or libfsxfs file
+    entry, which share these calls): its extended attributes and, for a symbolic link, the
+    target string (imgscan/image/metadata.py)."""
+    mode = entry.file_mode or 0
+    if stat.S_ISLNK(mode):
+        try:
+            target = entry.symbolic_link_target or ""
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(path + LINK_SUFFIX, f"link target unreadable: {_one_line(exc)}")
+        else:
+            yield link_ref(device, path, target.encode("utf-8", "surrogateescape"))
+    try:
+        count = entry.number_of_extended_attributes
+    except _BACKEND_ERRORS as exc:
+        yield Skipped(path + XATTR_SUFFIX, f"extended attributes unreadable: {_one_line(exc)}")
+        return
+    for index in range(count):
+        name = f"#{index}"
+        try:
+            attribute = entry.get_extended_attribute(index)
+            name = attribute.name
+            if not wants_xattr(name):
+                continue
+            value = attribute.read_buffer(min(int(attribute.size), XATTR_MAX))
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(path + XATTR_SUFFIX + name, f"unreadable: {_one_line(exc)}")
+            continue
+        yield xattr_ref(device, path, name, bytes(value))
 
 
 def _one_line(exc: BaseException) -> str:

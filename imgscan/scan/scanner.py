@@ -128,6 +128,7 @@ class _Tally:
     digests: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> {algorithm: hex}
     listed: int = 0  # files the package records list, counted against their bound
     files: dict[str, int] = field(default_factory=dict)  # outcomes received, per volume
+    metadata: dict[str, int] = field(default_factory=dict)  # of them, metadata (not files)
     sizes: dict[str, int] = field(default_factory=dict)
     walked: dict[str, int] = field(default_factory=dict)  # FileRefs handed to the pool
     walk_ended: set[str] = field(default_factory=set)  # volumes the walk went through
@@ -154,13 +155,17 @@ class _Tally:
                 )
         if outcome.digests and outcome.findings:
             self.digests[outcome.findings[0].path.split("!/", 1)[0]] = dict(outcome.digests)
+        if outcome.metadata:
+            self.metadata[outcome.volume] = self.metadata.get(outcome.volume, 0) + 1
+            return
         self.files[outcome.volume] = self.files.get(outcome.volume, 0) + 1
         self.sizes[outcome.volume] = self.sizes.get(outcome.volume, 0) + outcome.bytes
 
     def finished(self, device: str) -> bool:
         """Whether every file of `device` was walked and has its outcome (the pool answers
         each FileRef exactly once, so the counts say it)."""
-        return device in self.walk_ended and self.walked.get(device, 0) == self.files.get(device, 0)
+        answered = self.files.get(device, 0) + self.metadata.get(device, 0)
+        return device in self.walk_ended and self.walked.get(device, 0) == answered
 
     def result(
         self, unfinished: VolumeStatus | None = None, reason: str | None = None
