@@ -33,10 +33,13 @@ from imgscan.image.metadata import (
 )
 from imgscan.image.superblock import (
     EXT_SUPERBLOCK_OFFSET,
+    JOURNAL_INODE,
     FsIdentity,
     ext_identity,
+    ext_needs_recovery,
     fat_identity,
     is_swap,
+    jbd2_log_empty,
     ntfs_identity,
     xfs_identity,
 )
@@ -446,11 +449,43 @@ class NativeReader:
                 f"cannot open {ident.fstype}: {_one_line(exc)}",
                 address,
             )
+        if indicator == "EXT" and self._unreplayed_journal(spec):
+            # The guest's kernel replays the journal at mount: the blocks it holds are what
+            # the guest reads, and libfsext reads the stale ones in place. libguestfs mounts
+            # behind a throw-away overlay, where the kernel replays it.
+            info = VolumeInfo(
+                device,
+                ident.fstype,
+                VolumeStatus.UNSUPPORTED,
+                UNREPLAYED_JOURNAL,
+                ident.uuid,
+                ident.label,
+                other_reader=True,
+            )
+            return _Volume(info, address, indicator)
         return _Volume(
             VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None, ident.uuid, ident.label),
             address,
             indicator,
         )
+
+    def _unreplayed_journal(self, spec: Any) -> bool:
+        """Whether an ext volume's journal holds transactions not yet replayed: the superblock
+        says `needs_recovery` and the journal's own superblock says its log is not empty (a
+        file system copied while mounted says `needs_recovery` with an empty log as well).
+        A journal that cannot be read is taken to hold something."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+        handle.seek(EXT_SUPERBLOCK_OFFSET)
+        if not ext_needs_recovery(handle.read(1024)):
+            return False
+        journal = dfvfs_factory.Factory.NewPathSpec("EXT", inode=JOURNAL_INODE, parent=spec)
+        try:
+            head = dfvfs_resolver.Resolver.OpenFileObject(
+                journal, resolver_context=self._context
+            ).read(1024)
+        except _BACKEND_ERRORS:
+            return True
+        return not jbd2_log_empty(head)
 
     def _fs_identity(self, spec: Any, indicator: str) -> FsIdentity | None:
         handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
@@ -712,6 +747,12 @@ class NativeOpener:
     def release(self, ref: FileRef) -> None:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""
 
+
+UNREPLAYED_JOURNAL = (
+    "the journal holds committed transactions not yet replayed (needs_recovery): the guest's "
+    "kernel writes them in place at mount, and the native reader does not replay a journal; "
+    "use --reader guestfs (it replays the journal in a throw-away overlay)"
+)
 
 # Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
 # UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
