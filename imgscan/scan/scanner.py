@@ -319,22 +319,22 @@ def _scan(
         reader.close()
 
 
-SNAPSHOT_REASON = (
-    "qcow2 internal snapshot not read: it holds the disk as it was when the snapshot was taken, "
-    "which anyone with the file restores (qemu-img snapshot -a); to scan it, copy it out as an "
-    "image of its own (qemu-img convert -O qcow2 -l snapshot.id=ID IMAGE COPY) and scan that"
-)
-
-
 def unread_snapshots(fmt: FormatInfo) -> list[Skipped]:
     """One skipped entry per qcow2 internal snapshot of the image's disks: no reader reads
-    them (both read the active layer), so they make coverage incomplete, named in the report
-    as `[snapshot ID 'NAME']` (after the OVA member for a disk of an OVA)."""
+    them (both read the active layer), so they make coverage incomplete, placed at
+    `[snapshot ID 'NAME']` (after the OVA member for a disk of an OVA) and named in the
+    reason, with the command that copies the snapshot out as an image to scan."""
     skipped = []
     for disk in fmt.disks:
         where = f"{disk.member}!/" if disk.member else ""
         for ident, name in disk.snapshots:
-            skipped.append(Skipped(f"{where}[snapshot {ident} '{name}']", SNAPSHOT_REASON))
+            reason = (
+                f"qcow2 internal snapshot {ident} '{name}' not read: it holds the disk as it was "
+                "when the snapshot was taken, which anyone with the file restores (qemu-img "
+                "snapshot -a); to scan it, copy it out as an image of its own (qemu-img convert "
+                f"-O qcow2 -l snapshot.id={ident} IMAGE COPY) and scan that"
+            )
+            skipped.append(Skipped(f"{where}[snapshot {ident} '{name}']", reason))
     return skipped
 
 
