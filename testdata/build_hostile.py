@@ -1292,6 +1292,65 @@ def metadata_secrets(b: Build) -> None:
         )
 
 
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum of VHDX headers."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def vhdx_with_log(path: Path, log_guid: uuid.UUID, *, entry: bool) -> None:
+    """Patch the VHDX qemu-img made at `path`: both headers name a log (LogGuid set,
+    checksums redone), and with `entry` the log starts with an entry header of that GUID,
+    as a VHDX copied while its writer had log entries not yet applied holds."""
+    data = bytearray(path.read_bytes())
+    for at in (64 << 10, 128 << 10):
+        data[at + 48 : at + 64] = log_guid.bytes_le
+        data[at + 4 : at + 8] = bytes(4)
+        struct.pack_into("<I", data, at + 4, _crc32c(bytes(data[at : at + 4096])))
+    if entry:
+        (offset,) = struct.unpack_from("<Q", data, (64 << 10) + 72)
+        header = b"loge" + bytes(4) + struct.pack("<IIQII", 4096, 0, 1, 0, 0) + log_guid.bytes_le
+        data[offset : offset + len(header)] = header
+    path.write_bytes(bytes(data))
+
+
+@case
+def vhdx_log(b: Build) -> None:
+    # A VHDX whose log holds entries is what its writer left before applying them: qemu
+    # replays it only when it may write the image, libvhdi not at all. Refused, whatever the
+    # reader. A log GUID with no entry of it is an empty log: read as usual.
+    tree = b.tree("vhdx-log")
+    raw = b.ext4("vhdx-log.ext4", tree, 8)
+    shutil.rmtree(tree)
+    for name, entry in (("vhdx-log-pending", True), ("vhdx-log-empty", False)):
+        image = b.stage / f"{name}.vhdx"
+        b.run("qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(image))
+        vhdx_with_log(image, uuid.UUID(int=0x5EED + entry), entry=entry)
+        for reader in ("auto", "native", "guestfs"):
+            label = "" if reader == "auto" else f" ({reader} reader)"
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-{reader}",
+                    image.name,
+                    (
+                        "a VHDX whose log holds an entry not yet replayed"
+                        if entry
+                        else "a VHDX whose header names a log that holds no entry"
+                    )
+                    + label,
+                    (2,) if entry else (1,),
+                    error="log holds writes" if entry else None,
+                    finds=not entry,
+                    args=("--reader", reader),
+                )
+            )
+    raw.unlink()
+
+
 # ------------------------------------------------------------------------------------------
 # Images that name other files, round 2 (issue 17): delta vmdks, differencing VHD, VHDX and
 # VDI, and a monolithicSparse vmdk whose descriptor names a neighbour extent

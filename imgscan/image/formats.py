@@ -644,7 +644,43 @@ def _vhdx(src: _Source) -> FormatInfo:
                     virtual_size = struct.unpack_from("<Q", value)[0]
     if not tables:
         raise ImageError(f"{src.label}: corrupt VHDX image: no readable metadata table")
+    if _vhdx_log_pending(src):
+        raise ImageError(
+            f"{src.label}: the VHDX log holds writes not yet replayed, and neither reader "
+            "replays it without writing the image (qemu replays a VHDX log only when it may "
+            "write); replay it on a copy (qemu-img check -r all COPY) and scan the copy"
+        )
     return FormatInfo("vhdx", None, virtual_size, tuple(dict.fromkeys(external)))
+
+
+_VHDX_HEADERS = (64 << 10, 128 << 10)
+_VHDX_LOG_SECTOR = 4096
+_VHDX_LOG_MAX = 64 << 20  # Hyper-V and qemu make 1 MiB logs
+
+
+def _vhdx_log_pending(src: _Source) -> bool:
+    """Whether a VHDX's log may hold entries to replay. The current header (the higher
+    sequence number, at 8, of the two at 64 and 128 KiB) names the log by its LogGuid (at
+    48; zero: the log is empty) and locates it (length at 68, offset at 72); an entry is a
+    4 KiB-aligned "loge" header carrying that GUID (at 32). Checksums are not verified: an
+    entry that only looks valid is taken as one, so the doubt refuses rather than passes."""
+    current: bytes | None = None
+    sequence = -1
+    for at in _VHDX_HEADERS:
+        header = src.read_at(at, 80)
+        if len(header) == 80 and header.startswith(b"head"):
+            (number,) = struct.unpack_from("<Q", header, 8)
+            if number > sequence:
+                current, sequence = header, number
+    if current is None or current[48:64] == bytes(16):
+        return False
+    log_guid = current[48:64]
+    length, offset = struct.unpack_from("<IQ", current, 68)
+    log = src.read_at(offset, min(length, _VHDX_LOG_MAX))
+    return any(
+        log[at : at + 4] == b"loge" and log[at + 32 : at + 48] == log_guid
+        for at in range(0, len(log) - 47, _VHDX_LOG_SECTOR)
+    )
 
 
 def _vhdx_locator(value: bytes) -> str:

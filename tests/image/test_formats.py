@@ -276,3 +276,17 @@ def test_qcow2_snapshot_table_outside_the_file(tmp_path: Path) -> None:
         fh.seek(60)
         fh.write((3).to_bytes(4, "big") + (1 << 40).to_bytes(8, "big"))
     assert detect_format(image).snapshots == (("?", "?"),) * 3
+
+
+def test_vhdx_log_with_entries_refused(tmp_path: Path) -> None:
+    # Issue 20: a log GUID with an entry of that GUID is a log to replay: refused; the same
+    # GUID with no entry is an empty log.
+    for entry in (False, True):
+        image = tmp_path / f"log-{entry}.vhdx"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vhdx", str(image), "8M"], check=True)
+        build_hostile.vhdx_with_log(image, uuid.UUID(int=9), entry=entry)
+        if entry:
+            with pytest.raises(ImageError, match="log holds writes not yet replayed"):
+                detect_format(image)
+        else:
+            assert detect_format(image).format == "vhdx"
