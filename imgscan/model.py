@@ -64,6 +64,12 @@ class FileRef:
     locator: str
     inline: bytes | None = None
     raw: bool = False  # the raw bytes of a whole volume (swap), not a file of a filesystem
+    # File-system metadata scanned as content (imgscan/image/metadata.py): "" for a file's own
+    # content, else which metadata `inline` holds ("names", "xattr", "symlink"). Such a
+    # FileRef is not a file: it counts in no volume's files or bytes.
+    metadata: str = ""
+    # metadata "names": the guest path of each name in `inline`, in order (see `name_at`).
+    names: tuple[str, ...] = ()
 
 
 class CheckResult(StrEnum):

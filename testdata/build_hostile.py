@@ -62,6 +62,10 @@ class Case:
     finds: bool = False  # the image's planted secret must be reported (exit 1 or 2)
     args: tuple[str, ...] = ()
     escapes: bool = False  # file names that must come out escaped in every format
+    # Issue 20 metadata: places some finding's path must be (checked in every format), and
+    # values that must appear in no output.
+    places: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass
@@ -1217,6 +1221,232 @@ def credential_locations(b: Build) -> None:
             args=("--fail-on", "high"),
         )
     )
+
+
+# ------------------------------------------------------------------------------------------
+# What a copy carries besides the live tree (issue 20, round 2): unreplayed journals, qcow2
+# internal snapshots, names, link targets and extended attributes
+# ------------------------------------------------------------------------------------------
+
+
+# The planted file of `Build.tree` as the image's blocks hold it once the journal is dirty:
+# the same length as the real one, with a value every rule drops.
+def _stale_conf(password: str) -> str:
+    return f"[db]\nuser = app\npassword = {'x' * len(password)}\n"
+
+
+def _dirty_journal(b: Build, name: str, fstype: str, *, commit: bool = True) -> Path:
+    """An ext3/ext4 image whose /etc/app.conf holds a placeholder in place while the journal
+    holds a committed transaction with the real content of its block (`debugfs -w`: jo, jw,
+    jc): the superblock says needs_recovery, and the guest's kernel replays it at mount.
+    Without `commit`, only the needs_recovery flag is set and the log stays empty."""
+    tree = b.tree(name)
+    real = (tree / "etc" / "app.conf").read_text()
+    (tree / "etc" / "app.conf").write_text(_stale_conf(b.password))
+    path = b.stage / f"{name}.{fstype}"
+    b.run(
+        "mke2fs", "-q", "-F", "-t", fstype, "-b", "1024", "-E", "root_owner=0:0",
+        "-d", str(tree), str(path), "16M",
+    )  # fmt: skip
+    shutil.rmtree(tree)
+    if not commit:
+        b.run("debugfs", "-w", "-R", "feature needs_recovery", str(path))
+        return path
+    block = b.run("debugfs", "-R", "bmap /etc/app.conf 0", str(path)).stdout.strip()
+    content = b.work / f"{name}.block"
+    content.write_bytes(real.encode().ljust(1024, b"\0"))
+    b.run("debugfs", "-w", "-f", "-", str(path), stdin=f"jo\njw -b {block} {content}\njc\n")
+    content.unlink()
+    return path
+
+
+@case
+def dirty_journal(b: Build) -> None:
+    # The secret is only in the journal: a reader that reads blocks in place finds a
+    # placeholder. libguestfs replays the journal in its overlay (exit 1, the secret found);
+    # the native reader hands such a volume to it (auto) or says it did not read it (native).
+    for fstype in ("ext4", "ext3"):
+        name = f"{fstype}-dirty-journal"
+        image = _dirty_journal(b, name, fstype)
+        about = f"an {fstype} whose /etc/app.conf has its secret only in an unreplayed journal"
+        for reader in ("auto", "guestfs"):
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-{reader}",
+                    image.name,
+                    about + ("" if reader == "auto" else f" ({reader} reader)"),
+                    (1,),
+                    finds=True,
+                    args=("--reader", reader),
+                )
+            )
+        b.cases.append(
+            Case(
+                f"{name}-native",
+                image.name,
+                about + " (native reader: not read, said so)",
+                (2,),
+                incomplete=True,
+                reason="needs_recovery",
+                args=("--reader", "native"),
+            )
+        )
+    # needs_recovery with an empty log (a file system copied while mounted): nothing to
+    # replay, so the native reader reads it, coverage complete.
+    image = _dirty_journal(b, "ext4-recover-empty-log", "ext4", commit=False)
+    b.cases.append(
+        Case(
+            "ext4-recover-empty-log",
+            image.name,
+            "an ext4 that says needs_recovery with an empty journal (native reader)",
+            (0,),
+            args=("--reader", "native"),
+        )
+    )
+
+
+def _snapshotted(b: Build, name: str, snapshots: tuple[str, ...]) -> Path:
+    """A qcow2 of an ext4 holding the planted secret, with internal snapshots taken, after
+    which the secret's block is overwritten in the active layer (qemu-io)."""
+    tree = b.tree(name)
+    raw = b.ext4(f"{name}.ext4", tree, 8, "-b", "1024")
+    shutil.rmtree(tree)
+    block = int(b.run("debugfs", "-R", "bmap /etc/app.conf 0", str(raw)).stdout.strip())
+    image = b.stage / f"{name}.qcow2"
+    b.run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(image))
+    raw.unlink()
+    for snapshot in snapshots:
+        b.run("qemu-img", "snapshot", "-c", snapshot, str(image))
+    b.run(
+        "qemu-io", "-f", "qcow2", "-c", f"write -P 0x23 {block * 1024} 512", str(image)
+    )  # fmt: skip
+    return image
+
+
+@case
+def qcow2_snapshots(b: Build) -> None:
+    # The active layer holds no secret; the snapshots hold the disk as it was, secret and all.
+    # Neither reader reads internal snapshots: each is listed as not read, by name.
+    for name, snapshots, word in (
+        ("qcow2-internal-snapshot", ("pre",), "'pre'"),
+        ("qcow2-internal-snapshots-named", ("before upgrade", "nightly-2026"), "before upgrade"),
+    ):
+        image = _snapshotted(b, name, snapshots)
+        for reader in ("auto", "native", "guestfs"):
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-{reader}",
+                    image.name,
+                    f"a qcow2 with internal snapshots {', '.join(snapshots)} holding a secret"
+                    " overwritten in the active layer"
+                    + ("" if reader == "auto" else f" ({reader} reader)"),
+                    (2,),
+                    incomplete=True,
+                    reason=word,
+                    args=("--reader", reader),
+                )
+            )
+
+
+@case
+def metadata_secrets(b: Build) -> None:
+    # Secrets outside file contents: a user.* attribute on a file, a trusted.* attribute on a
+    # directory, a symbolic link whose target is a database URL with its password, a file and
+    # a directory whose names are credentials. Each is found at <path>#<where>; the names'
+    # secrets never appear in any report.
+    tree = b.tree("ext4-metadata")
+    name_key = base.aws_key_id()
+    dir_token = base.github_token()
+    (tree / "srv" / "drop" / f"token={dir_token}").mkdir(parents=True)
+    (tree / "srv" / f"aws_access_key_id={name_key}").write_text("\n")
+    url = f"postgresql://app:{base.rand_password(16)}@db.internal:5432/prod"
+    (tree / "srv" / "db-link").symlink_to(url)
+    image = b.ext4("ext4-metadata.ext4", tree, 8)
+    shutil.rmtree(tree)
+    script = (
+        f"ea_set /etc/app.conf user.deploy aws_access_key_id={base.aws_key_id()}\n"
+        f"ea_set /srv trusted.ci {base.github_token()}\n"
+    )
+    b.run("debugfs", "-w", "-f", "-", str(image), stdin=script)
+    for reader in ("auto", "native", "guestfs"):
+        b.cases.append(
+            Case(
+                "ext4-metadata" if reader == "auto" else f"ext4-metadata-{reader}",
+                image.name,
+                "secrets in a user.* and a trusted.* attribute, a symlink target, a file name"
+                " and a directory name" + ("" if reader == "auto" else f" ({reader} reader)"),
+                (1,),
+                finds=True,
+                args=("--reader", reader),
+                places=(
+                    "/etc/app.conf#xattr:user.deploy",
+                    "/srv#xattr:trusted.ci",
+                    "/srv/db-link#symlink-target",
+                    "/srv/aws_access_key_id=AKIA…(20)#name",
+                    "/srv/drop/token=ghp_…(40)#name",
+                ),
+                hidden=(name_key, dir_token),
+            )
+        )
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum of VHDX headers."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def vhdx_with_log(path: Path, log_guid: uuid.UUID, *, entry: bool) -> None:
+    """Patch the VHDX qemu-img made at `path`: both headers name a log (LogGuid set,
+    checksums redone), and with `entry` the log starts with an entry header of that GUID,
+    as a VHDX copied while its writer had log entries not yet applied holds."""
+    data = bytearray(path.read_bytes())
+    for at in (64 << 10, 128 << 10):
+        data[at + 48 : at + 64] = log_guid.bytes_le
+        data[at + 4 : at + 8] = bytes(4)
+        struct.pack_into("<I", data, at + 4, _crc32c(bytes(data[at : at + 4096])))
+    if entry:
+        (offset,) = struct.unpack_from("<Q", data, (64 << 10) + 72)
+        header = b"loge" + bytes(4) + struct.pack("<IIQII", 4096, 0, 1, 0, 0) + log_guid.bytes_le
+        data[offset : offset + len(header)] = header
+    path.write_bytes(bytes(data))
+
+
+@case
+def vhdx_log(b: Build) -> None:
+    # A VHDX whose log holds entries is what its writer left before applying them: qemu
+    # replays it only when it may write the image, libvhdi not at all. Refused, whatever the
+    # reader. A log GUID with no entry of it is an empty log: read as usual.
+    tree = b.tree("vhdx-log")
+    raw = b.ext4("vhdx-log.ext4", tree, 8)
+    shutil.rmtree(tree)
+    for name, entry in (("vhdx-log-pending", True), ("vhdx-log-empty", False)):
+        image = b.stage / f"{name}.vhdx"
+        b.run("qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(image))
+        vhdx_with_log(image, uuid.UUID(int=0x5EED + entry), entry=entry)
+        for reader in ("auto", "native", "guestfs"):
+            label = "" if reader == "auto" else f" ({reader} reader)"
+            b.cases.append(
+                Case(
+                    name if reader == "auto" else f"{name}-{reader}",
+                    image.name,
+                    (
+                        "a VHDX whose log holds an entry not yet replayed"
+                        if entry
+                        else "a VHDX whose header names a log that holds no entry"
+                    )
+                    + label,
+                    (2,) if entry else (1,),
+                    error="log holds writes" if entry else None,
+                    finds=not entry,
+                    args=("--reader", reader),
+                )
+            )
+    raw.unlink()
 
 
 # ------------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ from imgscan.image.interface import (
     device_sort_key,
     join_guest_path,
 )
+from imgscan.image.metadata import NameBatches, link_ref, wants_xattr, xattr_ref
 from imgscan.model import FileRef, ImageInfo, ReaderInfo, Skipped, VolumeStatus
 
 try:
@@ -549,13 +550,13 @@ class _Session:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-_XATTR_STREAM = "SCHILY.xattr.user."
+_XATTR = "SCHILY.xattr."
+_XATTR_STREAM = _XATTR + "user."
 
 
 def _streams(member: tarfile.TarInfo, device: str, mountpoint: str) -> Iterator[FileRef]:
     """The NTFS data streams tar carried as user.* xattrs, each a file at `path:stream`."""
-    name = member.name[2:] if member.name.startswith("./") else member.name
-    path = join_guest_path(mountpoint, name)
+    path = join_guest_path(mountpoint, _member_name(member))
     for key, value in sorted(member.pax_headers.items()):
         if key.startswith(_XATTR_STREAM):
             data = value.encode("utf-8", "surrogateescape")
@@ -563,6 +564,29 @@ def _streams(member: tarfile.TarInfo, device: str, mountpoint: str) -> Iterator[
             yield FileRef(
                 volume=device, path=f"{path}:{stream}", size=len(data), locator="", inline=data
             )
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    # GNU tar in the appliance names members "./etc/fstab" (the root is ".").
+    name = member.name[2:] if member.name.startswith("./") else member.name
+    return "" if name == "." else name
+
+
+def _metadata(
+    member: tarfile.TarInfo, device: str, mountpoint: str, ntfs: bool
+) -> Iterator[FileRef]:
+    """What a tar member carries besides content (imgscan/image/metadata.py): a symbolic
+    link's target and the entry's extended attributes (on ntfs the user.* ones are its data
+    streams, which `_streams` gives)."""
+    path = join_guest_path(mountpoint, _member_name(member))
+    if member.issym():
+        yield link_ref(device, path, member.linkname.encode("utf-8", "surrogateescape"))
+    if ntfs:
+        return
+    for key, value in sorted(member.pax_headers.items()):
+        name = key.removeprefix(_XATTR)
+        if key.startswith(_XATTR) and wants_xattr(name):
+            yield xattr_ref(device, path, name, value.encode("utf-8", "surrogateescape"))
 
 
 def _tar_out(handle: Any, fd: int, xattrs: bool = False) -> None:
@@ -1071,10 +1095,10 @@ class GuestfsReader:
         read_fd, write_fd = os.pipe()
         pipe = os.fdopen(read_fd, "rb")
         try:
-            # ntfs-3g shows a file's named data streams as user.* extended attributes, and tar
-            # carries extended attributes when asked: that is how streams come out.
+            # tar carries extended attributes when asked: those of every file system are
+            # scanned, and ntfs-3g shows a file's named data streams as user.* attributes.
             ntfs = self._by_fstype.get(device) == "ntfs"
-            future = self._appliance.submit(lambda handle: _tar_out(handle, write_fd, ntfs))
+            future = self._appliance.submit(lambda handle: _tar_out(handle, write_fd, True))
         except BaseException:
             pipe.close()
             os.close(write_fd)
@@ -1082,6 +1106,7 @@ class GuestfsReader:
         stream = _Stream(pipe, future)
         self._session.stream = stream
         links: list[str] = []
+        names = NameBatches(device)
         try:
             problem: str | None = None
             try:
@@ -1098,6 +1123,16 @@ class GuestfsReader:
                             yield item
                         if ntfs and member.isreg():
                             yield from _streams(member, device, mountpoint)
+                        yield from _metadata(member, device, mountpoint, ntfs)
+                        inner = _member_name(member)
+                        batch = names.add(
+                            join_guest_path(mountpoint, inner), inner.rsplit("/", 1)[-1]
+                        )
+                        if batch is not None:
+                            yield batch
+                    batch = names.flush()
+                    if batch is not None:
+                        yield batch
             except (tarfile.TarError, EOFError) as exc:
                 problem = f"tar stream broken: {_first_line(exc)}"
             # Past the end-of-archive blocks only record padding is left; read it so tar_out
@@ -1156,10 +1191,9 @@ class GuestfsReader:
     ) -> FileRef | Skipped | None:
         if not member.isreg():
             return None
-        # GNU tar in the appliance names members "./etc/fstab"; non-UTF-8 names arrive with
-        # surrogate escapes (tarfile's default), which reporting knows how to show.
-        name = member.name[2:] if member.name.startswith("./") else member.name
-        path = join_guest_path(mountpoint, name)
+        # Non-UTF-8 names arrive with surrogate escapes (tarfile's default), which reporting
+        # knows how to show.
+        path = join_guest_path(mountpoint, _member_name(member))
         source = archive.extractfile(member)
         if source is None:  # pragma: no cover - isreg() members always have content
             return None

@@ -28,12 +28,24 @@ from imgscan.image.interface import (
     device_sort_key,
     join_guest_path,
 )
+from imgscan.image.metadata import (
+    LINK_SUFFIX,
+    XATTR_MAX,
+    XATTR_SUFFIX,
+    NameBatches,
+    link_ref,
+    wants_xattr,
+    xattr_ref,
+)
 from imgscan.image.superblock import (
     EXT_SUPERBLOCK_OFFSET,
+    JOURNAL_INODE,
     FsIdentity,
     ext_identity,
+    ext_needs_recovery,
     fat_identity,
     is_swap,
+    jbd2_log_empty,
     ntfs_identity,
     xfs_identity,
 )
@@ -497,11 +509,43 @@ class NativeReader:
                 f"cannot open {ident.fstype}: {_one_line(exc)}",
                 address,
             )
+        if indicator == "EXT" and self._unreplayed_journal(spec):
+            # The guest's kernel replays the journal at mount: the blocks it holds are what
+            # the guest reads, and libfsext reads the stale ones in place. libguestfs mounts
+            # behind a throw-away overlay, where the kernel replays it.
+            info = VolumeInfo(
+                device,
+                ident.fstype,
+                VolumeStatus.UNSUPPORTED,
+                UNREPLAYED_JOURNAL,
+                ident.uuid,
+                ident.label,
+                other_reader=True,
+            )
+            return _Volume(info, address, indicator)
         return _Volume(
             VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None, ident.uuid, ident.label),
             address,
             indicator,
         )
+
+    def _unreplayed_journal(self, spec: Any) -> bool:
+        """Whether an ext volume's journal holds transactions not yet replayed: the superblock
+        says `needs_recovery` and the journal's own superblock says its log is not empty (a
+        file system copied while mounted says `needs_recovery` with an empty log as well).
+        A journal that cannot be read is taken to hold something."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+        handle.seek(EXT_SUPERBLOCK_OFFSET)
+        if not ext_needs_recovery(handle.read(1024)):
+            return False
+        journal = dfvfs_factory.Factory.NewPathSpec("EXT", inode=JOURNAL_INODE, parent=spec)
+        try:
+            head = dfvfs_resolver.Resolver.OpenFileObject(
+                journal, resolver_context=self._context
+            ).read(1024)
+        except _BACKEND_ERRORS:
+            return True
+        return not jbd2_log_empty(head)
 
     def _fs_identity(self, spec: Any, indicator: str) -> FsIdentity | None:
         handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
@@ -611,6 +655,8 @@ class NativeReader:
             yield from _walk_entries(fs.GetRootFileEntry(), device, mountpoint, fs.PATH_SEPARATOR)
             return
         root = fs.GetEXTFileEntryByPathSpec(spec)
+        names = NameBatches(device)
+        yield from _ext_metadata(root, join_guest_path(mountpoint, "/"), device)
         stack: list[tuple[Any, str]] = [(root, "/")]
         # A corrupt (or hostile) ext can hard-link a directory into itself: each directory
         # inode is walked once, and meeting it again is reported rather than followed.
@@ -656,23 +702,26 @@ class NativeReader:
                     failed.append((index, _one_line(exc)))
                     continue
                 known.add(name)
-                ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
-                if ref is not None:
-                    yield ref
+                yield from self._ext_child(
+                    device, mountpoint, location, name, entry, subdirectories, names
+                )
             if failed:
                 # libfsext cannot give a name that is not UTF-8; The Sleuth Kit lists the
                 # directory with raw names, and libfsext then opens those entries by inode.
                 found = self._undecodable(device, fs, spec, directory.inode_number, known)
                 for name, entry in found:
-                    ref = self._ext_child(device, mountpoint, location, name, entry, subdirectories)
-                    if ref is not None:
-                        yield ref
+                    yield from self._ext_child(
+                        device, mountpoint, location, name, entry, subdirectories, names
+                    )
                 for index, reason in failed[len(found) :]:
                     where = join_guest_path(mountpoint, location.rstrip("/") + f"/#{index}")
                     yield Skipped(where, f"directory entry unreadable: {reason}")
             del known
             for child, entry in sorted(subdirectories, key=lambda c: c[0], reverse=True):
                 stack.append((entry, child))
+        batch = names.flush()
+        if batch is not None:
+            yield batch
 
     @staticmethod
     def _ext_child(
@@ -682,21 +731,27 @@ class NativeReader:
         name: str,
         entry: Any,
         subdirectories: list[tuple[str, Any]],
-    ) -> FileRef | None:
-        """A regular file as a FileRef; a directory goes to `subdirectories` (as its location
-        and entry) to be walked later; anything else is not a file to scan."""
+        names: NameBatches,
+    ) -> Iterator[FileRef | Skipped]:
+        """An entry's name (scanned in batches), its metadata (xattrs, a link's target) and,
+        for a regular file, the file as a FileRef; a directory goes to `subdirectories` (as
+        its location and entry) to be walked later."""
         child = location.rstrip("/") + "/" + name
+        path = join_guest_path(mountpoint, child)
+        batch = names.add(path, name)
+        if batch is not None:
+            yield batch
+        yield from _ext_metadata(entry, path, device)
         mode = entry.file_mode or 0
         if stat.S_ISDIR(mode):
             subdirectories.append((child, entry))
         elif stat.S_ISREG(mode):
-            return FileRef(
+            yield FileRef(
                 volume=device,
-                path=join_guest_path(mountpoint, child),
+                path=path,
                 size=int(entry.size or 0),
                 locator=str(entry.inode_number),
             )
-        return None
 
     def _undecodable(
         self, device: str, fs: Any, spec: Any, directory_inode: int, known: set[str]
@@ -793,6 +848,12 @@ class NativeOpener:
         """dfvfs caches open objects in the resolver context; nothing to free per file."""
 
 
+UNREPLAYED_JOURNAL = (
+    "the journal holds committed transactions not yet replayed (needs_recovery): the guest's "
+    "kernel writes them in place at mount, and the native reader does not replay a journal; "
+    "use --reader guestfs (it replays the journal in a throw-away overlay)"
+)
+
 # Far beyond any real path (Linux: 4096 bytes per path given to a system call; NTFS: 32,767
 # UTF-16 units), and short enough that a directory loop stops after a few hundred turns.
 MAX_PATH_BYTES = 65536
@@ -808,12 +869,18 @@ def _walk_entries(
 ) -> Iterator[FileRef | Skipped]:
     """Every regular file under a dfvfs directory entry (xfs, vfat, exfat, ntfs), addressed by
     its location inside the filesystem (dfvfs writes FAT and NTFS locations with `separator`
-    "\\"; guest paths always use "/"). A directory that cannot be listed is reported."""
+    "\\"; guest paths always use "/"). A directory that cannot be listed is reported.
+    Every entry's name is scanned too, and on xfs its extended attributes and link targets."""
 
     ntfs = root.type_indicator == "NTFS"
+    xfs = root.type_indicator == "XFS"
+    names = NameBatches(device)
 
     def guest(location: str) -> str:
         return join_guest_path(mountpoint, location.replace(separator, "/"))
+
+    if xfs:
+        yield from _ext_metadata(root.GetXFSFileEntry(), guest("/"), device)
 
     stack = [root]
     while stack:
@@ -836,6 +903,11 @@ def _walk_entries(
             child_location = child.path_spec.location
             if directory is root and ntfs and child.name.startswith("$"):
                 continue  # NTFS metadata ($MFT, $Extend, ...): not files the guest sees
+            batch = names.add(guest(child_location), child.name)
+            if batch is not None:
+                yield batch
+            if xfs:
+                yield from _ext_metadata(child.GetXFSFileEntry(), guest(child_location), device)
             if child.IsDirectory():
                 stack.append(child)
             elif child.IsFile():
@@ -847,6 +919,9 @@ def _walk_entries(
                 )
                 if ntfs:
                     yield from _alternate_streams(child, guest(child_location), device)
+    batch = names.flush()
+    if batch is not None:
+        yield batch
 
 
 def _alternate_streams(entry: Any, path: str, device: str) -> Iterator[FileRef | Skipped]:
@@ -867,6 +942,37 @@ def _alternate_streams(entry: Any, path: str, device: str) -> Iterator[FileRef |
             size=int(size),
             locator=entry.path_spec.location + _STREAM + name,
         )
+
+
+def _ext_metadata(entry: Any, path: str, device: str) -> Iterator[FileRef | Skipped]:
+    """What an ext or xfs inode carries besides its content (a libfsext or libfsxfs file
+    entry, which share these calls): its extended attributes and, for a symbolic link, the
+    target string (imgscan/image/metadata.py)."""
+    mode = entry.file_mode or 0
+    if stat.S_ISLNK(mode):
+        try:
+            target = entry.symbolic_link_target or ""
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(path + LINK_SUFFIX, f"link target unreadable: {_one_line(exc)}")
+        else:
+            yield link_ref(device, path, target.encode("utf-8", "surrogateescape"))
+    try:
+        count = entry.number_of_extended_attributes
+    except _BACKEND_ERRORS as exc:
+        yield Skipped(path + XATTR_SUFFIX, f"extended attributes unreadable: {_one_line(exc)}")
+        return
+    for index in range(count):
+        name = f"#{index}"
+        try:
+            attribute = entry.get_extended_attribute(index)
+            name = attribute.name
+            if not wants_xattr(name):
+                continue
+            value = attribute.read_buffer(min(int(attribute.size), XATTR_MAX))
+        except _BACKEND_ERRORS as exc:
+            yield Skipped(path + XATTR_SUFFIX + name, f"unreadable: {_one_line(exc)}")
+            continue
+        yield xattr_ref(device, path, name, bytes(value))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -47,6 +47,33 @@ def ext_identity(superblock: bytes) -> FsIdentity | None:
     return FsIdentity(fstype, fs_uuid, label)
 
 
+_INCOMPAT_RECOVER = 0x0004  # the journal holds transactions not yet written in place
+JOURNAL_INODE = 8
+_JBD2_MAGIC = 0xC03B3998
+
+
+def ext_needs_recovery(superblock: bytes) -> bool:
+    """Whether an ext3/4 superblock says its journal must be replayed before the file system
+    is read as the guest would see it (the `needs_recovery` feature)."""
+    if len(superblock) < 0x68:
+        return False
+    (incompat,) = struct.unpack_from("<I", superblock, 0x60)
+    return bool(incompat & _INCOMPAT_RECOVER)
+
+
+def jbd2_log_empty(journal_head: bytes) -> bool:
+    """Whether a jbd2 journal superblock (the first block of the journal inode) says the log
+    holds nothing to replay: `s_start` (big-endian, offset 0x1C) is 0 when it is empty. A
+    block that is not a journal superblock is not called empty."""
+    if len(journal_head) < 0x20:
+        return False
+    magic, block_type = struct.unpack_from(">II", journal_head, 0)
+    if magic != _JBD2_MAGIC or block_type not in (3, 4):  # v1 and v2 superblocks
+        return False
+    (start,) = struct.unpack_from(">I", journal_head, 0x1C)
+    return bool(start == 0)
+
+
 SWAP_SIGNATURES = (b"SWAPSPACE2", b"SWAP-SPACE")
 
 

@@ -134,7 +134,8 @@ def _scan_file(scanner: FileScanner, ref: FileRef) -> FileOutcome:
         return scanner.scan(ref)
     except Exception as exc:  # FileScanner records per-file trouble itself; this is a bug
         reason = f"internal error while scanning: {type(exc).__name__}: {exc}"
-        return FileOutcome(ref.volume, (), (Skipped(ref.path, reason),), 0)
+        skipped = (Skipped(ref.path, reason),)
+        return FileOutcome(ref.volume, (), skipped, 0, metadata=bool(ref.metadata))
 
 
 def _batches(
@@ -415,7 +416,13 @@ class WorkerPool:
                         f"the worker scanning this file crashed twice ({task.died}, then "
                         f"{how}); not scanned"
                     )
-                yield FileOutcome(culprit.volume, (), (Skipped(culprit.path, reason),), 0)
+                yield FileOutcome(
+                    culprit.volume,
+                    (),
+                    (Skipped(culprit.path, reason),),
+                    0,
+                    metadata=bool(culprit.metadata),
+                )
         if self._crashes > MAX_CRASHES:
             raise WorkerCrashError(
                 f"worker processes crashed {self._crashes} times while scanning this image "

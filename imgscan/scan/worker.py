@@ -29,6 +29,7 @@ from imgscan.detect.checks import fixture_location, private_key_id
 from imgscan.detect.engine import Engine, EngineSpec, FileTimeout, Hit, Quota
 from imgscan.detect.registry import RegistryHit, RegistryMatcher, is_hive, value_path
 from imgscan.image.interface import FileOpener, OpenerSpec
+from imgscan.image.metadata import NAME_SUFFIX, name_at
 from imgscan.model import (
     Check,
     CheckResult,
@@ -90,6 +91,9 @@ class FileOutcome:
     # as (algorithm, hex), taken only when it has findings (imgscan/ownership.py needs no other).
     records: tuple[PackageFiles, ...] = ()
     digests: tuple[tuple[str, str], ...] = ()
+    # The FileRef was file-system metadata (names, a link target, an extended attribute), not
+    # a file: it counts in no volume's files or bytes.
+    metadata: bool = False
 
 
 class _TimedReads:
@@ -204,6 +208,7 @@ class FileScanner:
         self.registry = RegistryMatcher(self.engine.pack.registry)
         self.opener = opener
         self._quota = Quota()  # the current file's (set by scan)
+        self._metadata: FileRef | None = None  # the current FileRef, when it is metadata
         self._pair_rules: dict[str, str] | None = None
 
     @property
@@ -230,13 +235,14 @@ class FileScanner:
                 )
             )
             self.opener.release(ref)
-            return FileOutcome(ref.volume, (), tuple(skipped), 0)
+            return FileOutcome(ref.volume, (), tuple(skipped), 0, metadata=bool(ref.metadata))
         if ref.size == 0 and ref.inline is None and not ref.raw:
             # Nothing to read and nothing to match (file rules need at least one byte):
             # a file system of a million empty files costs no opens.
             self.opener.release(ref)
             return FileOutcome(ref.volume, (), (), 0)
         timed = None
+        self._metadata = ref if ref.metadata else None
         budget = self.spec.file_timeout * max(1, -(-ref.size // _BUDGET_UNIT))
         self._quota = quota = Quota(deadline=time.monotonic() + budget)
         try:
@@ -255,7 +261,7 @@ class FileScanner:
                 digesting = _Digesting(cast(BinaryIO, timed), algorithms)
                 stream = cast(BinaryIO, digesting)
                 self._scan_stream(stream, ref.path, 0, _Budget(ref.size), findings, skipped, clues)
-                if packages.wants(ref.path) and stream.seekable():
+                if packages.wants(ref.path) and stream.seekable() and not ref.metadata:
                     stream.seek(0)
                     records = packages.read_records(ref.path, stream)
                 if findings:
@@ -290,6 +296,7 @@ class FileScanner:
             ),
             records=records,
             digests=digests,
+            metadata=bool(ref.metadata),
         )
 
     def _scan_stream(
@@ -303,7 +310,8 @@ class FileScanner:
         clues: list[Clue],
     ) -> None:
         head = _peek(stream, 512)
-        kind = archive_kind(head) if stream.seekable() else None
+        # Metadata is matched as it is: a name crafted to start like a gzip is not expanded.
+        kind = archive_kind(head) if stream.seekable() and self._metadata is None else None
         if kind is not None and depth < MAX_DEPTH:
             try:
                 members = expand(stream, path, kind, self.spec.max_file_size, budget.left)
@@ -345,6 +353,11 @@ class FileScanner:
             raise
         for hit in hits:
             findings.append(self._finding(hit, path))
+        if self._metadata is not None:
+            # A name, a link target or an attribute value: no file rule, hive or usage clue.
+            if text is not stream:
+                text.close()
+            return
         values = self._registry_findings(stream, path, head, skipped)
         findings.extend(values)
         if not hits and not values:
@@ -462,6 +475,16 @@ class FileScanner:
 
     def _finding(self, hit: Hit, path: str) -> Finding:
         meta = hit.rule
+        preview = redact(hit.secret, meta.preview_prefix, meta.identifier)
+        named = name_at(self._metadata, hit.offset) if self._metadata is not None else None
+        if named is not None:
+            # Found in an entry's name: the place is that entry, and since every report shows
+            # the place, the secret in it is replaced by its preview unless asked for.
+            secret = hit.secret.decode("utf-8", "surrogateescape")
+            if not self.spec.show_secrets:
+                named = named.replace(secret, preview)
+            path = named + NAME_SUFFIX
+        line = 0 if named is not None else hit.line  # a batch's line numbers mean nothing
         location = fixture_location(path)
         validation = Validation(hit.checks + ((location,) if location else ()))
         severity = meta.severity
@@ -477,8 +500,8 @@ class FileScanner:
             category=meta.category,
             severity=severity,
             path=path,
-            line=hit.line,
-            preview=redact(hit.secret, meta.preview_prefix, meta.identifier),
+            line=line,
+            preview=preview,
             fingerprint=fingerprint(meta.id, path, hit.secret),
             secret=hit.secret.decode("utf-8", "replace") if self.spec.show_secrets else None,
             validation=validation,

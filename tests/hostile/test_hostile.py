@@ -160,6 +160,28 @@ def test_hostile_case(hostile: tuple[Path, dict[str, Any]], name: str, tmp_path:
         assert manifest["password"] not in report_text + scan.stderr
     if case["escapes"]:
         _assert_escaped(directory / case["file"], tmp_path, manifest, args)
+    if case.get("places"):
+        _assert_metadata_places(case, report, directory / case["file"], tmp_path, args)
+
+
+def _assert_metadata_places(
+    case: dict[str, Any], report: dict[str, Any], image: Path, tmp_path: Path, args: list[str]
+) -> None:
+    """Issue 20: secrets in names, link targets and extended attributes are found at
+    `<path>#<where>` by the reader under test, every report format shows each place, and the
+    secrets a name holds are shown in none of them."""
+    paths = {f["path"] for f in report["findings"]}
+    for place in case["places"]:
+        assert place in paths, (place, sorted(paths))
+    shown = run_formats(image, tmp_path, args)
+    for fmt, text in shown.items():
+        for place in case["places"]:
+            # The last component: what a format escapes in a path ("/" in HTML, say) is not
+            # in it. JSON and SARIF write "…" as \u2026.
+            tail = place.rsplit("/", 1)[-1]
+            assert tail in text or json.dumps(tail)[1:-1] in text, (fmt, place)
+        for value in case["hidden"]:
+            assert value not in text, fmt
 
 
 def run_formats(image: Path, tmp_path: Path, args: list[str]) -> dict[str, str]:

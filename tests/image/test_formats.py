@@ -253,3 +253,40 @@ def test_vmdk_descriptor_with_several_extents_is_judged_by_each(tmp_path: Path) 
     path.write_text(head + "\n".join([*lines, 'RDONLY 2048 FLAT "../../etc/hostname" 0']) + "\n")
     with pytest.raises(ImageError, match=r"extent '\.\./\.\./etc/hostname'\)"):
         detect_format(path)
+
+
+def test_qcow2_internal_snapshots_listed(tmp_path: Path) -> None:
+    # Issue 20: the snapshot table is read (ids and names, a name with a space and a control
+    # character made printable), inside OVA disks too through Disk.
+    image = tmp_path / "s.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "4M"], check=True)
+    assert detect_format(image).snapshots == ()
+    for name in ("pre", "before upgrade", "bell\x07"):
+        subprocess.run(["qemu-img", "snapshot", "-c", name, str(image)], check=True)
+    info = detect_format(image)
+    assert info.snapshots == (("1", "pre"), ("2", "before upgrade"), ("3", "bell?"))
+    assert info.disks[0].snapshots == info.snapshots
+
+
+def test_qcow2_snapshot_table_outside_the_file(tmp_path: Path) -> None:
+    # A count with a table past the end: every claimed snapshot is still listed (as "?").
+    image = tmp_path / "s.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "4M"], check=True)
+    with image.open("r+b") as fh:
+        fh.seek(60)
+        fh.write((3).to_bytes(4, "big") + (1 << 40).to_bytes(8, "big"))
+    assert detect_format(image).snapshots == (("?", "?"),) * 3
+
+
+def test_vhdx_log_with_entries_refused(tmp_path: Path) -> None:
+    # Issue 20: a log GUID with an entry of that GUID is a log to replay: refused; the same
+    # GUID with no entry is an empty log.
+    for entry in (False, True):
+        image = tmp_path / f"log-{entry}.vhdx"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vhdx", str(image), "8M"], check=True)
+        build_hostile.vhdx_with_log(image, uuid.UUID(int=9), entry=entry)
+        if entry:
+            with pytest.raises(ImageError, match="log holds writes not yet replayed"):
+                detect_format(image)
+        else:
+            assert detect_format(image).format == "vhdx"
