@@ -131,13 +131,21 @@ def imgscan(image: Path, reader: str, jobs: int, manifest: dict[str, Any], work:
     ]
     seconds, peak, _ = _measured(argv)
     data = json.loads(report.read_text())
+    return _run_of(f"imgscan {reader} --jobs {jobs}", seconds, peak, data, manifest)
+
+
+def _run_of(
+    name: str, seconds: float, peak: int, data: dict[str, Any], manifest: dict[str, Any]
+) -> Run:
+    """One measured scan: wall seconds, peak RSS (KiB) and its JSON report, scored against the
+    planted secrets of `manifest`."""
     stats = data["stats"]
     keys = {(f["path"], f["line"]) for f in data["findings"]}
     planted = _planted_keys(manifest)
     stages = dict(stats.get("stages") or {})
     stages["startup+report"] = round(max(0.0, seconds - float(stats["seconds"])), 2)
     return Run(
-        name=f"imgscan {reader} --jobs {jobs}",
+        name=name,
         seconds=seconds,
         scanned_bytes=int(stats["bytes"]),
         files=int(stats["files"]),
@@ -244,23 +252,7 @@ def scan_container(
     argv = [*prefix, "scan", str(image), "--jobs", "2", "--format", "json", "-o", str(report)]
     seconds, peak, _ = _measured([*argv, "--no-progress"])
     data = json.loads(report.read_text())
-    stats = data["stats"]
-    keys = {(f["path"], f["line"]) for f in data["findings"]}
-    planted = _planted_keys(manifest)
-    stages = dict(stats.get("stages") or {})
-    stages["startup+report"] = round(max(0.0, seconds - float(stats["seconds"])), 2)
-    run = Run(
-        name=name,
-        seconds=seconds,
-        scanned_bytes=int(stats["bytes"]),
-        files=int(stats["files"]),
-        peak_rss_mb=peak / 1024,
-        found=len(planted & keys),
-        planted=len(planted),
-        findings=len(data["findings"]),
-        stages=stages,
-        complete=bool(data["coverage"]["complete"]),
-    )
+    run = _run_of(name, seconds, peak, data, manifest)
     volumes = data["coverage"]["volumes"]
     native = bool(volumes) and all(v.get("reader") == "native" for v in volumes)
     return Container(name, image.stat().st_size / MB, _convert_seconds(image, work), run, native)

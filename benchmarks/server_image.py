@@ -74,11 +74,12 @@ def _unmount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", target], check=False)
 
 
-def _debootstrap(root: Path) -> None:
-    print(f"debootstrap bookworm with {len(PACKAGES)} packages (a few minutes)", file=sys.stderr)
+def _debootstrap(root: Path, packages: tuple[str, ...] = PACKAGES) -> None:
+    """Debian 12 (minbase) with `packages` into `root`, from the mirror."""
+    print(f"debootstrap bookworm with {len(packages)} packages (a few minutes)", file=sys.stderr)
     try:
         _run(
-            "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+            "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
             "bookworm", str(root), MIRROR,
         )  # fmt: skip
     finally:

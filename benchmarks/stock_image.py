@@ -42,10 +42,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from server_image import _disk, _unmount_below  # noqa: E402
+from server_image import _debootstrap, _disk  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgscan" / "bench"
-MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "openssh-server", "nginx", "postgresql", "openjdk-17-jdk-headless", "perl", "gnutls-bin",
     "wireguard-tools", "sudo", "man-db", "manpages", "locales", "ssl-cert", "ca-certificates",
@@ -65,17 +64,6 @@ def source_key() -> str:
 
 def _run(*argv: str, cwd: Path | None = None) -> None:
     subprocess.run(argv, check=True, cwd=cwd)
-
-
-def _debootstrap(root: Path) -> None:
-    print(f"debootstrap bookworm with {len(PACKAGES)} packages", file=sys.stderr)
-    try:
-        _run(
-            "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            "bookworm", str(root), MIRROR,
-        )  # fmt: skip
-    finally:
-        _unmount_below(root)
 
 
 def _pip(root: Path) -> None:
@@ -133,7 +121,7 @@ def build(force: bool = False) -> Path:
     root = stage / "root"
     root.mkdir(parents=True)
     started = time.monotonic()
-    _debootstrap(root)
+    _debootstrap(root, PACKAGES)
     _pip(root)
     _npm(root)
     # The package cache is not part of an installed server.

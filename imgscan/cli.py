@@ -1055,8 +1055,8 @@ def wait_for_children(grace: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def _descendants() -> list[int]:
-    """Every process below this one (children, theirs, ...), from /proc."""
+def _parents() -> dict[int, int]:
+    """Every process's parent, from /proc (empty where there is none)."""
     parents: dict[int, int] = {}
     with suppress(OSError):
         for entry in os.scandir("/proc"):
@@ -1068,6 +1068,12 @@ def _descendants() -> list[int]:
             except OSError:
                 continue
             parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def _descendants() -> list[int]:
+    """Every process below this one (children, theirs, ...), from /proc."""
+    parents = _parents()
     found, frontier = [], [os.getpid()]
     while frontier:
         parent = frontier.pop()
@@ -1079,19 +1085,8 @@ def _descendants() -> list[int]:
 
 def _child_pids() -> list[int]:
     """The processes whose parent is this one, from /proc (empty where there is none)."""
-    me, found = os.getpid(), []
-    with suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me:
-                found.append(int(entry.name))
-    return found
+    me = os.getpid()
+    return [pid for pid, parent in _parents().items() if parent == me]
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, interrupts: _Interrupts) -> int:

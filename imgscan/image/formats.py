@@ -162,6 +162,17 @@ def _with_disk(info: FormatInfo, source: _Source) -> FormatInfo:
     )
 
 
+# imgscan's format name -> the qemu block driver that reads it (qemu calls VHD "vpc"): what
+# libguestfs and qemu-nbd are told, never left to qemu's probing.
+QEMU_DRIVERS = {
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vhd": "vpc",
+    "vhdx": "vhdx",
+    "vdi": "vdi",
+    "raw": "raw",
+}
+
 # OVA members that are not disks: the descriptor, manifest, certificate, ISO attachments.
 _OVA_NON_DISKS = (".ovf", ".mf", ".cert", ".iso", ".nvram")
 

@@ -53,7 +53,7 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image import luks, unpartitioned
-from imgscan.image.formats import Disk, FormatInfo
+from imgscan.image.formats import QEMU_DRIVERS, Disk, FormatInfo
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
     ZERO_REASON,
@@ -110,15 +110,6 @@ _CLOSE_TIMEOUT = 30.0
 # without a bound the scan would hang with it.
 KVM_LAUNCH_TIMEOUT = 60.0
 
-# imgscan format name -> qemu block driver name (qemu calls VHD "vpc").
-_QEMU_FORMATS = {
-    "qcow2": "qcow2",
-    "vmdk": "vmdk",
-    "vhd": "vpc",
-    "vhdx": "vhdx",
-    "vdi": "vdi",
-    "raw": "raw",
-}
 # MBR partition type ids of an extended partition: a container of logical partitions (which
 # libguestfs lists as sda5, sda6, ...), not a volume.
 _MBR_EXTENDED_IDS = {0x05, 0x0F, 0x85}
@@ -627,7 +618,7 @@ class GuestfsReader:
         self.image = ImageInfo(path=image, format=fmt.format, virtual_size=fmt.virtual_size)
         self._format = fmt.format
         for disk in fmt.disks:
-            if disk.format not in _QEMU_FORMATS:
+            if disk.format not in QEMU_DRIVERS:
                 raise ImageError(f"{image}: the guestfs reader cannot read {disk.format} disks")
         self._session = _Session(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         # Runs close() when the reader is collected or at interpreter exit, so an exception
@@ -639,7 +630,7 @@ class GuestfsReader:
         self._parttype: dict[str, str | None] = {}
         try:
             drives = [
-                (self._extract(image, disk) if disk.member else image, _QEMU_FORMATS[disk.format])
+                (self._extract(image, disk) if disk.member else image, QEMU_DRIVERS[disk.format])
                 for disk in fmt.disks
             ]
             memsize = APPLIANCE_MEMSIZE_LUKS if keys else APPLIANCE_MEMSIZE

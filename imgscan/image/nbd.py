@@ -36,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from imgscan.errors import ImageError, ReaderUnavailableError
-from imgscan.image.formats import Disk
+from imgscan.image.formats import QEMU_DRIVERS, Disk
 
 try:
     import nbd
@@ -45,15 +45,6 @@ try:
 except ImportError:  # pragma: no cover - exercised only without python3-libnbd
     HAS_LIBNBD = False
 
-# imgscan format name -> qemu block driver
-QEMU_DRIVERS = {
-    "qcow2": "qcow2",
-    "vmdk": "vmdk",
-    "vhd": "vpc",
-    "vhdx": "vhdx",
-    "vdi": "vdi",
-    "raw": "raw",
-}
 QEMU_NBD = "qemu-nbd"
 # How long qemu-nbd may take to open the image and listen: opening reads only headers and
 # tables, bounded by qemu's own limits on their sizes.
