@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   libguestfs-tools python3-guestfs python3-hivex libguestfs-xfs linux-image-amd64 qemu-utils
   python3-libnbd
-  python3-venv e2fsprogs fdisk gdisk dosfstools mtools exfatprogs cryptsetup-bin
+  python3-venv e2fsprogs fdisk gdisk dosfstools mtools exfatprogs cryptsetup-bin xfsprogs ntfs-3g
   chromium chromium-driver
 )
 VENV=.venv

@@ -1305,6 +1305,108 @@ def dirty_journal(b: Build) -> None:
     )
 
 
+def _xfs_log_head_flags(image: Path) -> int:
+    """The byte offset, in an XFS image, of the flags of the first operation of its log's
+    newest record (the unmount record a clean unmount writes last)."""
+    with image.open("rb") as fh:
+        sb = fh.read(512)
+        (blocksize,) = struct.unpack_from(">I", sb, 4)
+        (logstart,) = struct.unpack_from(">Q", sb, 48)
+        (agblocks,) = struct.unpack_from(">I", sb, 84)
+        (logblocks,) = struct.unpack_from(">I", sb, 96)
+        agblklog = sb[124]
+        start = ((logstart >> agblklog) * agblocks + (logstart & ((1 << agblklog) - 1))) * blocksize
+        fh.seek(start)
+        log = fh.read(logblocks * blocksize)
+    heads = [
+        (struct.unpack_from(">Q", log, at + 16)[0], at)
+        for at in range(0, len(log), 512)
+        if log[at : at + 4] == b"\xfe\xed\xba\xbe"
+    ]
+    _, head = max(heads)
+    return start + head + 512 + 9  # one header block, then tid (4), len (4), clientid (1)
+
+
+@case
+def dirty_xfs_and_ntfs(b: Build) -> None:
+    # XFS and NTFS logs: a volume not cleanly unmounted may have changes only its log holds.
+    # XFS: the newest log record is not the unmount record (its flags rewritten as a commit):
+    # the native reader does not read it in place and hands it to libguestfs, whose kernel
+    # replays the log at mount (this log, rewritten by hand, makes the mount fail: not read).
+    tree = b.tree("xfs-dirty-log")
+    proto = b.work / "xfs.proto"
+    proto.write_text(
+        f"/dummy\n0 0\nd--755 0 0\netc d--755 0 0\napp.conf ---644 0 0 {tree}/etc/app.conf\n$\n$\n"
+    )
+    image = b.stage / "xfs-dirty-log.xfs"
+    # mkfs.xfs refuses file systems under 300 MB unless run as fstests runs it.
+    b.run(
+        "env", "TEST_DIR=/tmp", "TEST_DEV=1", "QA_CHECK_FS=xfs", "mkfs.xfs", "-q", "-f",
+        "-p", str(proto), "-d", f"file,name={image},size=300m",
+    )  # fmt: skip
+    clean = b.stage / "xfs-clean.xfs"
+    shutil.copyfile(image, clean)
+    flags = _xfs_log_head_flags(image)
+    with image.open("r+b") as fh:
+        fh.seek(flags)
+        value = fh.read(1)[0]
+        fh.seek(flags)
+        fh.write(bytes([(value & ~0x20) | 0x02]))  # XLOG_UNMOUNT_TRANS off, a commit
+    shutil.rmtree(tree)
+    proto.unlink()
+    b.cases.append(
+        Case("xfs-clean-native", clean.name, "a cleanly unmounted XFS (native reader)", (1,),
+             finds=True, args=("--reader", "native"))
+    )  # fmt: skip
+    for reader, reason in (("native", "XFS log"), ("auto", "xfs"), ("guestfs", "xfs")):
+        b.cases.append(
+            Case(
+                f"xfs-dirty-log-{reader}",
+                image.name,
+                f"an XFS whose log's newest record is no unmount record ({reader} reader)",
+                (2,),
+                incomplete=True,
+                reason=reason,
+                args=("--reader", reader),
+            )
+        )
+    # NTFS: the dirty flag of $VOLUME_INFORMATION, which Windows clears on a clean shutdown;
+    # no reader here replays $LogFile (ntfs-3g does not), so no reader may call it read.
+    from imgscan.image.fslogs import ntfs_dirty_flag_offset
+
+    tree = b.tree("ntfs-dirty")
+    image = b.stage / "ntfs-dirty.ntfs"
+    with image.open("wb") as fh:
+        fh.truncate(32 << 20)
+    b.run("mkntfs", "-q", "-F", "-f", str(image))
+    b.run("ntfscp", "-q", str(image), str(tree / "etc" / "app.conf"), "app.conf")
+    shutil.rmtree(tree)
+    with image.open("r+b") as fh:
+
+        def read(offset: int, size: int) -> bytes:
+            fh.seek(offset)
+            return fh.read(size)
+
+        where = ntfs_dirty_flag_offset(read)
+        if where is None:
+            raise base.BuildError("mkntfs made a $Volume record imgscan cannot place")
+        (value,) = struct.unpack("<H", read(where, 2))
+        fh.seek(where)
+        fh.write(struct.pack("<H", value | 0x0001))
+    for reader in ("auto", "native", "guestfs"):
+        b.cases.append(
+            Case(
+                f"ntfs-dirty-{reader}",
+                image.name,
+                f"an NTFS marked dirty, holding a secret ({reader} reader)",
+                (2,),
+                incomplete=True,
+                reason="marked dirty",
+                args=("--reader", reader),
+            )
+        )
+
+
 def _snapshotted(b: Build, name: str, snapshots: tuple[str, ...]) -> Path:
     """A qcow2 of an ext4 holding the planted secret, with internal snapshots taken, after
     which the secret's block is overwritten in the active layer (qemu-io)."""

@@ -54,6 +54,7 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image import luks, unpartitioned
 from imgscan.image.formats import QEMU_DRIVERS, Disk, FormatInfo
+from imgscan.image.fslogs import NTFS_DIRTY, LogState, ntfs_log_state
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
     ZERO_REASON,
@@ -813,6 +814,14 @@ class GuestfsReader:
             self._appliance.call("lvm_scan", True)
         return result
 
+    def _pread(self, device: str, offset: int, size: int) -> bytes:
+        """`size` bytes of `device` at `offset`; fewer past its end, none when unreadable."""
+        try:
+            data: bytes = self._appliance.call("pread_device", device, size, offset)
+        except RuntimeError:
+            return b""
+        return data
+
     def _kdf_problem(self, device: str) -> str | None:
         """Why the LUKS volume on `device` must not be unlocked (its key derivation costs past
         imgscan's bounds, or its header does not parse), from the header read before any key is
@@ -910,6 +919,18 @@ class GuestfsReader:
                 uuid,
                 label,
             )
+        if fstype == "ntfs":
+            # ntfs-3g reads a volume as its blocks lie and does not replay $LogFile.
+            state = ntfs_log_state(lambda offset, size: self._pread(device, offset, size))
+            if state is not LogState.CLEAN:
+                return VolumeInfo(
+                    device,
+                    fstype,
+                    VolumeStatus.UNSUPPORTED,
+                    f"{NTFS_DIRTY} ({state.value})",
+                    uuid,
+                    label,
+                )
         # Whether the appliance kernel can read it is settled by mounting it, not by a list.
         try:
             self._mount(device)

@@ -20,6 +20,13 @@ from typing import Any, BinaryIO, cast
 from imgscan.errors import ImageError, ReaderUnavailableError
 from imgscan.image import unpartitioned
 from imgscan.image.formats import FormatInfo
+from imgscan.image.fslogs import (
+    NTFS_DIRTY,
+    XFS_DIRTY_LOG,
+    LogState,
+    ntfs_log_state,
+    xfs_log_state,
+)
 from imgscan.image.interface import (
     ZERO_CHECK_LIMIT,
     ZERO_REASON,
@@ -523,11 +530,42 @@ class NativeReader:
                 other_reader=True,
             )
             return _Volume(info, address, indicator)
+        if indicator in ("XFS", "NTFS"):
+            state = self._log_state(spec, indicator)
+            if state is not LogState.CLEAN:
+                # XFS: the Linux kernel replays the log at mount, so libguestfs can read the
+                # volume as the guest would. NTFS: no reader here replays $LogFile.
+                info = VolumeInfo(
+                    device,
+                    ident.fstype,
+                    VolumeStatus.UNSUPPORTED,
+                    (XFS_DIRTY_LOG if indicator == "XFS" else NTFS_DIRTY) + f" ({state.value})",
+                    ident.uuid,
+                    ident.label,
+                    other_reader=indicator == "XFS",
+                )
+                return _Volume(info, address, indicator)
         return _Volume(
             VolumeInfo(device, ident.fstype, VolumeStatus.SCANNED, None, ident.uuid, ident.label),
             address,
             indicator,
         )
+
+    def _log_state(self, spec: Any, indicator: str) -> LogState:
+        """Whether an XFS or NTFS volume was cleanly unmounted (imgscan/image/fslogs.py)."""
+        handle = dfvfs_resolver.Resolver.OpenFileObject(spec, resolver_context=self._context)
+
+        def read(offset: int, size: int) -> bytes:
+            handle.seek(offset)
+            data: bytes = handle.read(size)
+            return data
+
+        try:
+            if indicator == "XFS":
+                return xfs_log_state(read(0, 512), read)
+            return ntfs_log_state(read)
+        except _BACKEND_ERRORS:
+            return LogState.UNKNOWN
 
     def _unreplayed_journal(self, spec: Any) -> bool:
         """Whether an ext volume's journal holds transactions not yet replayed: the superblock
