@@ -1318,13 +1318,13 @@ def _xfs_log_head_flags(image: Path) -> int:
         start = ((logstart >> agblklog) * agblocks + (logstart & ((1 << agblklog) - 1))) * blocksize
         fh.seek(start)
         log = fh.read(logblocks * blocksize)
-    heads = [
-        (struct.unpack_from(">Q", log, at + 16)[0], at)
+    heads: list[tuple[int, int]] = [
+        (int(struct.unpack_from(">Q", log, at + 16)[0]), at)
         for at in range(0, len(log), 512)
         if log[at : at + 4] == b"\xfe\xed\xba\xbe"
     ]
     _, head = max(heads)
-    return start + head + 512 + 9  # one header block, then tid (4), len (4), clientid (1)
+    return int(start + head + 512 + 9)  # one header block, then tid (4), len (4), clientid (1)
 
 
 @case
@@ -1376,8 +1376,8 @@ def dirty_xfs_and_ntfs(b: Build) -> None:
 
     tree = b.tree("ntfs-dirty")
     image = b.stage / "ntfs-dirty.ntfs"
-    with image.open("wb") as fh:
-        fh.truncate(32 << 20)
+    image.write_bytes(b"")
+    os.truncate(image, 32 << 20)
     b.run("mkntfs", "-q", "-F", "-f", str(image))
     b.run("ntfscp", "-q", str(image), str(tree / "etc" / "app.conf"), "app.conf")
     shutil.rmtree(tree)

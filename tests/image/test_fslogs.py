@@ -52,7 +52,7 @@ def test_xfs_hostile_superblocks_are_not_judged() -> None:
     struct.pack_into(">I", sb, 96, 0xFFFFFFFF)  # a 16 TiB log: not read at all
     reads: list[int] = []
     assert xfs_log_state(bytes(sb), _reader(sb, reads)) is LogState.UNKNOWN
-    assert reads == [] and 0xFFFFFFFF * 4096 > MAX_XFS_LOG
+    assert reads == [] and MAX_XFS_LOG < 0xFFFFFFFF * 4096
     struct.pack_into(">I", sb, 96, 16)  # a log of random bytes: no record in it
     junk = bytes(sb) + os.urandom(1 << 20)
     assert xfs_log_state(bytes(sb), _reader(junk)) is LogState.UNKNOWN
