@@ -9,23 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from command import run_imgscan
-
-from imgscan.detect.rules import load_pack
-from imgscan.options import default_signatures_dir
+from expect import IDENTIFIER_RULES
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return run_imgscan(*args, cwd=cwd, timeout=600)
 
 
-# Planted values that are identifiers, not secrets: their rule shows them whole (`identifier`).
-_IDENTIFIERS = {
-    rule.id for rule in load_pack(default_signatures_dir()).patterns if rule.meta.identifier
-}
-
-
 def _planted_values(image: dict[str, Any]) -> list[str]:
-    return [p["secret"] for p in image["planted"] if p["kind"] not in _IDENTIFIERS]
+    """The planted secrets, apart from identifiers (their rule shows them whole)."""
+    return [p["secret"] for p in image["planted"] if p["kind"] not in IDENTIFIER_RULES]
 
 
 def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -> None:
@@ -80,7 +73,9 @@ def test_json_contract_and_exit_code_1(images: Path, manifest: dict[str, Any]) -
     keys = {f["rule"]: f["validation"]["status"] for f in report["findings"]}
     parsed = [r for r in keys if r.startswith(("pem-", "openssh-", "escaped-pem-"))]
     assert len(parsed) >= 3 and {keys[r] for r in parsed} == {"well-formed"}, keys
-    assert set(report["stats"]) == {"files", "bytes", "seconds", "stages"}
+    assert set(report["stats"]) == {
+        "files", "bytes", "seconds", "stages", "started_at", "finished_at"
+    }  # fmt: skip
     assert set(report["stats"]["stages"]) == {"open", "listing", "read", "match"}
     assert all(seconds >= 0 for seconds in report["stats"]["stages"].values())
     paths = {f["path"] for f in report["findings"]}

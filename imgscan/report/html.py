@@ -74,6 +74,16 @@ form#filters[hidden] { display: none; }
 form#filters fieldset { border: 1px solid #d0d7de; padding: .2rem .6rem; margin: 0; }
 tr[hidden] { display: none; }
 @media print { form#filters { display: none; } }
+.verdict { font-size: 1.15rem; font-weight: 700; padding: .5rem .8rem; margin: .4rem 0 .8rem;
+           border-radius: 4px; }
+.verdict-fail { color: #fff; background: #a40e26; }
+.verdict-incomplete { color: #3b2300; background: #f0b72f; }
+.verdict-pass { color: #fff; background: #1a7f37; }
+.verdict-unjudged { color: #1f2328; background: #eaeef2; }
+td.location code { overflow-wrap: break-word; }
+td.fingerprint code { font-size: 11px; }
+input#search { min-width: 18rem; }
+th[data-sort] { cursor: pointer; text-decoration: underline dotted; }
 """.strip()
 
 # Constant: it reads the categories and severities from the rows, so no data from the result
@@ -86,20 +96,44 @@ _SCRIPT = """
   var count = document.getElementById("findings-count");
   var category = document.getElementById("category-filter");
   var boxes = Array.prototype.slice.call(form.querySelectorAll("input[name=severity]"));
+  var search = document.getElementById("search");
+  var texts = rows.map(function (row) { return row.textContent.toLowerCase(); });
   function update() {
     var severities = {};
     boxes.forEach(function (box) { severities[box.value] = box.checked; });
     var wanted = category.value;
+    var query = search.value.trim().toLowerCase();
     var shown = 0;
-    rows.forEach(function (row) {
+    rows.forEach(function (row, i) {
       var visible = severities[row.dataset.severity] === true &&
-        (wanted === "" || row.dataset.category === wanted);
+        (wanted === "" || row.dataset.category === wanted) &&
+        (query === "" || texts[i].indexOf(query) !== -1);
       row.hidden = !visible;
       if (visible) { shown += 1; }
     });
     count.textContent = shown + " of " + rows.length + " findings shown";
   }
+  // Sorting: a header with data-sort orders the rows by that data attribute of theirs;
+  // clicking it again reverses the order.
+  var body = rows.length ? rows[0].parentNode : null;
+  var order = {};
+  Array.prototype.slice.call(document.querySelectorAll("#findings th[data-sort]"))
+    .forEach(function (th) {
+      th.addEventListener("click", function () {
+        var key = th.dataset.sort;
+        order[key] = order[key] === 1 ? -1 : 1;
+        var pairs = rows.map(function (row, i) { return [row, texts[i]]; });
+        pairs.sort(function (a, b) {
+          var x = a[0].dataset[key], y = b[0].dataset[key];
+          return (x < y ? -1 : x > y ? 1 : 0) * order[key];
+        });
+        rows = pairs.map(function (p) { return p[0]; });
+        texts = pairs.map(function (p) { return p[1]; });
+        rows.forEach(function (row) { body.appendChild(row); });
+      });
+    });
   form.addEventListener("change", update);
+  search.addEventListener("input", update);
   form.addEventListener("submit", function (event) { event.preventDefault(); });
   form.hidden = false;
   update();
@@ -158,6 +192,29 @@ def _list(items: Iterable[str], code: bool = True) -> str:
     wrap = "<li><code>{}</code></li>" if code else "<li>{}</li>"
     body = "".join(wrap.format(item) for item in items)
     return f'<ul class="plain">{body}</ul>' if body else ""
+
+
+def _verdict_banner(result: ScanResult) -> str:
+    """The gate's verdict in one line at the top, as the exit code decides it: incomplete
+    coverage first (the gate fails closed), then the findings that fail the gate."""
+    gate = result.gate
+    if result.error is not None:
+        kind, text = "incomplete", "SCAN FAILED: nothing was read; the gate fails closed"
+    elif result.interrupted:
+        kind, text = "incomplete", "INTERRUPTED: a partial report; the gate fails closed"
+    elif not result.complete:
+        kind, text = (
+            "incomplete",
+            "INCOMPLETE: part of the image was not read; the gate fails closed",
+        )
+    elif gate is None:
+        kind, text = "unjudged", f"{len(result.findings)} finding(s); no gate was applied"
+    elif gate.failing:
+        kind = "fail"
+        text = f"FAIL: {len(gate.failing)} finding(s) fail the gate (fail-on {gate.fail_on.value})"
+    else:
+        kind, text = "pass", f"PASS: no finding fails the gate (fail-on {gate.fail_on.value})"
+    return f'<p class="verdict verdict-{kind}" id="gate-banner">{_text(text)}</p>'
 
 
 def _location(path: str, line: int) -> str:
@@ -222,6 +279,7 @@ def _summary(result: ScanResult, findings: list[Finding]) -> list[str]:
     out = [
         '<header class="summary" id="summary">',
         f"<h1>imgscan report: <code>{_text(result.image.path)}</code></h1>",
+        _verdict_banner(result),
     ]
     if any(f.secret is not None for f in findings):
         out.append(
@@ -340,12 +398,19 @@ def _findings(findings: list[Finding]) -> list[str]:
     for category in sorted({f.category for f in findings}):
         n = sum(1 for f in findings if f.category == category)
         out.append(f'<option value="{_text(category)}">{_text(category)} ({n})</option>')
-    out += ["</select></label>", "</form>"]
+    out += [
+        "</select></label>",
+        '<label>Search <input type="search" id="search" name="search" '
+        'placeholder="path, rule, preview, fingerprint"></label>',
+        "</form>",
+    ]
     value_header = "Secret" if any(f.secret is not None for f in findings) else "Preview"
     out += [
         "<table>",
-        "<thead><tr><th>Severity</th><th>Rule</th><th>Category</th><th>Location</th>"
-        f"<th>{value_header}</th><th>Validation</th><th>Context</th></tr></thead>",
+        '<thead><tr><th data-sort="rank">Severity</th><th data-sort="rule">Rule</th>'
+        '<th>Category</th><th data-sort="path">Location</th>'
+        f"<th>{value_header}</th><th>Validation</th><th>Context</th><th>Fingerprint</th>"
+        "</tr></thead>",
         "<tbody>",
     ]
     for f in findings:
@@ -361,17 +426,21 @@ def _findings(findings: list[Finding]) -> list[str]:
             ),
             code=False,
         )
+        # Long paths wrap after a "/" (a <wbr> after each), not in the middle of a name.
+        location = _text(_location(f.path, f.line)).replace("/", "/<wbr>")
         out.append(
             f'<tr class="finding" data-severity="{f.severity.value}" '
-            f'data-category="{_text(f.category)}">'
+            f'data-category="{_text(f.category)}" data-rank="{9 - f.severity.rank}" '
+            f'data-rule="{_text(f.rule)}" data-path="{_text(f.path)}">'
             f"{_severity_cell(f.severity)}"
             f'<td class="rule"><code>{_text(f.rule)}</code></td>'
             f'<td class="category">{_text(f.category)}</td>'
-            f'<td class="location"><code>{_text(_location(f.path, f.line))}</code>'
+            f'<td class="location"><code>{location}</code>'
             f"{_package(f.package)}</td>"
             f'<td class="value">{value}</td>'
             f'<td class="validation">{_text(f.validation.status.value)}{checks}</td>'
             f'<td class="context">{_pairs(f.context)}</td>'
+            f'<td class="fingerprint"><code>{_text(f.fingerprint)}</code></td>'
             "</tr>"
         )
     out += ["</tbody>", "</table>", "</section>"]

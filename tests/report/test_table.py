@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from expect import IDENTIFIER_RULES
 from test_cli import run
 
 from imgscan.report.table import WIDTH
@@ -29,7 +30,8 @@ def test_server_image_table_reads_in_80_columns(images: Path) -> None:
     assert "postgresql://db.internal:5432/hr, as hr_app" in proc.stdout
     assert "  /etc/machine-id" in lines and "      -  machine-id  file of 33 bytes" in lines
     secrets = run("scan", images / "server.qcow2", "--show-secrets", "--format", "json")
-    values = [f["secret"] for f in json.loads(secrets.stdout)["findings"] if f.get("secret")]
-    assert len(values) == len(report["findings"]) - 2  # the two file rules have no value
+    found = json.loads(secrets.stdout)["findings"]
+    assert len([f for f in found if f.get("secret")]) == len(report["findings"]) - 2  # file rules
+    values = [f["secret"] for f in found if f.get("secret") and f["rule"] not in IDENTIFIER_RULES]
     for value in values:
         assert value not in proc.stdout
