@@ -133,18 +133,23 @@ def test_hostile_case(hostile: tuple[Path, dict[str, Any]], name: str, tmp_path:
         assert manifest["marker"] not in output
     assert not ESCAPE_FILE.exists(), "an archive member was written outside the scan"
 
+    refused = json.loads(report_text) if report_text else None
     if case["error"] is not None:
-        # Refused before scanning: one clear line, no report.
-        assert scan.code == 2 and not report_text
+        # Refused before scanning: one clear line, and the report asked for says so: the
+        # error, nothing found, coverage incomplete (a pipeline reads a verdict, not nothing).
+        assert scan.code == 2
         lines = scan.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("imgscan: error:"), scan.stderr
         assert case["error"] in lines[0]
+        assert refused is not None and case["error"] in refused["error"]
+        assert refused["findings"] == [] and refused["coverage"]["complete"] is False
         return
-    if scan.code == 2 and not report_text:
+    if scan.code == 2 and refused is not None and "error" in refused:
         # A clean refusal is failing closed too (a container too broken to open).
         lines = scan.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("imgscan: error:"), scan.stderr
         assert not case["finds"] and not case["incomplete"], scan.stderr
+        assert refused["findings"] == [] and refused["coverage"]["complete"] is False
         return
     report = json.loads(report_text)
     complete = report["coverage"]["complete"]
