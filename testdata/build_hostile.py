@@ -1454,8 +1454,8 @@ def qcow2_snapshots(b: Build) -> None:
 def metadata_secrets(b: Build) -> None:
     # Secrets outside file contents: a user.* attribute on a file, a trusted.* attribute on a
     # directory, a symbolic link whose target is a database URL with its password, a file and
-    # a directory whose names are credentials. Each is found at <path>#<where>; the names'
-    # secrets never appear in any report.
+    # a directory whose names are credentials. Each is found at <path>#<where>; the secret in
+    # a name never appears in any report (an access key ID, an identifier, is shown whole).
     tree = b.tree("ext4-metadata")
     name_key = base.aws_key_id()
     dir_token = base.github_token()
@@ -1484,10 +1484,12 @@ def metadata_secrets(b: Build) -> None:
                     "/etc/app.conf#xattr:user.deploy",
                     "/srv#xattr:trusted.ci",
                     "/srv/db-link#symlink-target",
-                    "/srv/aws_access_key_id=AKIA…(20)#name",
+                    # An access key ID is an identifier (shown whole, as AWS documents it);
+                    # the token in the directory's name is a secret, shown by its preview.
+                    f"/srv/aws_access_key_id={name_key}#name",
                     "/srv/drop/token=ghp_…(40)#name",
                 ),
-                hidden=(name_key, dir_token),
+                hidden=(dir_token,),
             )
         )
 
