@@ -835,13 +835,6 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         # JSON reads "scan failed" instead of failing on a missing file.
         _write_failed_reports(targets, _failed_result(args.image, args.reader.value, str(exc)))
         raise
-    except KeyboardInterrupt:
-        if interrupts.timed_out is None:
-            raise
-        # --timeout while the image was being opened: a failed scan, reported as one.
-        failed = _failed_result(args.image, args.reader.value, interrupts.timed_out)
-        _write_failed_reports(targets, failed)
-        raise ImgscanError(interrupts.timed_out) from None
     except ScanInterrupted as stop:
         if interrupts.timed_out is not None:
             # --timeout: the error, not a partial report (what a timed-out scan found is
@@ -854,6 +847,14 @@ def _run_scan(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         interrupted_by = interrupts.received or "SIGINT"
         warning = f"scan interrupted by {interrupted_by}: this report is partial"
         scanned = replace(stop.partial, warnings=(*stop.partial.warnings, warning))
+    except KeyboardInterrupt:
+        # (After ScanInterrupted, a KeyboardInterrupt that carries its partial result.)
+        if interrupts.timed_out is None:
+            raise
+        # --timeout while the image was being opened: a failed scan, reported as one.
+        failed = _failed_result(args.image, args.reader.value, interrupts.timed_out)
+        _write_failed_reports(targets, failed)
+        raise ImgscanError(interrupts.timed_out) from None
     try:
         result = apply_suppressions(scanned, baseline, ignore)
         result = replace(result, gate=judge(policy, result))

@@ -31,6 +31,7 @@ from imgscan.image.layout import (
     relocations,
     root_filesystem,
 )
+from imgscan.image.metadata import NAMES
 from imgscan.image.windows import find_windows
 from imgscan.model import (
     Capped,
@@ -437,11 +438,14 @@ def _walk(
                 tally.listing += time.monotonic() - asked
                 if moves:
                     item = replace(item, path=relocate(item.path, moves))
-                if isinstance(item, FileRef):
+                if isinstance(item, FileRef) and item.metadata != NAMES:
+                    # A batch of entry names holds other entries' names too: never excluded.
+                    # An excluded file's attributes and link target go with it, uncounted.
                     pattern = _excluded_by(exclude, item.path)
                     if pattern is not None:
-                        tally.excluded[pattern][0] += 1
-                        tally.excluded[pattern][1] += item.size
+                        if not item.metadata:
+                            tally.excluded[pattern][0] += 1
+                            tally.excluded[pattern][1] += item.size
                         asked = time.monotonic()
                         continue
                     tally.walked[item.volume] = tally.walked.get(item.volume, 0) + 1
